@@ -1,0 +1,156 @@
+//! Wire types of `techoral.users.v1`, written by hand to mirror
+//! `proto/user_service.proto` line for line, in its order and with its names.
+//!
+//! There is no code generator: put the .proto beside this file and compare.
+//! `tests/contract.rs` checks every tag, type, label and presence against the
+//! .proto, so a slip here fails a test rather than a client in another language.
+//! Nothing but wire types lives here; validation is in `crate::domain`.
+
+pub mod client;
+pub mod server;
+
+/// The full name of the service, as it appears in every method path.
+pub const SERVICE_NAME: &str = "techoral.users.v1.UserService";
+
+/// What a user may do. Carried on the wire as its number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum UserRole {
+    Unspecified = 0,
+    Admin = 1,
+    Editor = 2,
+    Viewer = 3,
+}
+
+impl UserRole {
+    /// The value's name in the .proto.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "USER_ROLE_UNSPECIFIED",
+            Self::Admin => "USER_ROLE_ADMIN",
+            Self::Editor => "USER_ROLE_EDITOR",
+            Self::Viewer => "USER_ROLE_VIEWER",
+        }
+    }
+
+    /// The value named `value` in the .proto, exactly as spelled there.
+    pub fn from_str_name(value: &str) -> Option<Self> {
+        match value {
+            "USER_ROLE_UNSPECIFIED" => Some(Self::Unspecified),
+            "USER_ROLE_ADMIN" => Some(Self::Admin),
+            "USER_ROLE_EDITOR" => Some(Self::Editor),
+            "USER_ROLE_VIEWER" => Some(Self::Viewer),
+            _ => None,
+        }
+    }
+}
+
+/// A user as stored.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct User {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    #[prost(string, tag = "3")]
+    pub email: String,
+    #[prost(enumeration = "UserRole", tag = "4")]
+    pub role: i32,
+    #[prost(int64, tag = "5")]
+    pub created_at: i64,
+    #[prost(string, optional, tag = "6")]
+    pub bio: Option<String>,
+}
+
+/// GetUser's request.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GetUserRequest {
+    #[prost(string, tag = "1")]
+    pub user_id: String,
+}
+/// GetUser's response.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GetUserResponse {
+    #[prost(message, optional, tag = "1")]
+    pub user: Option<User>,
+}
+
+/// ListUsers' request.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListUsersRequest {
+    #[prost(int32, tag = "1")]
+    pub limit: i32,
+    #[prost(int32, tag = "2")]
+    pub offset: i32,
+    #[prost(string, tag = "3")]
+    pub filter_role: String,
+}
+/// BulkCreateUsers' response (the name is kept from the original contract).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListUsersResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub users: Vec<User>,
+    #[prost(int32, tag = "2")]
+    pub total_count: i32,
+}
+
+/// CreateUser's request, and one item of BulkCreateUsers' stream.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct CreateUserRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub email: String,
+    #[prost(enumeration = "UserRole", tag = "3")]
+    pub role: i32,
+    #[prost(string, optional, tag = "4")]
+    pub bio: Option<String>,
+}
+
+/// UpdateUser's request. Only the fields that are present change.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct UpdateUserRequest {
+    #[prost(string, tag = "1")]
+    pub user_id: String,
+    #[prost(string, optional, tag = "2")]
+    pub name: Option<String>,
+    #[prost(string, optional, tag = "3")]
+    pub email: Option<String>,
+    #[prost(enumeration = "UserRole", optional, tag = "4")]
+    pub role: Option<i32>,
+    #[prost(string, optional, tag = "5")]
+    pub bio: Option<String>,
+}
+
+/// DeleteUser's request.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DeleteUserRequest {
+    #[prost(string, tag = "1")]
+    pub user_id: String,
+}
+/// DeleteUser's response.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DeleteUserResponse {
+    #[prost(message, optional, tag = "1")]
+    pub user: Option<User>,
+}
+
+/// One subscription on the WatchUserEvents stream.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct EventStreamRequest {
+    #[prost(string, tag = "1")]
+    pub user_id: String,
+}
+/// One event on the WatchUserEvents stream.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct UserEvent {
+    #[prost(string, tag = "1")]
+    pub event_type: String,
+    #[prost(string, tag = "2")]
+    pub user_id: String,
+    /// `Bytes`, not `Vec<u8>`: one encoded user is shared by every watcher.
+    #[prost(bytes = "bytes", tag = "3")]
+    pub payload: ::prost::bytes::Bytes,
+    #[prost(int64, tag = "4")]
+    pub timestamp: i64,
+}
