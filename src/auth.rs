@@ -1,0 +1,264 @@
+//! Who may call what: JWT checking and minting, and the permission table.
+//!
+//! The check runs in a tower layer (`auth::layer`) in front of every route, so
+//! unary and streaming RPCs alike pass through it before a handler is called.
+//! Handlers find the caller's [`Claims`] in the request extensions.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+
+use crate::clock;
+use crate::domain::Role;
+
+pub mod layer;
+pub mod secret;
+
+pub use layer::AuthLayer;
+pub use secret::Secret;
+
+/// Clock skew tolerated on `exp` and `nbf`, between hosts whose clocks differ.
+pub const LEEWAY: Duration = Duration::from_secs(30);
+
+/// What a token says about its holder.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Claims {
+    /// Who holds the token.
+    pub sub: String,
+    pub role: Role,
+    /// Expiry, Unix seconds. Required: a token that never expires is refused.
+    pub exp: u64,
+    /// Issued at, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    /// Not before, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+/// Why a call was refused before reaching its handler.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing authorization metadata: send 'authorization: Bearer <token>'")]
+    MissingToken,
+    #[error("malformed authorization metadata: expected 'Bearer <token>'")]
+    Malformed,
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    #[error("role {role} may not call {method}; it needs {needs}")]
+    PermissionDenied {
+        role: Role,
+        method: String,
+        needs: String,
+    },
+}
+
+/// Who may call a method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, with or without a token.
+    Public,
+    /// Any valid token.
+    Authenticated,
+    /// A valid token with one of these roles.
+    Roles(&'static [Role]),
+}
+
+/// The permission table: what each method of `UserService` needs.
+const TABLE: &[(&str, Access)] = &[
+    ("GetUser", Access::Authenticated),
+    ("CreateUser", Access::Roles(&[Role::Admin, Role::Editor])),
+    ("ListUsers", Access::Authenticated),
+    ("BulkCreateUsers", Access::Roles(&[Role::Admin, Role::Editor])),
+    ("WatchUserEvents", Access::Authenticated),
+    ("UpdateUser", Access::Roles(&[Role::Admin, Role::Editor])),
+    ("DeleteUser", Access::Roles(&[Role::Admin])),
+];
+
+/// The methods that are public unless configured otherwise, as in the
+/// original contract.
+pub const DEFAULT_PUBLIC_METHODS: &[&str] = &["GetUser"];
+
+/// The permission table with the configured public methods, keyed by path.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    by_path: HashMap<String, (&'static str, Access)>,
+}
+
+impl Policy {
+    /// The table, with `public` (method names such as `GetUser`) opened to
+    /// anyone. An unknown name is an error, so that a typo cannot silently
+    /// leave a method closed, or an operator believe one is open.
+    pub fn new<S: AsRef<str>>(public: &[S]) -> Result<Self, String> {
+        for name in public {
+            let name = name.as_ref();
+            if !TABLE.iter().any(|(method, _)| *method == name) {
+                return Err(format!("unknown method {name:?} in public methods"));
+            }
+        }
+        let by_path = TABLE
+            .iter()
+            .map(|&(method, access)| {
+                let open = public.iter().any(|p| p.as_ref() == method);
+                let access = if open { Access::Public } else { access };
+                (format!("/{}/{method}", crate::pb::SERVICE_NAME), (method, access))
+            })
+            .collect();
+        Ok(Self { by_path })
+    }
+
+    /// What `path` needs. Paths outside `UserService`'s table (health,
+    /// reflection, and unknown methods, which are answered UNIMPLEMENTED) are
+    /// public.
+    pub fn lookup(&self, path: &str) -> (&'static str, Access) {
+        self.by_path.get(path).copied().unwrap_or(("", Access::Public))
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self::new(DEFAULT_PUBLIC_METHODS).expect("default public methods exist")
+    }
+}
+
+impl Access {
+    /// Decides whether `claims` may call `method`.
+    pub fn permits(self, method: &str, claims: &Claims) -> Result<(), AuthError> {
+        match self {
+            Access::Public | Access::Authenticated => Ok(()),
+            Access::Roles(roles) if roles.contains(&claims.role) => Ok(()),
+            Access::Roles(roles) => Err(AuthError::PermissionDenied {
+                role: claims.role,
+                method: method.to_owned(),
+                needs: roles
+                    .iter()
+                    .map(|role| role.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+            }),
+        }
+    }
+}
+
+/// Optional claims a server insists on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expect {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+/// Checks tokens. HS256 only: the algorithm is pinned, so a token cannot
+/// choose how it is verified.
+#[derive(Clone)]
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl Verifier {
+    pub fn new(secret: &Secret, expect: &Expect) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = LEEWAY.as_secs();
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        if let Some(issuer) = &expect.issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        match &expect.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            None => validation.validate_aud = false,
+        }
+        Self {
+            key: DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+        }
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        use jsonwebtoken::errors::ErrorKind;
+        jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|error| {
+                let reason = match error.kind() {
+                    ErrorKind::ExpiredSignature => "expired".to_owned(),
+                    ErrorKind::ImmatureSignature => "not valid yet (nbf)".to_owned(),
+                    ErrorKind::InvalidSignature => "bad signature".to_owned(),
+                    ErrorKind::InvalidAlgorithm => "algorithm must be HS256".to_owned(),
+                    ErrorKind::InvalidIssuer => "wrong issuer".to_owned(),
+                    ErrorKind::InvalidAudience => "wrong audience".to_owned(),
+                    ErrorKind::MissingRequiredClaim(claim) => format!("missing claim {claim}"),
+                    ErrorKind::Json(_) => "claims are not valid (role must be admin, editor or viewer)".to_owned(),
+                    _ => "not a valid JWT".to_owned(),
+                };
+                AuthError::InvalidToken(reason)
+            })
+    }
+}
+
+/// Mints tokens signed with the server's secret.
+pub fn mint(
+    secret: &Secret,
+    sub: &str,
+    role: Role,
+    ttl: Duration,
+    expect: &Expect,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let now = u64::try_from(clock::unix_seconds()).unwrap_or(0);
+    let claims = Claims {
+        sub: sub.to_owned(),
+        role,
+        exp: now + ttl.as_secs(),
+        iat: Some(now),
+        nbf: Some(now),
+        iss: expect.issuer.clone(),
+        aud: expect.audience.clone(),
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> Secret {
+        Secret::from_bytes(b"0123456789abcdef0123456789abcdef".to_vec())
+    }
+
+    #[test]
+    fn a_minted_token_verifies_and_carries_its_claims() {
+        let token = mint(&secret(), "alice", Role::Editor, Duration::from_secs(60), &Expect::default()).unwrap();
+        let claims = Verifier::new(&secret(), &Expect::default()).verify(&token).unwrap();
+        assert_eq!((claims.sub.as_str(), claims.role), ("alice", Role::Editor));
+    }
+
+    #[test]
+    fn issuer_and_audience_are_checked_when_configured() {
+        let expect = Expect {
+            issuer: Some("usersvc".into()),
+            audience: Some("directory".into()),
+        };
+        let token = mint(&secret(), "a", Role::Viewer, Duration::from_secs(60), &Expect::default()).unwrap();
+        let err = Verifier::new(&secret(), &expect).verify(&token).unwrap_err();
+        assert!(err.to_string().contains("missing claim") || err.to_string().contains("wrong"), "{err}");
+        let token = mint(&secret(), "a", Role::Viewer, Duration::from_secs(60), &expect).unwrap();
+        assert!(Verifier::new(&secret(), &expect).verify(&token).is_ok());
+    }
+
+    #[test]
+    fn unknown_public_method_is_refused() {
+        assert!(Policy::new(&["GetUsers"]).is_err());
+        let policy = Policy::new(&["ListUsers"]).unwrap();
+        assert_eq!(policy.lookup("/techoral.users.v1.UserService/ListUsers").1, Access::Public);
+        assert_eq!(policy.lookup("/techoral.users.v1.UserService/GetUser").1, Access::Authenticated);
+    }
+}

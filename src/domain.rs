@@ -1,0 +1,452 @@
+//! Domain types, and the one place where wire types become them.
+//!
+//! Every value a handler or a store sees has been through a `parse` here, so
+//! that an invalid name or email cannot exist past the edge. Parsing collects
+//! every violation, not just the first, because a client fixing a form wants
+//! to hear about all of its fields at once.
+
+use std::fmt;
+
+use crate::error::{FieldViolation, Violations};
+use crate::pb;
+
+/// Longest user name, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+/// Longest email address, in characters (RFC 5321's path limit).
+pub const MAX_EMAIL_CHARS: usize = 254;
+/// Longest bio, in characters.
+pub const MAX_BIO_CHARS: usize = 2_000;
+/// Longest user id a request may name. Ids we issue are 36 characters; the
+/// bound keeps a hostile id from reaching the store or the logs.
+pub const MAX_ID_CHARS: usize = 128;
+
+/// A user id: non-empty, server-assigned, never reused.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(String);
+
+impl UserId {
+    /// A fresh id. UUIDv7 is unique across processes without coordination,
+    /// which several replicas over one database need, and sorts by time.
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+
+    /// Checks an id that a request names in `field`.
+    pub fn parse(field: &str, value: String) -> Result<Self, FieldViolation> {
+        if value.is_empty() {
+            return Err(FieldViolation::new(field, "must not be empty"));
+        }
+        if value.chars().count() > MAX_ID_CHARS {
+            return Err(FieldViolation::new(
+                field,
+                format!("must be at most {MAX_ID_CHARS} characters"),
+            ));
+        }
+        Ok(Self(value))
+    }
+
+    /// Wraps an id read back from storage, which was checked when written.
+    pub fn from_stored(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A display name: trimmed, 1 to [`MAX_NAME_CHARS`] characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserName(String);
+
+impl UserName {
+    pub fn parse(value: &str) -> Result<Self, &'static str> {
+        let trimmed = value.trim();
+        if trimmed.is_empty() {
+            Err("must not be empty")
+        } else if trimmed.chars().count() > MAX_NAME_CHARS {
+            Err("must be at most 200 characters")
+        } else if trimmed.chars().any(char::is_control) {
+            Err("must not contain control characters")
+        } else {
+            Ok(Self(trimmed.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An email address that is plausible: one `@`, a non-empty local part, a
+/// dotted domain, no white space, at most [`MAX_EMAIL_CHARS`] characters.
+/// Deliverability is not our business; typos that can never deliver are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(value: &str) -> Result<Self, &'static str> {
+        let trimmed = value.trim();
+        if trimmed.is_empty() {
+            return Err("must not be empty");
+        }
+        if trimmed.chars().count() > MAX_EMAIL_CHARS {
+            return Err("must be at most 254 characters");
+        }
+        let Some((local, domain)) = trimmed.split_once('@') else {
+            return Err("must be an email address like name@example.com");
+        };
+        let plausible = !local.is_empty()
+            && local.len() <= 64
+            && !domain.contains('@')
+            && domain.contains('.')
+            && domain.split('.').all(|label| !label.is_empty())
+            && !trimmed.chars().any(|c| c.is_whitespace() || c.is_control());
+        if plausible {
+            Ok(Self(trimmed.to_owned()))
+        } else {
+            Err("must be an email address like name@example.com")
+        }
+    }
+
+    /// The form uniqueness is decided on: two addresses that differ only in
+    /// case belong to one person.
+    pub fn unique_key(&self) -> String {
+        self.0.to_lowercase()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Free text about a user, at most [`MAX_BIO_CHARS`] characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bio(String);
+
+impl Bio {
+    pub fn parse(value: String) -> Result<Self, &'static str> {
+        if value.chars().count() > MAX_BIO_CHARS {
+            Err("must be at most 2000 characters")
+        } else {
+            Ok(Self(value))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a user, or a token's holder, may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Editor,
+    Viewer,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Admin, Role::Editor, Role::Viewer];
+
+    /// The lowercase name used in tokens, the CLI and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Editor => "editor",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    /// Reads a role name as people write it: `admin`, `ADMIN` or
+    /// `USER_ROLE_ADMIN`, in any case.
+    pub fn from_name(name: &str) -> Option<Role> {
+        let upper = name.trim().to_ascii_uppercase();
+        let bare = upper.strip_prefix("USER_ROLE_").unwrap_or(&upper);
+        Role::ALL
+            .into_iter()
+            .find(|role| role.as_str().eq_ignore_ascii_case(bare))
+    }
+
+    /// Reads a wire role. `UNSPECIFIED` yields `None`, for the caller to
+    /// default or refuse; a number outside the enum is an error.
+    fn from_wire(value: i32) -> Result<Option<Role>, &'static str> {
+        match pb::UserRole::try_from(value) {
+            Ok(pb::UserRole::Unspecified) => Ok(None),
+            Ok(pb::UserRole::Admin) => Ok(Some(Role::Admin)),
+            Ok(pb::UserRole::Editor) => Ok(Some(Role::Editor)),
+            Ok(pb::UserRole::Viewer) => Ok(Some(Role::Viewer)),
+            Err(_) => Err("is not a known UserRole value"),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<Role> for pb::UserRole {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::Admin => pb::UserRole::Admin,
+            Role::Editor => pb::UserRole::Editor,
+            Role::Viewer => pb::UserRole::Viewer,
+        }
+    }
+}
+
+/// A user as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub name: UserName,
+    pub email: Email,
+    pub role: Role,
+    /// Unix seconds, fixed at creation.
+    pub created_at: i64,
+    pub bio: Option<Bio>,
+}
+
+impl From<User> for pb::User {
+    fn from(user: User) -> Self {
+        pb::User {
+            id: user.id.0,
+            name: user.name.0,
+            email: user.email.0,
+            role: pb::UserRole::from(user.role) as i32,
+            created_at: user.created_at,
+            bio: user.bio.map(|bio| bio.0),
+        }
+    }
+}
+
+/// A valid request to create a user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewUser {
+    pub name: UserName,
+    pub email: Email,
+    pub role: Role,
+    pub bio: Option<Bio>,
+}
+
+impl NewUser {
+    /// Validates a CreateUserRequest; `UNSPECIFIED` role becomes viewer.
+    pub fn parse(request: pb::CreateUserRequest) -> Result<Self, Violations> {
+        let mut violations = Violations::default();
+        let name = violations.check("name", UserName::parse(&request.name));
+        let email = violations.check("email", Email::parse(&request.email));
+        let role = violations.check("role", Role::from_wire(request.role));
+        let bio = request
+            .bio
+            .map(|bio| violations.check("bio", Bio::parse(bio)));
+        violations.into_result()?;
+        Ok(NewUser {
+            name: name.expect("checked"),
+            email: email.expect("checked"),
+            role: role.expect("checked").unwrap_or(Role::Viewer),
+            bio: bio.map(|bio| bio.expect("checked")),
+        })
+    }
+
+    /// Makes the stored user, stamped now.
+    pub fn into_user(self, id: UserId, created_at: i64) -> User {
+        User {
+            id,
+            name: self.name,
+            email: self.email,
+            role: self.role,
+            created_at,
+            bio: self.bio,
+        }
+    }
+}
+
+/// A valid UpdateUserRequest: the user, and the fields to change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserPatch {
+    pub name: Option<UserName>,
+    pub email: Option<Email>,
+    pub role: Option<Role>,
+    /// `Some(None)` removes the bio.
+    pub bio: Option<Option<Bio>>,
+}
+
+impl UserPatch {
+    pub fn parse(request: pb::UpdateUserRequest) -> Result<(UserId, Self), Violations> {
+        let mut violations = Violations::default();
+        let id = violations.push_err(UserId::parse("user_id", request.user_id));
+        let name = request
+            .name
+            .map(|name| violations.check("name", UserName::parse(&name)));
+        let email = request
+            .email
+            .map(|email| violations.check("email", Email::parse(&email)));
+        let role = request.role.map(|role| {
+            let role = Role::from_wire(role)
+                .and_then(|role| role.ok_or("must not be USER_ROLE_UNSPECIFIED"));
+            violations.check("role", role)
+        });
+        let bio = request.bio.map(|bio| match bio.is_empty() {
+            true => Some(None),
+            false => violations.check("bio", Bio::parse(bio)).map(Some),
+        });
+        violations.into_result()?;
+        let patch = UserPatch {
+            name: name.map(|v| v.expect("checked")),
+            email: email.map(|v| v.expect("checked")),
+            role: role.map(|v| v.expect("checked")),
+            bio: bio.map(|v| v.expect("checked")),
+        };
+        Ok((id.expect("checked"), patch))
+    }
+
+    /// Applies the patch to `user`.
+    pub fn apply(self, user: &mut User) {
+        if let Some(name) = self.name {
+            user.name = name;
+        }
+        if let Some(email) = self.email {
+            user.email = email;
+        }
+        if let Some(role) = self.role {
+            user.role = role;
+        }
+        if let Some(bio) = self.bio {
+            user.bio = bio;
+        }
+    }
+}
+
+/// A valid ListUsersRequest.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    pub role: Option<Role>,
+    pub offset: u64,
+    /// `None` means every matching user.
+    pub limit: Option<u64>,
+}
+
+impl ListQuery {
+    pub fn parse(request: pb::ListUsersRequest) -> Result<Self, Violations> {
+        let mut violations = Violations::default();
+        let non_negative = |value: i32| u64::try_from(value).map_err(|_| "must not be negative");
+        let limit = violations.check("limit", non_negative(request.limit));
+        let offset = violations.check("offset", non_negative(request.offset));
+        let role = match request.filter_role.trim() {
+            "" => Some(None),
+            name => violations.check(
+                "filter_role",
+                Role::from_name(name)
+                    .map(Some)
+                    .ok_or("must be admin, editor or viewer"),
+            ),
+        };
+        violations.into_result()?;
+        Ok(ListQuery {
+            role: role.expect("checked"),
+            offset: offset.expect("checked"),
+            limit: Some(limit.expect("checked")).filter(|&limit| limit > 0),
+        })
+    }
+}
+
+/// A WatchUserEvents subscription.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Subscription {
+    /// `*`: every user.
+    All,
+    One(UserId),
+}
+
+impl Subscription {
+    pub fn parse(request: pb::EventStreamRequest) -> Result<Self, Violations> {
+        if request.user_id == "*" {
+            return Ok(Subscription::All);
+        }
+        let mut violations = Violations::default();
+        let id = violations.push_err(UserId::parse("user_id", request.user_id));
+        violations.into_result()?;
+        Ok(Subscription::One(id.expect("checked")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_names_are_read_in_every_spelling() {
+        for name in ["admin", "ADMIN", "USER_ROLE_ADMIN", "user_role_admin", " Admin "] {
+            assert_eq!(Role::from_name(name), Some(Role::Admin), "{name}");
+        }
+        assert_eq!(Role::from_name("USER_ROLE_UNSPECIFIED"), None);
+        assert_eq!(Role::from_name("root"), None);
+    }
+
+    #[test]
+    fn emails_must_be_plausible() {
+        for good in ["a@b.co", "first.last+tag@sub.example.org", " x@y.io "] {
+            assert!(Email::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["", "plain", "@b.co", "a@b", "a@@b.co", "a@b..co", "a b@c.io", "a@.io"] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+        let long = format!("{}@example.com", "a".repeat(250));
+        assert!(Email::parse(&long).is_err());
+    }
+
+    #[test]
+    fn create_request_reports_every_invalid_field() {
+        let request = pb::CreateUserRequest {
+            name: "  ".into(),
+            email: "nope".into(),
+            role: 42,
+            bio: Some("b".repeat(MAX_BIO_CHARS + 1)),
+        };
+        let violations = NewUser::parse(request).unwrap_err();
+        let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["name", "email", "role", "bio"]);
+    }
+
+    #[test]
+    fn unspecified_role_becomes_viewer_on_create_but_is_refused_on_update() {
+        let user = NewUser::parse(pb::CreateUserRequest {
+            name: "Ann".into(),
+            email: "ann@example.com".into(),
+            role: 0,
+            bio: None,
+        })
+        .unwrap();
+        assert_eq!(user.role, Role::Viewer);
+
+        let update = UserPatch::parse(pb::UpdateUserRequest {
+            user_id: "u1".into(),
+            role: Some(0),
+            ..Default::default()
+        });
+        assert_eq!(update.unwrap_err().iter().next().unwrap().field, "role");
+    }
+
+    #[test]
+    fn list_query_limit_zero_means_unlimited_and_negatives_are_refused() {
+        let query = ListQuery::parse(pb::ListUsersRequest::default()).unwrap();
+        assert_eq!(query, ListQuery::default());
+        let err = ListQuery::parse(pb::ListUsersRequest {
+            limit: -1,
+            offset: -2,
+            filter_role: "boss".into(),
+        })
+        .unwrap_err();
+        let fields: Vec<_> = err.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["limit", "offset", "filter_role"]);
+    }
+}

@@ -1,0 +1,177 @@
+//! The service's error, and the one table that turns every error into a
+//! gRPC status.
+//!
+//! Each layer has its own error enum (`StoreError`, `AuthError`); they all
+//! become [`Error`], and `impl From<Error> for Status` below is the only place
+//! that picks a code or a message for the caller. Internal causes are logged
+//! here and never sent: a caller learns "store unavailable", not a SQL error.
+
+use std::fmt;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::auth::AuthError;
+use crate::domain::UserId;
+use crate::store::StoreError;
+
+/// One invalid field of a request, as a `google.rpc.BadRequest` names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// Every invalid field of one request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// Keeps `result`'s value, or records its error against `field`.
+    pub fn check<T, E: Into<String>>(&mut self, field: &str, result: Result<T, E>) -> Option<T> {
+        result
+            .map_err(|description| self.0.push(FieldViolation::new(field, description)))
+            .ok()
+    }
+
+    /// Keeps `result`'s value, or records its violation.
+    pub fn push_err<T>(&mut self, result: Result<T, FieldViolation>) -> Option<T> {
+        result.map_err(|violation| self.0.push(violation)).ok()
+    }
+
+    /// `Ok` when nothing was recorded.
+    pub fn into_result(self) -> Result<(), Violations> {
+        if self.0.is_empty() { Ok(()) } else { Err(self) }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &FieldViolation> {
+        self.0.iter()
+    }
+
+    /// The same violations, as fields of a repeated request at `prefix`
+    /// (`name` becomes `requests[3].name`).
+    fn nested(&self, prefix: &str) -> Vec<FieldViolation> {
+        self.0
+            .iter()
+            .map(|v| FieldViolation::new(format!("{prefix}.{}", v.field), &*v.description))
+            .collect()
+    }
+}
+
+impl fmt::Display for Violations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, v) in self.0.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "; " };
+            write!(f, "{sep}invalid {}: {}", v.field, v.description)?;
+        }
+        Ok(())
+    }
+}
+
+/// A failed call, whatever layer it failed in.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidArgument(Violations),
+    #[error("user {0} not found")]
+    NotFound(UserId),
+    #[error("email {0} is already taken")]
+    EmailTaken(String),
+    #[error("idempotency key was already used with a different request")]
+    IdempotencyKeyReused,
+    /// One item of a BulkCreateUsers stream failed, so none was created.
+    #[error("item {index}: {source}")]
+    BulkItem { index: usize, source: Box<Error> },
+    #[error("a bulk creation may carry at most {0} items; split it into several calls")]
+    BulkTooLarge(usize),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("this watcher fell {skipped} events behind and was dropped; resubscribe and re-read")]
+    WatcherLagged { skipped: u64 },
+    #[error("store unavailable")]
+    StoreUnavailable(#[source] crate::BoxError),
+    #[error("internal error")]
+    Internal(#[source] crate::BoxError),
+}
+
+impl From<Violations> for Error {
+    fn from(violations: Violations) -> Self {
+        Error::InvalidArgument(violations)
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound(id) => Error::NotFound(id),
+            StoreError::EmailTaken(email) => Error::EmailTaken(email),
+            StoreError::IdempotencyKeyReused => Error::IdempotencyKeyReused,
+            StoreError::Item { index, source } => Error::BulkItem {
+                index,
+                source: Box::new(Error::from(*source)),
+            },
+            StoreError::Unavailable(cause) => Error::StoreUnavailable(cause),
+            StoreError::Internal(cause) => Error::Internal(cause),
+        }
+    }
+}
+
+impl Error {
+    /// The gRPC code for this error: the table.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::NotFound(_) => Code::NotFound,
+            Error::EmailTaken(_) | Error::IdempotencyKeyReused => Code::AlreadyExists,
+            Error::BulkItem { source, .. } => source.code(),
+            Error::Auth(AuthError::PermissionDenied { .. }) => Code::PermissionDenied,
+            Error::Auth(_) => Code::Unauthenticated,
+            Error::WatcherLagged { .. } | Error::BulkTooLarge(_) => Code::ResourceExhausted,
+            Error::StoreUnavailable(_) => Code::Unavailable,
+            Error::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The violations to attach as a `google.rpc.BadRequest`, if any.
+    fn violations(&self) -> Option<Vec<FieldViolation>> {
+        match self {
+            Error::InvalidArgument(violations) => Some(violations.0.clone()),
+            Error::BulkItem { index, source } => match &**source {
+                Error::InvalidArgument(violations) => {
+                    Some(violations.nested(&format!("requests[{index}]")))
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Status {
+        let code = error.code();
+        if matches!(code, Code::Internal | Code::Unavailable) {
+            tracing::error!(error = ?error, "call failed");
+        }
+        let message = error.to_string();
+        match error.violations() {
+            Some(violations) => {
+                let violations: Vec<_> = violations
+                    .into_iter()
+                    .map(|v| tonic_types::FieldViolation::new(v.field, v.description))
+                    .collect();
+                Status::with_error_details(code, message, ErrorDetails::with_bad_request(violations))
+            }
+            None => Status::new(code, message),
+        }
+    }
+}

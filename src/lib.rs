@@ -1,0 +1,37 @@
+//! usersvc: a gRPC user directory with no code generator.
+//!
+//! The contract is `proto/user_service.proto`; the wire types and the tonic
+//! server and client for it are written by hand in [`pb`]. A call travels:
+//!
+//! | step | module |
+//! |---|---|
+//! | bytes to messages, routing | [`pb::server`] |
+//! | one log line per call, message counts | [`telemetry`] |
+//! | token and permission check | [`auth`] |
+//! | wire types to validated domain types | [`domain`] |
+//! | the decision, per RPC | [`service`] |
+//! | storage | [`store`] |
+//! | announcing changes to watchers | [`events`] |
+//! | every failure to a gRPC status | [`error`] |
+//!
+//! [`server`] assembles these on a bound listener, [`shutdown`] says when to
+//! stop, [`client`] adds retries and tokens to [`pb::client`], and [`cli`] is
+//! the `usersvc` command.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod pb;
+pub mod server;
+pub mod service;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;
+
+/// A boxed error for causes we log but do not match on.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

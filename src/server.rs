@@ -1,0 +1,97 @@
+//! Assembles the server: the service, its layers and its limits, served on a
+//! listener the caller has already bound until a shutdown future resolves.
+//!
+//! Taking a bound listener lets tests bind port 0 and learn the port before
+//! the server starts; taking a future lets `main` wire in signals and tests
+//! wire in a oneshot.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::auth::{AuthLayer, Expect, Policy, Secret, Verifier};
+use crate::events::EventBus;
+use crate::pb::server::UserServiceServer;
+use crate::service::{Directory, Limits};
+use crate::store::UserStore;
+use crate::telemetry::TelemetryLayer;
+
+/// Largest request or response message, as gRPC's usual 4 MiB default.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Everything a server needs besides its listener.
+#[derive(Clone)]
+pub struct Settings {
+    pub store: Arc<dyn UserStore>,
+    pub secret: Secret,
+    /// Issuer and audience that tokens must carry, when set.
+    pub expect: Expect,
+    /// Method names that need no token.
+    pub public_methods: Vec<String>,
+    /// Events kept for slow watchers before they are dropped.
+    pub watch_buffer: usize,
+    pub limits: Limits,
+    pub max_message_bytes: usize,
+}
+
+impl Settings {
+    /// Defaults around a store and a secret.
+    pub fn new(store: Arc<dyn UserStore>, secret: Secret) -> Self {
+        Self {
+            store,
+            secret,
+            expect: Expect::default(),
+            public_methods: crate::auth::DEFAULT_PUBLIC_METHODS
+                .iter()
+                .map(|m| (*m).to_owned())
+                .collect(),
+            watch_buffer: 1024,
+            limits: Limits::default(),
+            max_message_bytes: MAX_MESSAGE_BYTES,
+        }
+    }
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves `UserService` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let policy = Policy::new(&settings.public_methods).map_err(ServeError::Config)?;
+    let auth = AuthLayer::new(Verifier::new(&settings.secret, &settings.expect), policy);
+    let directory = Directory::new(
+        settings.store,
+        EventBus::new(settings.watch_buffer),
+        settings.limits,
+    );
+    let users = UserServiceServer::new(directory)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Zstd)
+        .max_decoding_message_size(settings.max_message_bytes)
+        .max_encoding_message_size(settings.max_message_bytes);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+
+    Server::builder()
+        .layer(TelemetryLayer)
+        .layer(auth)
+        .add_service(users)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}

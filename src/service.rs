@@ -1,0 +1,198 @@
+//! The `UserService` implementation: one method per RPC, each reading its
+//! wire request into domain types, asking the store, announcing the change,
+//! and answering. Failures are `crate::error::Error`, which decides statuses.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::Claims;
+use crate::domain::{NewUser, UserId, UserPatch};
+use crate::error::{Error, Violations};
+use crate::events::{EventBus, EventKind};
+use crate::pb;
+use crate::store::{Created, IdempotencyKey, UserStore};
+
+mod list;
+mod watch;
+
+/// The metadata key that makes a CreateUser safe to retry.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Tunables of the service itself, as opposed to the transport's.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Users fetched from the store per page while streaming ListUsers.
+    pub list_page_size: usize,
+    /// Most items one BulkCreateUsers call may carry: the whole batch is one
+    /// transaction and is held in memory until it commits.
+    pub max_bulk_items: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            list_page_size: 256,
+            max_bulk_items: 100_000,
+        }
+    }
+}
+
+/// The user directory: a store, and the bus its changes are announced on.
+#[derive(Clone)]
+pub struct Directory {
+    store: Arc<dyn UserStore>,
+    events: EventBus,
+    limits: Limits,
+}
+
+impl Directory {
+    pub fn new(store: Arc<dyn UserStore>, events: EventBus, limits: Limits) -> Self {
+        Self {
+            store,
+            events,
+            limits,
+        }
+    }
+}
+
+/// Who made the call, for the audit log: the token's subject, if any.
+fn actor<T>(request: &Request<T>) -> &str {
+    request
+        .extensions()
+        .get::<Claims>()
+        .map_or("anonymous", |claims| claims.sub.as_str())
+}
+
+fn parse_id(user_id: String) -> Result<UserId, Error> {
+    let mut violations = Violations::default();
+    let id = violations.push_err(UserId::parse("user_id", user_id));
+    violations.into_result()?;
+    Ok(id.expect("checked"))
+}
+
+fn idempotency_key<T>(request: &Request<T>) -> Result<Option<IdempotencyKey>, Error> {
+    let Some(value) = request.metadata().get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let mut violations = Violations::default();
+    let key = violations.check(
+        IDEMPOTENCY_KEY,
+        value
+            .to_str()
+            .map_err(|_| "must be visible ASCII characters")
+            .and_then(IdempotencyKey::parse),
+    );
+    violations.into_result()?;
+    Ok(key)
+}
+
+#[tonic::async_trait]
+impl pb::server::UserService for Directory {
+    async fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::GetUserResponse>, Status> {
+        let id = parse_id(request.into_inner().user_id)?;
+        let user = self.store.get(&id).await.map_err(Error::from)?;
+        Ok(Response::new(pb::GetUserResponse {
+            user: Some(user.into()),
+        }))
+    }
+
+    async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let key = idempotency_key(&request)?;
+        let actor = actor(&request).to_owned();
+        let new_user = NewUser::parse(request.into_inner()).map_err(Error::from)?;
+        let user = match self.store.create(new_user, key).await.map_err(Error::from)? {
+            Created::New(user) => {
+                tracing::info!(target: "usersvc::audit", actor, user_id = %user.id, "user created");
+                self.events.publish(EventKind::Created, user.clone());
+                user
+            }
+            Created::Replayed(user) => user,
+        };
+        Ok(Response::new(user.into()))
+    }
+
+    type ListUsersStream = list::UserStream;
+
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<Self::ListUsersStream>, Status> {
+        let query = crate::domain::ListQuery::parse(request.into_inner()).map_err(Error::from)?;
+        let stream = list::stream(Arc::clone(&self.store), query, self.limits.list_page_size);
+        Ok(Response::new(stream))
+    }
+
+    async fn bulk_create_users(
+        &self,
+        request: Request<Streaming<pb::CreateUserRequest>>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let actor = actor(&request).to_owned();
+        let mut inbound = request.into_inner();
+        let mut batch = Vec::new();
+        while let Some(item) = inbound.message().await? {
+            let index = batch.len();
+            if index == self.limits.max_bulk_items {
+                return Err(Error::BulkTooLarge(self.limits.max_bulk_items).into());
+            }
+            let user = NewUser::parse(item).map_err(|violations| Error::BulkItem {
+                index,
+                source: Box::new(violations.into()),
+            })?;
+            batch.push(user);
+        }
+        let users = self.store.create_many(batch).await.map_err(Error::from)?;
+        tracing::info!(target: "usersvc::audit", actor, count = users.len(), "users created in bulk");
+        for user in &users {
+            self.events.publish(EventKind::Created, user.clone());
+        }
+        Ok(Response::new(pb::ListUsersResponse {
+            total_count: i32::try_from(users.len()).unwrap_or(i32::MAX),
+            users: users.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    type WatchUserEventsStream = watch::EventStream;
+
+    async fn watch_user_events(
+        &self,
+        request: Request<Streaming<pb::EventStreamRequest>>,
+    ) -> Result<Response<Self::WatchUserEventsStream>, Status> {
+        Ok(Response::new(watch::stream(
+            request.into_inner(),
+            self.events.clone(),
+        )))
+    }
+
+    async fn update_user(
+        &self,
+        request: Request<pb::UpdateUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let actor = actor(&request).to_owned();
+        let (id, patch) = UserPatch::parse(request.into_inner()).map_err(Error::from)?;
+        let user = self.store.update(&id, patch).await.map_err(Error::from)?;
+        tracing::info!(target: "usersvc::audit", actor, user_id = %id, "user updated");
+        self.events.publish(EventKind::Updated, user.clone());
+        Ok(Response::new(user.into()))
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        let actor = actor(&request).to_owned();
+        let id = parse_id(request.into_inner().user_id)?;
+        let user = self.store.delete(&id).await.map_err(Error::from)?;
+        tracing::info!(target: "usersvc::audit", actor, user_id = %id, "user deleted");
+        self.events.publish(EventKind::Deleted, user.clone());
+        Ok(Response::new(pb::DeleteUserResponse {
+            user: Some(user.into()),
+        }))
+    }
+}

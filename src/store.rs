@@ -1,0 +1,120 @@
+//! Where users are kept: the `UserStore` trait, and one implementation per
+//! file below `store/`.
+//!
+//! The service holds an `Arc<dyn UserStore>` and never knows which store it
+//! has. Every store gives the same semantics, which `tests/store_contract.rs`
+//! checks against each: emails unique without regard to case, ids never
+//! reused, bulk creation all or nothing, idempotency keys kept with the user,
+//! and listing in creation order, a page at a time.
+
+use async_trait::async_trait;
+
+use crate::domain::{NewUser, Role, User, UserId, UserPatch};
+
+pub mod memory;
+
+pub use memory::MemoryStore;
+
+/// A store's failure, before it is given a gRPC status in `crate::error`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("user {0} not found")]
+    NotFound(UserId),
+    #[error("email {0} is already taken")]
+    EmailTaken(String),
+    #[error("idempotency key was already used with a different request")]
+    IdempotencyKeyReused,
+    /// Item `index` of a bulk creation failed, so none was created.
+    #[error("item {index}: {source}")]
+    Item {
+        index: usize,
+        source: Box<StoreError>,
+    },
+    /// The store cannot be reached now; the call may succeed later.
+    #[error("store unavailable: {0}")]
+    Unavailable(#[source] crate::BoxError),
+    #[error("store failed: {0}")]
+    Internal(#[source] crate::BoxError),
+}
+
+/// A client's token for retrying one CreateUser safely.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// Longest key accepted, in bytes.
+    pub const MAX_LEN: usize = 128;
+
+    /// Reads the `idempotency-key` metadata value: 1 to 128 visible ASCII
+    /// characters, as a UUID or similar would be.
+    pub fn parse(value: &str) -> Result<Self, &'static str> {
+        if value.is_empty() || value.len() > Self::MAX_LEN {
+            Err("must be 1 to 128 characters")
+        } else if !value.bytes().all(|b| b.is_ascii_graphic()) {
+            Err("must be visible ASCII characters")
+        } else {
+            Ok(Self(value.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Where a page of a listing starts: after the user at this position in
+/// creation order. Opaque outside the store that issued it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor(pub i64);
+
+/// One page of a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageQuery {
+    pub role: Option<Role>,
+    /// Start after this position; `None` starts at the beginning.
+    pub after: Option<Cursor>,
+    /// Matching users to skip before the page: only the first page has any.
+    pub skip: u64,
+    /// Most users in the page.
+    pub limit: usize,
+}
+
+/// Users in creation order, and the cursor after the last of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    pub users: Vec<User>,
+    pub next: Option<Cursor>,
+}
+
+/// The outcome of a create that carried an idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Created {
+    /// A new user was stored.
+    New(User),
+    /// The key was seen before with the same request: this is that user, and
+    /// nothing changed.
+    Replayed(User),
+}
+
+#[async_trait]
+pub trait UserStore: Send + Sync + 'static {
+    /// Stores a new user with a fresh id, or, when `key` was used before with
+    /// an equal `user`, returns the user that call created.
+    async fn create(&self, user: NewUser, key: Option<IdempotencyKey>)
+    -> Result<Created, StoreError>;
+
+    /// Stores every user or none, in one transaction. A failure names the
+    /// index of the item that caused it.
+    async fn create_many(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError>;
+
+    async fn get(&self, id: &UserId) -> Result<User, StoreError>;
+
+    /// Applies `patch` and returns the user as it now is.
+    async fn update(&self, id: &UserId, patch: UserPatch) -> Result<User, StoreError>;
+
+    /// Removes the user and returns it as it was.
+    async fn delete(&self, id: &UserId) -> Result<User, StoreError>;
+
+    /// One page of users in creation order.
+    async fn list_page(&self, query: PageQuery) -> Result<Page, StoreError>;
+}
