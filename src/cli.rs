@@ -1,1 +1,139 @@
-//! cli
+//! The `usersvc` command: `serve`, `token`, and one client command per RPC.
+//!
+//! Each subcommand lives in its own file below `cli/` and calls the library;
+//! none holds behaviour a test could not reach through the library itself.
+//! Client errors print the gRPC code and message on one line and exit 1;
+//! invalid arguments exit 2 before anything is bound or sent.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::{Client, ClientConfig};
+
+mod bulk_create;
+mod output;
+mod serve;
+mod token;
+mod users;
+mod watch;
+
+pub use output::Output;
+
+#[derive(Debug, Parser)]
+#[command(name = "usersvc", version, about = "A gRPC user directory, and a client for it")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Print a signed token for the server's secret.
+    Token(token::TokenArgs),
+    /// Fetch one user.
+    Get(users::GetArgs),
+    /// Create one user.
+    Create(users::CreateArgs),
+    /// Change fields of one user.
+    Update(users::UpdateArgs),
+    /// Delete one user.
+    Delete(users::DeleteArgs),
+    /// List users in creation order.
+    List(users::ListArgs),
+    /// Create every user in a file (JSON lines or CSV), or none.
+    BulkCreate(bulk_create::BulkCreateArgs),
+    /// Print changes to users as they happen, until Ctrl-C.
+    Watch(watch::WatchArgs),
+}
+
+/// Where and how client commands reach the server.
+#[derive(Debug, Args)]
+struct ConnectArgs {
+    /// Server address.
+    #[arg(long, env = "USERSVC_ADDR", default_value = "http://127.0.0.1:50051")]
+    addr: String,
+    /// Bearer token (see `usersvc token`).
+    #[arg(long, env = "USERSVC_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Deadline for each call, as 500ms, 10s or 1m. `watch` has none unless given.
+    #[arg(long, env = "USERSVC_TIMEOUT", value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    /// How to print results.
+    #[arg(long, env = "USERSVC_OUTPUT", value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+/// Deadline of a client call when `--timeout` is not given.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl ConnectArgs {
+    /// A client with `timeout` unless `--timeout` says otherwise.
+    fn client(&self, timeout: Option<Duration>) -> Result<Client, Failure> {
+        let mut config = ClientConfig::new(self.addr.clone());
+        config.token = self.token.clone();
+        config.timeout = self.timeout.or(timeout);
+        Client::new(config).map_err(|e| Failure::Usage(e.to_string()))
+    }
+}
+
+/// Why a command failed, and so how it exits.
+#[derive(Debug)]
+enum Failure {
+    /// Bad arguments or input: exit 2.
+    Usage(String),
+    /// The server said no, or could not be reached: exit 1.
+    Rpc(tonic::Status),
+    /// Anything else: exit 1.
+    Other(String),
+}
+
+impl From<tonic::Status> for Failure {
+    fn from(status: tonic::Status) -> Self {
+        Failure::Rpc(status)
+    }
+}
+
+/// Parses the command line, runs the command and says how to exit.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Rpc(status)) => {
+            eprintln!("error: {}: {}", crate::error::code_name(status.code()), status.message());
+            ExitCode::FAILURE
+        }
+        Err(Failure::Other(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Token(args) => token::run(args),
+        Command::Get(args) => users::get(args).await,
+        Command::Create(args) => users::create(args).await,
+        Command::Update(args) => users::update(args).await,
+        Command::Delete(args) => users::delete(args).await,
+        Command::List(args) => users::list(args).await,
+        Command::BulkCreate(args) => bulk_create::run(args).await,
+        Command::Watch(args) => watch::run(args).await,
+    }
+}

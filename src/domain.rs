@@ -25,6 +25,9 @@ pub const MAX_ID_CHARS: usize = 128;
 pub struct UserId(String);
 
 impl UserId {
+    /// Length of the ids we issue (a hyphenated UUID).
+    pub const LEN: usize = 36;
+
     /// A fresh id. UUIDv7 is unique across processes without coordination,
     /// which several replicas over one database need, and sorts by time.
     pub fn generate() -> Self {
@@ -255,6 +258,19 @@ impl NewUser {
             role: role.expect("checked").unwrap_or(Role::Viewer),
             bio: bio.map(|bio| bio.expect("checked")),
         })
+    }
+
+    /// An upper bound on the encoded size of the `User` this will become.
+    pub fn max_encoded_len(&self) -> usize {
+        use prost::encoding::{encoded_len_varint, key_len};
+        let string = |len: usize| key_len(1) + encoded_len_varint(len as u64) + len;
+        let varint = key_len(1) + 10;
+        string(UserId::LEN)
+            + string(self.name.0.len())
+            + string(self.email.0.len())
+            + varint // role
+            + varint // created_at
+            + self.bio.as_ref().map_or(0, |bio| string(bio.0.len()))
     }
 
     /// Makes the stored user, stamped now.

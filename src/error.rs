@@ -92,7 +92,11 @@ pub enum Error {
     #[error("item {index}: {source}")]
     BulkItem { index: usize, source: Box<Error> },
     #[error("a bulk creation may carry at most {0} items; split it into several calls")]
-    BulkTooLarge(usize),
+    BulkTooManyItems(usize),
+    #[error("the created users would not fit in one {0}-byte response; split the batch")]
+    BulkResponseTooLarge(usize),
+    #[error("the client cancelled the stream; nothing was created")]
+    Cancelled,
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error("this watcher fell {skipped} events behind and was dropped; resubscribe and re-read")]
@@ -135,7 +139,10 @@ impl Error {
             Error::BulkItem { source, .. } => source.code(),
             Error::Auth(AuthError::PermissionDenied { .. }) => Code::PermissionDenied,
             Error::Auth(_) => Code::Unauthenticated,
-            Error::WatcherLagged { .. } | Error::BulkTooLarge(_) => Code::ResourceExhausted,
+            Error::WatcherLagged { .. }
+            | Error::BulkTooManyItems(_)
+            | Error::BulkResponseTooLarge(_) => Code::ResourceExhausted,
+            Error::Cancelled => Code::Cancelled,
             Error::StoreUnavailable(_) => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
         }
@@ -153,6 +160,29 @@ impl Error {
             },
             _ => None,
         }
+    }
+}
+
+/// A gRPC code as the spec spells it, for logs and the CLI: `NOT_FOUND`.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

@@ -8,6 +8,7 @@
 //! | bytes to messages, routing | [`pb::server`] |
 //! | one log line per call, message counts | [`telemetry`] |
 //! | token and permission check | [`auth`] |
+//! | noticing a request stream cut off | [`inbound`] |
 //! | wire types to validated domain types | [`domain`] |
 //! | the decision, per RPC | [`service`] |
 //! | storage | [`store`] |
@@ -26,6 +27,7 @@ pub mod clock;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod inbound;
 pub mod pb;
 pub mod server;
 pub mod service;

@@ -15,6 +15,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::auth::{AuthLayer, Expect, Policy, Secret, Verifier};
 use crate::events::EventBus;
+use crate::inbound::StreamEndLayer;
 use crate::pb::server::UserServiceServer;
 use crate::service::{Directory, Limits};
 use crate::store::UserStore;
@@ -73,11 +74,11 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let policy = Policy::new(&settings.public_methods).map_err(ServeError::Config)?;
     let auth = AuthLayer::new(Verifier::new(&settings.secret, &settings.expect), policy);
-    let directory = Directory::new(
-        settings.store,
-        EventBus::new(settings.watch_buffer),
-        settings.limits,
-    );
+    let limits = Limits {
+        max_response_bytes: settings.max_message_bytes,
+        ..settings.limits
+    };
+    let directory = Directory::new(settings.store, EventBus::new(settings.watch_buffer), limits);
     let users = UserServiceServer::new(directory)
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
@@ -90,6 +91,7 @@ pub async fn serve(
     Server::builder()
         .layer(TelemetryLayer)
         .layer(auth)
+        .layer(StreamEndLayer)
         .add_service(users)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;

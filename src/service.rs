@@ -10,6 +10,7 @@ use crate::auth::Claims;
 use crate::domain::{NewUser, UserId, UserPatch};
 use crate::error::{Error, Violations};
 use crate::events::{EventBus, EventKind};
+use crate::inbound::StreamEnd;
 use crate::pb;
 use crate::store::{Created, IdempotencyKey, UserStore};
 
@@ -27,6 +28,9 @@ pub struct Limits {
     /// Most items one BulkCreateUsers call may carry: the whole batch is one
     /// transaction and is held in memory until it commits.
     pub max_bulk_items: usize,
+    /// Largest response message; BulkCreateUsers refuses a batch whose
+    /// answer would not fit, before storing any of it.
+    pub max_response_bytes: usize,
 }
 
 impl Default for Limits {
@@ -34,6 +38,7 @@ impl Default for Limits {
         Self {
             list_page_size: 256,
             max_bulk_items: 100_000,
+            max_response_bytes: crate::server::MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -54,6 +59,11 @@ impl Directory {
             limits,
         }
     }
+}
+
+/// Bytes a message of `len` bytes takes as one item of a repeated field.
+fn repeated_field_len(len: usize) -> usize {
+    prost::encoding::key_len(1) + prost::encoding::encoded_len_varint(len as u64) + len
 }
 
 /// Who made the call, for the audit log: the token's subject, if any.
@@ -134,18 +144,28 @@ impl pb::server::UserService for Directory {
         request: Request<Streaming<pb::CreateUserRequest>>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let actor = actor(&request).to_owned();
+        let end = StreamEnd::of(&request);
         let mut inbound = request.into_inner();
         let mut batch = Vec::new();
+        let mut response_bytes = 0;
         while let Some(item) = inbound.message().await? {
             let index = batch.len();
             if index == self.limits.max_bulk_items {
-                return Err(Error::BulkTooLarge(self.limits.max_bulk_items).into());
+                return Err(Error::BulkTooManyItems(self.limits.max_bulk_items).into());
             }
             let user = NewUser::parse(item).map_err(|violations| Error::BulkItem {
                 index,
                 source: Box::new(violations.into()),
             })?;
+            // Refuse before committing what could not be acknowledged.
+            response_bytes += repeated_field_len(user.max_encoded_len());
+            if response_bytes > self.limits.max_response_bytes {
+                return Err(Error::BulkResponseTooLarge(self.limits.max_response_bytes).into());
+            }
             batch.push(user);
+        }
+        if end.is_some_and(|end| end.was_cut_off()) {
+            return Err(Error::Cancelled.into());
         }
         let users = self.store.create_many(batch).await.map_err(Error::from)?;
         tracing::info!(target: "usersvc::audit", actor, count = users.len(), "users created in bulk");

@@ -36,6 +36,7 @@ pub fn init(json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()
@@ -96,8 +97,8 @@ impl Drop for Call {
         tracing::info!(
             target: "usersvc::rpc",
             method = self.path.path(),
-            peer = ?self.peer,
-            code = ?code,
+            peer = self.peer.map(tracing::field::display),
+            code = crate::error::code_name(code),
             duration_us = self.start.elapsed().as_micros() as u64,
             messages_in = self.received.load(Ordering::Relaxed),
             messages_out = self.sent.load(Ordering::Relaxed),
