@@ -74,7 +74,10 @@ const TABLE: &[(&str, Access)] = &[
     ("GetUser", Access::Authenticated),
     ("CreateUser", Access::Roles(&[Role::Admin, Role::Editor])),
     ("ListUsers", Access::Authenticated),
-    ("BulkCreateUsers", Access::Roles(&[Role::Admin, Role::Editor])),
+    (
+        "BulkCreateUsers",
+        Access::Roles(&[Role::Admin, Role::Editor]),
+    ),
     ("WatchUserEvents", Access::Authenticated),
     ("UpdateUser", Access::Roles(&[Role::Admin, Role::Editor])),
     ("DeleteUser", Access::Roles(&[Role::Admin])),
@@ -106,7 +109,10 @@ impl Policy {
             .map(|&(method, access)| {
                 let open = public.iter().any(|p| p.as_ref() == method);
                 let access = if open { Access::Public } else { access };
-                (format!("/{}/{method}", crate::pb::SERVICE_NAME), (method, access))
+                (
+                    format!("/{}/{method}", crate::pb::SERVICE_NAME),
+                    (method, access),
+                )
             })
             .collect();
         Ok(Self { by_path })
@@ -116,7 +122,10 @@ impl Policy {
     /// reflection, and unknown methods, which are answered UNIMPLEMENTED) are
     /// public.
     pub fn lookup(&self, path: &str) -> (&'static str, Access) {
-        self.by_path.get(path).copied().unwrap_or(("", Access::Public))
+        self.by_path
+            .get(path)
+            .copied()
+            .unwrap_or(("", Access::Public))
     }
 }
 
@@ -166,14 +175,20 @@ impl Verifier {
         validation.leeway = LEEWAY.as_secs();
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured claim must be present, not merely right when present.
+        let mut required = vec!["exp", "sub"];
         if let Some(issuer) = &expect.issuer {
             validation.set_issuer(&[issuer]);
+            required.push("iss");
         }
         match &expect.audience {
-            Some(audience) => validation.set_audience(&[audience]),
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
+        validation.set_required_spec_claims(&required);
         Self {
             key: DecodingKey::from_secret(secret.as_bytes()),
             validation,
@@ -193,7 +208,7 @@ impl Verifier {
                     ErrorKind::InvalidIssuer => "wrong issuer".to_owned(),
                     ErrorKind::InvalidAudience => "wrong audience".to_owned(),
                     ErrorKind::MissingRequiredClaim(claim) => format!("missing claim {claim}"),
-                    ErrorKind::Json(_) => "claims are not valid (role must be admin, editor or viewer)".to_owned(),
+                    ErrorKind::Json(cause) => format!("malformed claims: {cause}"),
                     _ => "not a valid JWT".to_owned(),
                 };
                 AuthError::InvalidToken(reason)
@@ -236,8 +251,17 @@ mod tests {
 
     #[test]
     fn a_minted_token_verifies_and_carries_its_claims() {
-        let token = mint(&secret(), "alice", Role::Editor, Duration::from_secs(60), &Expect::default()).unwrap();
-        let claims = Verifier::new(&secret(), &Expect::default()).verify(&token).unwrap();
+        let token = mint(
+            &secret(),
+            "alice",
+            Role::Editor,
+            Duration::from_secs(60),
+            &Expect::default(),
+        )
+        .unwrap();
+        let claims = Verifier::new(&secret(), &Expect::default())
+            .verify(&token)
+            .unwrap();
         assert_eq!((claims.sub.as_str(), claims.role), ("alice", Role::Editor));
     }
 
@@ -247,10 +271,42 @@ mod tests {
             issuer: Some("usersvc".into()),
             audience: Some("directory".into()),
         };
-        let token = mint(&secret(), "a", Role::Viewer, Duration::from_secs(60), &Expect::default()).unwrap();
-        let err = Verifier::new(&secret(), &expect).verify(&token).unwrap_err();
-        assert!(err.to_string().contains("missing claim") || err.to_string().contains("wrong"), "{err}");
-        let token = mint(&secret(), "a", Role::Viewer, Duration::from_secs(60), &expect).unwrap();
+        let token = mint(
+            &secret(),
+            "a",
+            Role::Viewer,
+            Duration::from_secs(60),
+            &Expect::default(),
+        )
+        .unwrap();
+        let err = Verifier::new(&secret(), &expect)
+            .verify(&token)
+            .unwrap_err();
+        assert!(err.to_string().contains("missing claim"), "{err}");
+        let other = Expect {
+            issuer: Some("someone-else".into()),
+            ..expect.clone()
+        };
+        let token = mint(
+            &secret(),
+            "a",
+            Role::Viewer,
+            Duration::from_secs(60),
+            &other,
+        )
+        .unwrap();
+        let err = Verifier::new(&secret(), &expect)
+            .verify(&token)
+            .unwrap_err();
+        assert!(err.to_string().contains("wrong issuer"), "{err}");
+        let token = mint(
+            &secret(),
+            "a",
+            Role::Viewer,
+            Duration::from_secs(60),
+            &expect,
+        )
+        .unwrap();
         assert!(Verifier::new(&secret(), &expect).verify(&token).is_ok());
     }
 
@@ -258,7 +314,13 @@ mod tests {
     fn unknown_public_method_is_refused() {
         assert!(Policy::new(&["GetUsers"]).is_err());
         let policy = Policy::new(&["ListUsers"]).unwrap();
-        assert_eq!(policy.lookup("/techoral.users.v1.UserService/ListUsers").1, Access::Public);
-        assert_eq!(policy.lookup("/techoral.users.v1.UserService/GetUser").1, Access::Authenticated);
+        assert_eq!(
+            policy.lookup("/techoral.users.v1.UserService/ListUsers").1,
+            Access::Public
+        );
+        assert_eq!(
+            policy.lookup("/techoral.users.v1.UserService/GetUser").1,
+            Access::Authenticated
+        );
     }
 }

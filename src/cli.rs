@@ -22,7 +22,11 @@ mod watch;
 pub use output::Output;
 
 #[derive(Debug, Parser)]
-#[command(name = "usersvc", version, about = "A gRPC user directory, and a client for it")]
+#[command(
+    name = "usersvc",
+    version,
+    about = "A gRPC user directory, and a client for it"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -114,7 +118,11 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Err(Failure::Rpc(status)) => {
-            eprintln!("error: {}: {}", crate::error::code_name(status.code()), status.message());
+            eprintln!(
+                "error: {}: {}",
+                crate::error::code_name(status.code()),
+                status.message()
+            );
             ExitCode::FAILURE
         }
         Err(Failure::Other(message)) => {

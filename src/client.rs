@@ -60,7 +60,9 @@ impl RetryPolicy {
         let mut attempt = 1;
         loop {
             match call().await {
-                Err(status) if status.code() == Code::Unavailable && attempt < self.max_attempts => {
+                Err(status)
+                    if status.code() == Code::Unavailable && attempt < self.max_attempts =>
+                {
                     let pause = self.backoff(attempt);
                     tracing::debug!(attempt, ?pause, message = status.message(), "retrying");
                     tokio::time::sleep(pause).await;
@@ -124,7 +126,11 @@ impl Client {
             .tcp_nodelay(true);
         let authorization = config
             .token
-            .map(|token| format!("Bearer {token}").parse().map_err(|_| ClientError::Token))
+            .map(|token| {
+                format!("Bearer {token}")
+                    .parse()
+                    .map_err(|_| ClientError::Token)
+            })
             .transpose()?;
         Ok(Self {
             inner: UserServiceClient::new(endpoint.connect_lazy()),
@@ -203,7 +209,11 @@ impl Client {
     }
 
     pub async fn update_user(&self, message: pb::UpdateUserRequest) -> Result<pb::User, Status> {
-        let response = self.inner.clone().update_user(self.request(message)).await?;
+        let response = self
+            .inner
+            .clone()
+            .update_user(self.request(message))
+            .await?;
         Ok(response.into_inner())
     }
 
@@ -211,7 +221,11 @@ impl Client {
         let message = pb::DeleteUserRequest {
             user_id: user_id.to_owned(),
         };
-        let response = self.inner.clone().delete_user(self.request(message)).await?;
+        let response = self
+            .inner
+            .clone()
+            .delete_user(self.request(message))
+            .await?;
         response
             .into_inner()
             .user

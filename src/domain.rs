@@ -401,7 +401,13 @@ mod tests {
 
     #[test]
     fn role_names_are_read_in_every_spelling() {
-        for name in ["admin", "ADMIN", "USER_ROLE_ADMIN", "user_role_admin", " Admin "] {
+        for name in [
+            "admin",
+            "ADMIN",
+            "USER_ROLE_ADMIN",
+            "user_role_admin",
+            " Admin ",
+        ] {
             assert_eq!(Role::from_name(name), Some(Role::Admin), "{name}");
         }
         assert_eq!(Role::from_name("USER_ROLE_UNSPECIFIED"), None);
@@ -413,7 +419,9 @@ mod tests {
         for good in ["a@b.co", "first.last+tag@sub.example.org", " x@y.io "] {
             assert!(Email::parse(good).is_ok(), "{good}");
         }
-        for bad in ["", "plain", "@b.co", "a@b", "a@@b.co", "a@b..co", "a b@c.io", "a@.io"] {
+        for bad in [
+            "", "plain", "@b.co", "a@b", "a@@b.co", "a@b..co", "a b@c.io", "a@.io",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
         let long = format!("{}@example.com", "a".repeat(250));

@@ -199,7 +199,11 @@ impl From<Error> for Status {
                     .into_iter()
                     .map(|v| tonic_types::FieldViolation::new(v.field, v.description))
                     .collect();
-                Status::with_error_details(code, message, ErrorDetails::with_bad_request(violations))
+                Status::with_error_details(
+                    code,
+                    message,
+                    ErrorDetails::with_bad_request(violations),
+                )
             }
             None => Status::new(code, message),
         }

@@ -117,7 +117,12 @@ impl pb::server::UserService for Directory {
         let key = idempotency_key(&request)?;
         let actor = actor(&request).to_owned();
         let new_user = NewUser::parse(request.into_inner()).map_err(Error::from)?;
-        let user = match self.store.create(new_user, key).await.map_err(Error::from)? {
+        let user = match self
+            .store
+            .create(new_user, key)
+            .await
+            .map_err(Error::from)?
+        {
             Created::New(user) => {
                 tracing::info!(target: "usersvc::audit", actor, user_id = %user.id, "user created");
                 self.events.publish(EventKind::Created, user.clone());

@@ -100,8 +100,11 @@ pub enum Created {
 pub trait UserStore: Send + Sync + 'static {
     /// Stores a new user with a fresh id, or, when `key` was used before with
     /// an equal `user`, returns the user that call created.
-    async fn create(&self, user: NewUser, key: Option<IdempotencyKey>)
-    -> Result<Created, StoreError>;
+    async fn create(
+        &self,
+        user: NewUser,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Created, StoreError>;
 
     /// Stores every user or none, in one transaction. A failure names the
     /// index of the item that caused it.

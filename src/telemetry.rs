@@ -171,7 +171,9 @@ where
             // its status in the headers.
             call.record_status(response.headers());
             if let Some(id) = &call.request_id {
-                response.headers_mut().insert(REQUEST_ID.clone(), id.clone());
+                response
+                    .headers_mut()
+                    .insert(REQUEST_ID.clone(), id.clone());
             }
             response.map(|body| CountedBody::new(body, call, true))
         }))
@@ -214,7 +216,11 @@ impl<B: Body<Data = Bytes>> Body for CountedBody<B> {
         if let Some(Ok(frame)) = &frame {
             if let Some(data) = frame.data_ref() {
                 let messages = this.prefix.feed(data);
-                let counter = if *this.outbound { &this.call.sent } else { &this.call.received };
+                let counter = if *this.outbound {
+                    &this.call.sent
+                } else {
+                    &this.call.received
+                };
                 counter.fetch_add(messages, Ordering::Relaxed);
             } else if let Some(trailers) = frame.trailers_ref().filter(|_| *this.outbound) {
                 this.call.record_status(trailers);
@@ -250,7 +256,9 @@ impl MessagePrefixes {
         let mut started = 0;
         while !data.is_empty() {
             if self.remaining > 0 {
-                let skip = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(data.len());
+                let skip = usize::try_from(self.remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
                 self.remaining -= skip as u64;
                 data = &data[skip..];
                 continue;

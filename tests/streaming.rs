@@ -12,7 +12,9 @@ use common::{bad_request_fields, create_request, spawn_app, spawn_app_with};
 use tonic::Code;
 use usersvc::domain::{NewUser, User, UserId, UserPatch};
 use usersvc::pb::{self, UserRole};
-use usersvc::store::{Created, IdempotencyKey, MemoryStore, Page, PageQuery, StoreError, UserStore};
+use usersvc::store::{
+    Created, IdempotencyKey, MemoryStore, Page, PageQuery, StoreError, UserStore,
+};
 
 async fn collect(mut stream: tonic::Streaming<pb::User>) -> Result<Vec<pb::User>, tonic::Status> {
     let mut users = Vec::new();
@@ -47,7 +49,9 @@ async fn seed(app: &common::TestApp, count: usize) {
 async fn list_streams_every_user_in_creation_order_across_pages() {
     let app = spawn_app_with(|s| s.limits.list_page_size = 7).await;
     seed(&app, 50).await;
-    let users = collect(app.admin().list_users(Default::default()).await.unwrap()).await.unwrap();
+    let users = collect(app.admin().list_users(Default::default()).await.unwrap())
+        .await
+        .unwrap();
     let expected: Vec<String> = (0..50).map(|i| format!("u{i}")).collect();
     assert_eq!(names(&users), expected);
 }
@@ -61,7 +65,9 @@ async fn offset_and_limit_page_the_list() {
         limit: 9,
         ..Default::default()
     };
-    let users = collect(app.admin().list_users(request).await.unwrap()).await.unwrap();
+    let users = collect(app.admin().list_users(request).await.unwrap())
+        .await
+        .unwrap();
     let expected: Vec<String> = (5..14).map(|i| format!("u{i}")).collect();
     assert_eq!(names(&users), expected);
 
@@ -69,7 +75,12 @@ async fn offset_and_limit_page_the_list() {
         offset: 25,
         ..Default::default()
     };
-    assert!(collect(app.admin().list_users(past_end).await.unwrap()).await.unwrap().is_empty());
+    assert!(
+        collect(app.admin().list_users(past_end).await.unwrap())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -81,7 +92,9 @@ async fn role_filter_takes_any_spelling_and_pages_within_the_role() {
             filter_role: spelling.into(),
             ..Default::default()
         };
-        let users = collect(app.admin().list_users(request).await.unwrap()).await.unwrap();
+        let users = collect(app.admin().list_users(request).await.unwrap())
+            .await
+            .unwrap();
         assert_eq!(names(&users), ["u1", "u4", "u7", "u10"], "{spelling}");
     }
     let request = pb::ListUsersRequest {
@@ -89,7 +102,9 @@ async fn role_filter_takes_any_spelling_and_pages_within_the_role() {
         offset: 1,
         limit: 2,
     };
-    let users = collect(app.admin().list_users(request).await.unwrap()).await.unwrap();
+    let users = collect(app.admin().list_users(request).await.unwrap())
+        .await
+        .unwrap();
     assert_eq!(names(&users), ["u3", "u6"]);
 }
 
@@ -97,9 +112,27 @@ async fn role_filter_takes_any_spelling_and_pages_within_the_role() {
 async fn invalid_list_requests_are_invalid_argument() {
     let app = spawn_app().await;
     let cases = [
-        (pb::ListUsersRequest { limit: -1, ..Default::default() }, "limit"),
-        (pb::ListUsersRequest { offset: -1, ..Default::default() }, "offset"),
-        (pb::ListUsersRequest { filter_role: "superuser".into(), ..Default::default() }, "filter_role"),
+        (
+            pb::ListUsersRequest {
+                limit: -1,
+                ..Default::default()
+            },
+            "limit",
+        ),
+        (
+            pb::ListUsersRequest {
+                offset: -1,
+                ..Default::default()
+            },
+            "offset",
+        ),
+        (
+            pb::ListUsersRequest {
+                filter_role: "superuser".into(),
+                ..Default::default()
+            },
+            "filter_role",
+        ),
     ];
     for (request, field) in cases {
         let status = app.admin().list_users(request).await.unwrap_err();
@@ -116,7 +149,11 @@ struct CountingStore {
 
 #[async_trait]
 impl UserStore for CountingStore {
-    async fn create(&self, user: NewUser, key: Option<IdempotencyKey>) -> Result<Created, StoreError> {
+    async fn create(
+        &self,
+        user: NewUser,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Created, StoreError> {
         self.inner.create(user, key).await
     }
     async fn create_many(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
@@ -158,8 +195,15 @@ async fn list_stops_reading_the_store_when_the_client_goes_away() {
     let read = store.pages.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    assert_eq!(store.pages.load(Ordering::SeqCst), read, "reading went on after the client left");
-    assert!(read < 600, "read {read} of 1000 pages for a client that took one user");
+    assert_eq!(
+        store.pages.load(Ordering::SeqCst),
+        read,
+        "reading went on after the client left"
+    );
+    assert!(
+        read < 600,
+        "read {read} of 1000 pages for a client that took one user"
+    );
 }
 
 #[tokio::test]
@@ -169,7 +213,11 @@ async fn bulk_create_returns_every_user_and_stores_them() {
         create_request("A", "a@example.com", UserRole::Admin),
         create_request("B", "b@example.com", UserRole::Unspecified),
     ];
-    let response = app.admin().bulk_create_users(tokio_stream::iter(requests)).await.unwrap();
+    let response = app
+        .admin()
+        .bulk_create_users(tokio_stream::iter(requests))
+        .await
+        .unwrap();
     assert_eq!(response.total_count, 2);
     assert_eq!(names(&response.users), ["A", "B"]);
     assert_eq!(response.users[1].role, UserRole::Viewer as i32);
@@ -190,7 +238,8 @@ async fn bulk_create_with_no_items_is_ok_with_count_zero() {
 #[tokio::test]
 async fn bulk_create_is_all_or_nothing_and_names_the_failing_index() {
     let app = spawn_app().await;
-    app.create("Existing", "taken@example.com", UserRole::Viewer).await;
+    app.create("Existing", "taken@example.com", UserRole::Viewer)
+        .await;
 
     // An invalid item.
     let requests = vec![
@@ -198,9 +247,17 @@ async fn bulk_create_is_all_or_nothing_and_names_the_failing_index() {
         create_request("B", "b@example.com", UserRole::Viewer),
         create_request("C", "not-an-email", UserRole::Viewer),
     ];
-    let status = app.admin().bulk_create_users(tokio_stream::iter(requests)).await.unwrap_err();
+    let status = app
+        .admin()
+        .bulk_create_users(tokio_stream::iter(requests))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().starts_with("item 2:"), "{}", status.message());
+    assert!(
+        status.message().starts_with("item 2:"),
+        "{}",
+        status.message()
+    );
     assert_eq!(bad_request_fields(&status), ["requests[2].email"]);
 
     // A duplicate inside the stream, in another case.
@@ -208,9 +265,17 @@ async fn bulk_create_is_all_or_nothing_and_names_the_failing_index() {
         create_request("A", "a@example.com", UserRole::Viewer),
         create_request("A2", "A@EXAMPLE.com", UserRole::Viewer),
     ];
-    let status = app.admin().bulk_create_users(tokio_stream::iter(requests)).await.unwrap_err();
+    let status = app
+        .admin()
+        .bulk_create_users(tokio_stream::iter(requests))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists);
-    assert!(status.message().starts_with("item 1:"), "{}", status.message());
+    assert!(
+        status.message().starts_with("item 1:"),
+        "{}",
+        status.message()
+    );
 
     // A duplicate of a stored user.
     let requests = vec![
@@ -218,11 +283,23 @@ async fn bulk_create_is_all_or_nothing_and_names_the_failing_index() {
         create_request("B", "b@example.com", UserRole::Viewer),
         create_request("T", "Taken@example.com", UserRole::Viewer),
     ];
-    let status = app.admin().bulk_create_users(tokio_stream::iter(requests)).await.unwrap_err();
+    let status = app
+        .admin()
+        .bulk_create_users(tokio_stream::iter(requests))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists);
-    assert!(status.message().starts_with("item 2:"), "{}", status.message());
+    assert!(
+        status.message().starts_with("item 2:"),
+        "{}",
+        status.message()
+    );
 
-    assert_eq!(names(&app.list_all().await), ["Existing"], "nothing else was stored");
+    assert_eq!(
+        names(&app.list_all().await),
+        ["Existing"],
+        "nothing else was stored"
+    );
 }
 
 #[tokio::test]
@@ -231,9 +308,17 @@ async fn bulk_create_over_the_item_limit_is_resource_exhausted() {
     let requests: Vec<_> = (0..4)
         .map(|i| create_request("X", &format!("x{i}@example.com"), UserRole::Viewer))
         .collect();
-    let status = app.admin().bulk_create_users(tokio_stream::iter(requests)).await.unwrap_err();
+    let status = app
+        .admin()
+        .bulk_create_users(tokio_stream::iter(requests))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted);
-    assert!(status.message().contains("at most 3"), "{}", status.message());
+    assert!(
+        status.message().contains("at most 3"),
+        "{}",
+        status.message()
+    );
     assert!(app.list_all().await.is_empty());
 }
 
@@ -241,18 +326,42 @@ async fn bulk_create_over_the_item_limit_is_resource_exhausted() {
 async fn bulk_create_whose_response_would_be_too_large_stores_nothing() {
     let app = spawn_app_with(|s| s.max_message_bytes = 4_000).await;
     let requests: Vec<_> = (0..60)
-        .map(|i| create_request("Somebody", &format!("somebody{i}@example.com"), UserRole::Viewer))
+        .map(|i| {
+            create_request(
+                "Somebody",
+                &format!("somebody{i}@example.com"),
+                UserRole::Viewer,
+            )
+        })
         .collect();
-    let status = app.admin().bulk_create_users(tokio_stream::iter(requests)).await.unwrap_err();
+    let status = app
+        .admin()
+        .bulk_create_users(tokio_stream::iter(requests))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted);
-    assert!(status.message().contains("split the batch"), "{}", status.message());
+    assert!(
+        status.message().contains("split the batch"),
+        "{}",
+        status.message()
+    );
     assert!(app.list_all().await.is_empty());
 
     // A batch that fits goes through, and its response carries every user.
     let requests: Vec<_> = (0..20)
-        .map(|i| create_request("Somebody", &format!("somebody{i}@example.com"), UserRole::Viewer))
+        .map(|i| {
+            create_request(
+                "Somebody",
+                &format!("somebody{i}@example.com"),
+                UserRole::Viewer,
+            )
+        })
         .collect();
-    let response = app.admin().bulk_create_users(tokio_stream::iter(requests)).await.unwrap();
+    let response = app
+        .admin()
+        .bulk_create_users(tokio_stream::iter(requests))
+        .await
+        .unwrap();
     assert_eq!(response.users.len(), 20);
 }
 
@@ -267,7 +376,13 @@ async fn bulk_create_cancelled_mid_stream_stores_nothing() {
             .await
     });
     for i in 0..3 {
-        tx.send(create_request("C", &format!("c{i}@example.com"), UserRole::Viewer)).await.unwrap();
+        tx.send(create_request(
+            "C",
+            &format!("c{i}@example.com"),
+            UserRole::Viewer,
+        ))
+        .await
+        .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     call.abort(); // the client goes away before closing its stream

@@ -51,7 +51,9 @@ async fn ids_are_unique_and_never_reused_after_delete() {
 #[tokio::test]
 async fn unspecified_role_defaults_to_viewer() {
     let app = spawn_app().await;
-    let user = app.create("Cy", "cy@example.com", UserRole::Unspecified).await;
+    let user = app
+        .create("Cy", "cy@example.com", UserRole::Unspecified)
+        .await;
     assert_eq!(user.role, UserRole::Viewer as i32);
 }
 
@@ -84,9 +86,16 @@ async fn invalid_create_names_every_field_in_message_and_details() {
     let status = app.admin().create_user(request, None).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     for field in ["name", "email", "role", "bio"] {
-        assert!(status.message().contains(&format!("invalid {field}")), "{}", status.message());
+        assert!(
+            status.message().contains(&format!("invalid {field}")),
+            "{}",
+            status.message()
+        );
     }
-    assert_eq!(bad_request_fields(&status), ["name", "email", "role", "bio"]);
+    assert_eq!(
+        bad_request_fields(&status),
+        ["name", "email", "role", "bio"]
+    );
     assert!(app.list_all().await.is_empty(), "nothing stored");
 }
 
@@ -118,11 +127,18 @@ async fn duplicate_email_in_any_case_is_already_exists() {
     app.create("Dee", "dee@example.com", UserRole::Viewer).await;
     let status = app
         .admin()
-        .create_user(create_request("Dee 2", "DEE@Example.COM", UserRole::Viewer), None)
+        .create_user(
+            create_request("Dee 2", "DEE@Example.COM", UserRole::Viewer),
+            None,
+        )
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists);
-    assert!(status.message().contains("DEE@Example.COM"), "{}", status.message());
+    assert!(
+        status.message().contains("DEE@Example.COM"),
+        "{}",
+        status.message()
+    );
     assert_eq!(app.list_all().await.len(), 1);
 }
 
@@ -144,7 +160,11 @@ async fn update_changes_only_the_fields_present() {
         .unwrap();
     assert_eq!(updated.role, UserRole::Admin as i32);
     assert_eq!(
-        (updated.name.as_str(), updated.email.as_str(), updated.bio.as_deref()),
+        (
+            updated.name.as_str(),
+            updated.email.as_str(),
+            updated.bio.as_deref()
+        ),
         ("Eve", "eve@example.com", Some("old"))
     );
     assert_eq!(updated.created_at, user.created_at);
@@ -212,7 +232,8 @@ async fn update_validates_like_create() {
         })
         .await
         .unwrap();
-    app.create("New Fay", "fay@example.com", UserRole::Viewer).await;
+    app.create("New Fay", "fay@example.com", UserRole::Viewer)
+        .await;
 }
 
 #[tokio::test]
@@ -227,10 +248,16 @@ async fn update_and_delete_of_unknown_user_are_not_found() {
         })
         .await
         .unwrap_err();
-    assert_eq!((status.code(), status.message()), (Code::NotFound, "user ghost not found"));
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::NotFound, "user ghost not found")
+    );
 
     let status = client.delete_user("ghost").await.unwrap_err();
-    assert_eq!((status.code(), status.message()), (Code::NotFound, "user ghost not found"));
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::NotFound, "user ghost not found")
+    );
 
     let status = client.delete_user("").await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -244,13 +271,16 @@ async fn delete_returns_the_user_and_frees_its_email() {
     assert_eq!(deleted, user);
     let status = app.admin().get_user(&user.id).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
-    app.create("Hal again", "HAL@example.com", UserRole::Viewer).await;
+    app.create("Hal again", "HAL@example.com", UserRole::Viewer)
+        .await;
 }
 
 #[tokio::test]
 async fn unknown_method_is_unimplemented() {
     let app = spawn_app().await;
-    let channel = tonic::transport::Channel::from_shared(app.url()).unwrap().connect_lazy();
+    let channel = tonic::transport::Channel::from_shared(app.url())
+        .unwrap()
+        .connect_lazy();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let path = http::uri::PathAndQuery::from_static("/techoral.users.v1.UserService/Frobnicate");
@@ -270,7 +300,9 @@ async fn request_id_is_echoed_in_response_headers() {
     let app = spawn_app().await;
     let user = app.create("Ida", "ida@example.com", UserRole::Viewer).await;
     let mut request = tonic::Request::new(pb::GetUserRequest { user_id: user.id });
-    request.metadata_mut().insert("x-request-id", "req-42".parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("x-request-id", "req-42".parse().unwrap());
     let response = app.raw().get_user(request).await.unwrap();
     assert_eq!(response.metadata().get("x-request-id").unwrap(), "req-42");
 }

@@ -139,15 +139,56 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tower::ServiceExt;
+
     use super::*;
+    use crate::auth::{Expect, Secret, mint};
+    use crate::domain::Role;
+
+    #[tokio::test]
+    async fn claims_reach_the_service_behind_the_layer() {
+        let secret = Secret::from_bytes(vec![7; 32]);
+        let layer = AuthLayer::new(
+            Verifier::new(&secret, &Expect::default()),
+            Policy::default(),
+        );
+        // The inner service answers with the subject it finds in the extensions.
+        let inner = tower::service_fn(|request: http::Request<()>| async move {
+            let sub = request.extensions().get::<Claims>().map(|c| c.sub.clone());
+            Ok::<_, std::convert::Infallible>(http::Response::new(sub))
+        });
+        let token = mint(
+            &secret,
+            "carol",
+            Role::Editor,
+            Duration::from_secs(60),
+            &Expect::default(),
+        )
+        .unwrap();
+        let request = http::Request::builder()
+            .uri("/techoral.users.v1.UserService/CreateUser")
+            .header("authorization", format!("Bearer {token}"))
+            .body(())
+            .unwrap();
+        let response = layer.layer(inner).oneshot(request).await.unwrap();
+        assert_eq!(response.into_body().as_deref(), Some("carol"));
+    }
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_required() {
         let value = |s: &'static str| http::HeaderValue::from_static(s);
         assert_eq!(bearer(&value("Bearer abc")).unwrap(), "abc");
         assert_eq!(bearer(&value("bEaReR abc")).unwrap(), "abc");
-        assert!(matches!(bearer(&value("Basic abc")), Err(AuthError::Malformed)));
+        assert!(matches!(
+            bearer(&value("Basic abc")),
+            Err(AuthError::Malformed)
+        ));
         assert!(matches!(bearer(&value("abc")), Err(AuthError::Malformed)));
-        assert!(matches!(bearer(&value("Bearer ")), Err(AuthError::Malformed)));
+        assert!(matches!(
+            bearer(&value("Bearer ")),
+            Err(AuthError::Malformed)
+        ));
     }
 }

@@ -73,7 +73,10 @@ fn parse(text: &str) -> Result<Vec<pb::CreateUserRequest>, String> {
             .from_reader(text.as_bytes())
             .deserialize()
             .enumerate()
-            .map(|(i, row)| row.map(|row| (i + 2, row)).map_err(|e| format!("line {}: {e}", i + 2)))
+            .map(|(i, row)| {
+                row.map(|row| (i + 2, row))
+                    .map_err(|e| format!("line {}: {e}", i + 2))
+            })
             .collect::<Result<_, _>>()?
     };
     rows.into_iter()
@@ -89,7 +92,8 @@ pub async fn run(args: BulkCreateArgs) -> Result<(), Failure> {
         std::fs::File::open(&args.file).and_then(|mut f| f.read_to_string(&mut text))
     };
     read.map_err(|e| Failure::Usage(format!("cannot read {}: {e}", args.file.display())))?;
-    let requests = parse(&text).map_err(|e| Failure::Usage(format!("{}: {e}", args.file.display())))?;
+    let requests =
+        parse(&text).map_err(|e| Failure::Usage(format!("{}: {e}", args.file.display())))?;
 
     let bar = if std::io::stderr().is_terminal() {
         ProgressBar::new(requests.len() as u64)
@@ -142,6 +146,9 @@ mod tests {
         let err = parse("{\"name\":\"A\",\"email\":\"a@b.co\"}\n{\"nme\":\"B\"}\n").unwrap_err();
         assert!(err.starts_with("line 2:"), "{err}");
         let err = parse("name,email,role\nA,a@b.co,king\n").unwrap_err();
-        assert!(err.starts_with("line 2:") && err.contains("unknown role"), "{err}");
+        assert!(
+            err.starts_with("line 2:") && err.contains("unknown role"),
+            "{err}"
+        );
     }
 }

@@ -78,7 +78,11 @@ impl UserPrinter {
             Output::Table => {
                 if !self.header_done {
                     self.header_done = true;
-                    writeln!(self.out, "{:<36}  {:<24}  {:<32}  {:<6}  {:<20}  BIO", "ID", "NAME", "EMAIL", "ROLE", "CREATED")?;
+                    writeln!(
+                        self.out,
+                        "{:<36}  {:<24}  {:<32}  {:<6}  {:<20}  BIO",
+                        "ID", "NAME", "EMAIL", "ROLE", "CREATED"
+                    )?;
                 }
                 writeln!(
                     self.out,
@@ -107,7 +111,11 @@ struct EventView {
 
 pub fn print_event(output: Output, event: pb::UserEvent) -> std::io::Result<()> {
     let user = (!event.payload.is_empty())
-        .then(|| pb::User::decode(event.payload.clone()).ok().map(UserView::from))
+        .then(|| {
+            pb::User::decode(event.payload.clone())
+                .ok()
+                .map(UserView::from)
+        })
         .flatten();
     let view = EventView {
         event_type: event.event_type,
@@ -126,7 +134,11 @@ pub fn print_event(output: Output, event: pb::UserEvent) -> std::io::Result<()> 
                 .user
                 .map(|u| format!("{} <{}> {}", u.name, u.email, u.role))
                 .unwrap_or_default();
-            writeln!(out, "{when}  {:<13} {}  {who}", view.event_type, view.user_id)
+            writeln!(
+                out,
+                "{when}  {:<13} {}  {who}",
+                view.event_type, view.user_id
+            )
         }
     }?;
     out.flush()

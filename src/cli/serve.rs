@@ -25,7 +25,12 @@ pub struct ServeArgs {
     secret: SecretArgs,
     /// Methods that need no token, comma-separated (e.g. GetUser,ListUsers).
     /// Empty makes every method need one.
-    #[arg(long, env = "USERSVC_PUBLIC_METHODS", value_delimiter = ',', default_value = "GetUser")]
+    #[arg(
+        long,
+        env = "USERSVC_PUBLIC_METHODS",
+        value_delimiter = ',',
+        default_value = "GetUser"
+    )]
     public_methods: Vec<String>,
     /// Events kept for a slow watcher before it is dropped with RESOURCE_EXHAUSTED.
     #[arg(long, env = "USERSVC_WATCH_BUFFER", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -60,7 +65,11 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     };
     let settings = Settings {
         expect: args.secret.expect(),
-        public_methods: args.public_methods.into_iter().filter(|m| !m.is_empty()).collect(),
+        public_methods: args
+            .public_methods
+            .into_iter()
+            .filter(|m| !m.is_empty())
+            .collect(),
         watch_buffer: args.watch_buffer as usize,
         limits: Limits {
             max_bulk_items: args.max_bulk_items as usize,
@@ -72,7 +81,9 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .map_err(|e| Failure::Other(format!("cannot listen on {}: {e}", args.addr)))?;
-    let local = listener.local_addr().map_err(|e| Failure::Other(e.to_string()))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Failure::Other(e.to_string()))?;
     tracing::info!(addr = %local, store = ?args.store, "usersvc listening");
     server::serve(listener, settings, crate::shutdown::signal())
         .await

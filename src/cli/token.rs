@@ -64,13 +64,20 @@ pub struct TokenArgs {
 }
 
 pub fn parse_role(value: &str) -> Result<Role, String> {
-    Role::from_name(value).ok_or_else(|| format!("unknown role {value:?}: expected admin, editor or viewer"))
+    Role::from_name(value)
+        .ok_or_else(|| format!("unknown role {value:?}: expected admin, editor or viewer"))
 }
 
 pub fn run(args: TokenArgs) -> Result<(), Failure> {
     let (secret, _) = args.secret.resolve()?;
-    let token = auth::mint(&secret, &args.sub, args.role, args.ttl, &args.secret.expect())
-        .map_err(|e| Failure::Other(format!("cannot sign the token: {e}")))?;
+    let token = auth::mint(
+        &secret,
+        &args.sub,
+        args.role,
+        args.ttl,
+        &args.secret.expect(),
+    )
+    .map_err(|e| Failure::Other(format!("cannot sign the token: {e}")))?;
     println!("{token}");
     Ok(())
 }

@@ -127,7 +127,9 @@ pub async fn list(args: ListArgs) -> Result<(), Failure> {
     let mut stream = client.list_users(request).await?;
     let mut printer = UserPrinter::new(args.connect.output);
     while let Some(user) = stream.message().await? {
-        printer.print(user).map_err(|e| Failure::Other(e.to_string()))?;
+        printer
+            .print(user)
+            .map_err(|e| Failure::Other(e.to_string()))?;
     }
     Ok(())
 }

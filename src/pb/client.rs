@@ -87,7 +87,9 @@ where
         &mut self,
         request: impl IntoRequest<GetUserRequest>,
     ) -> Result<Response<GetUserResponse>, Status> {
-        let (path, req) = self.prepare(method!("GetUser"), request.into_request()).await?;
+        let (path, req) = self
+            .prepare(method!("GetUser"), request.into_request())
+            .await?;
         self.inner.unary(req, path, ProstCodec::default()).await
     }
 
@@ -95,7 +97,9 @@ where
         &mut self,
         request: impl IntoRequest<CreateUserRequest>,
     ) -> Result<Response<User>, Status> {
-        let (path, req) = self.prepare(method!("CreateUser"), request.into_request()).await?;
+        let (path, req) = self
+            .prepare(method!("CreateUser"), request.into_request())
+            .await?;
         self.inner.unary(req, path, ProstCodec::default()).await
     }
 
@@ -103,7 +107,9 @@ where
         &mut self,
         request: impl IntoRequest<ListUsersRequest>,
     ) -> Result<Response<Streaming<User>>, Status> {
-        let (path, req) = self.prepare(method!("ListUsers"), request.into_request()).await?;
+        let (path, req) = self
+            .prepare(method!("ListUsers"), request.into_request())
+            .await?;
         self.inner
             .server_streaming(req, path, ProstCodec::default())
             .await
@@ -113,7 +119,8 @@ where
         &mut self,
         request: impl IntoStreamingRequest<Message = CreateUserRequest>,
     ) -> Result<Response<ListUsersResponse>, Status> {
-        let (path, req) = self.prepare(method!("BulkCreateUsers"), request.into_streaming_request())
+        let (path, req) = self
+            .prepare(method!("BulkCreateUsers"), request.into_streaming_request())
             .await?;
         self.inner
             .client_streaming(req, path, ProstCodec::default())
@@ -124,18 +131,19 @@ where
         &mut self,
         request: impl IntoStreamingRequest<Message = EventStreamRequest>,
     ) -> Result<Response<Streaming<UserEvent>>, Status> {
-        let (path, req) = self.prepare(method!("WatchUserEvents"), request.into_streaming_request())
+        let (path, req) = self
+            .prepare(method!("WatchUserEvents"), request.into_streaming_request())
             .await?;
-        self.inner
-            .streaming(req, path, ProstCodec::default())
-            .await
+        self.inner.streaming(req, path, ProstCodec::default()).await
     }
 
     pub async fn update_user(
         &mut self,
         request: impl IntoRequest<UpdateUserRequest>,
     ) -> Result<Response<User>, Status> {
-        let (path, req) = self.prepare(method!("UpdateUser"), request.into_request()).await?;
+        let (path, req) = self
+            .prepare(method!("UpdateUser"), request.into_request())
+            .await?;
         self.inner.unary(req, path, ProstCodec::default()).await
     }
 
@@ -143,7 +151,9 @@ where
         &mut self,
         request: impl IntoRequest<DeleteUserRequest>,
     ) -> Result<Response<DeleteUserResponse>, Status> {
-        let (path, req) = self.prepare(method!("DeleteUser"), request.into_request()).await?;
+        let (path, req) = self
+            .prepare(method!("DeleteUser"), request.into_request())
+            .await?;
         self.inner.unary(req, path, ProstCodec::default()).await
     }
 

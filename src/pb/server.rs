@@ -27,8 +27,10 @@ pub trait UserService: Send + Sync + 'static {
         &self,
         request: Request<GetUserRequest>,
     ) -> Result<Response<GetUserResponse>, Status>;
-    async fn create_user(&self, request: Request<CreateUserRequest>)
-    -> Result<Response<User>, Status>;
+    async fn create_user(
+        &self,
+        request: Request<CreateUserRequest>,
+    ) -> Result<Response<User>, Status>;
 
     /// The stream ListUsers answers with.
     type ListUsersStream: Stream<Item = Result<User, Status>> + Send + 'static;
@@ -49,8 +51,10 @@ pub trait UserService: Send + Sync + 'static {
         request: Request<Streaming<EventStreamRequest>>,
     ) -> Result<Response<Self::WatchUserEventsStream>, Status>;
 
-    async fn update_user(&self, request: Request<UpdateUserRequest>)
-    -> Result<Response<User>, Status>;
+    async fn update_user(
+        &self,
+        request: Request<UpdateUserRequest>,
+    ) -> Result<Response<User>, Status>;
     async fn delete_user(
         &self,
         request: Request<DeleteUserRequest>,

@@ -42,7 +42,9 @@ impl Listing {
             }
             let limit = match self.remaining {
                 Some(0) => return None,
-                Some(left) => usize::try_from(left).unwrap_or(usize::MAX).min(self.page_size),
+                Some(left) => usize::try_from(left)
+                    .unwrap_or(usize::MAX)
+                    .min(self.page_size),
                 None => self.page_size,
             };
             let query = PageQuery {

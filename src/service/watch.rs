@@ -40,7 +40,10 @@ struct Watcher {
 impl Watcher {
     fn wants(&self, event: &Event) -> bool {
         self.all_after.is_some_and(|after| event.seq > after)
-            || self.users.get(&event.user_id).is_some_and(|&after| event.seq > after)
+            || self
+                .users
+                .get(&event.user_id)
+                .is_some_and(|&after| event.seq > after)
     }
 
     fn subscribe(&mut self, subscription: Subscription) -> pb::UserEvent {

@@ -41,7 +41,11 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = Settings::new(Arc::new(MemoryStore::new()), secret());
     configure(&mut settings);
-    spawn_on(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), settings).await
+    spawn_on(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        settings,
+    )
+    .await
 }
 
 /// Starts a server on a listener the caller bound.
@@ -147,8 +151,14 @@ impl Drop for TestApp {
 
 /// A valid token for `role`, good for an hour.
 pub fn token(role: Role) -> String {
-    auth::mint(&secret(), &format!("{role}-user"), role, Duration::from_secs(3600), &Expect::default())
-        .unwrap()
+    auth::mint(
+        &secret(),
+        &format!("{role}-user"),
+        role,
+        Duration::from_secs(3600),
+        &Expect::default(),
+    )
+    .unwrap()
 }
 
 pub fn create_request(name: &str, email: &str, role: pb::UserRole) -> pb::CreateUserRequest {
