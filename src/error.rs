@@ -101,6 +101,8 @@ pub enum Error {
     Auth(#[from] AuthError),
     #[error("this watcher fell {skipped} events behind and was dropped; resubscribe and re-read")]
     WatcherLagged { skipped: u64 },
+    #[error("server shutting down")]
+    ShuttingDown,
     #[error("store unavailable")]
     StoreUnavailable(#[source] crate::BoxError),
     #[error("internal error")]
@@ -143,7 +145,7 @@ impl Error {
             | Error::BulkTooManyItems(_)
             | Error::BulkResponseTooLarge(_) => Code::ResourceExhausted,
             Error::Cancelled => Code::Cancelled,
-            Error::StoreUnavailable(_) => Code::Unavailable,
+            Error::StoreUnavailable(_) | Error::ShuttingDown => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
         }
     }
@@ -189,7 +191,7 @@ pub fn code_name(code: Code) -> &'static str {
 impl From<Error> for Status {
     fn from(error: Error) -> Status {
         let code = error.code();
-        if matches!(code, Code::Internal | Code::Unavailable) {
+        if matches!(error, Error::Internal(_) | Error::StoreUnavailable(_)) {
             tracing::error!(error = ?error, "call failed");
         }
         let message = error.to_string();

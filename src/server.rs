@@ -7,8 +7,10 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -37,6 +39,8 @@ pub struct Settings {
     pub watch_buffer: usize,
     pub limits: Limits,
     pub max_message_bytes: usize,
+    /// How long shutdown waits for calls in flight before dropping them.
+    pub shutdown_grace: Duration,
 }
 
 impl Settings {
@@ -53,6 +57,7 @@ impl Settings {
             watch_buffer: 1024,
             limits: Limits::default(),
             max_message_bytes: MAX_MESSAGE_BYTES,
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -66,7 +71,11 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves `UserService` on `listener` until `shutdown` resolves.
+/// Serves `UserService` on `listener` until `shutdown` resolves, then shuts
+/// down: watch and list streams end with UNAVAILABLE at once, calls in
+/// flight get `shutdown_grace` to finish, and whatever is left after that is
+/// dropped with a warning. (tonic's own graceful shutdown would wait forever
+/// for a stream that never ends.)
 pub async fn serve(
     listener: TcpListener,
     settings: Settings,
@@ -78,7 +87,13 @@ pub async fn serve(
         max_response_bytes: settings.max_message_bytes,
         ..settings.limits
     };
-    let directory = Directory::new(settings.store, EventBus::new(settings.watch_buffer), limits);
+    let (stopping_tx, stopping) = watch::channel(false);
+    let directory = Directory::new(
+        settings.store,
+        EventBus::new(settings.watch_buffer),
+        limits,
+        stopping.clone(),
+    );
     let users = UserServiceServer::new(directory)
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
@@ -88,12 +103,33 @@ pub async fn serve(
         .max_encoding_message_size(settings.max_message_bytes);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
 
-    Server::builder()
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: ending streams, finishing calls in flight");
+        let _ = stopping_tx.send(true);
+    };
+    let server = Server::builder()
         .layer(TelemetryLayer)
         .layer(auth)
         .layer(StreamEndLayer)
         .add_service(users)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+        .serve_with_incoming_shutdown(incoming, signal);
+    let grace_expired = grace_after(stopping, settings.shutdown_grace);
+    tokio::select! {
+        result = server => result?,
+        () = grace_expired => tracing::warn!(
+            grace = ?settings.shutdown_grace,
+            "shutdown grace period expired; dropping the remaining calls"
+        ),
+    }
     Ok(())
+}
+
+/// Resolves `grace` after `stopping` turns true; never, if it does not.
+async fn grace_after(mut stopping: watch::Receiver<bool>, grace: Duration) {
+    if stopping.wait_for(|stopping| *stopping).await.is_ok() {
+        tokio::time::sleep(grace).await;
+    } else {
+        std::future::pending::<()>().await;
+    }
 }

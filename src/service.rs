@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Claims;
@@ -15,7 +16,7 @@ use crate::pb;
 use crate::store::{Created, IdempotencyKey, UserStore};
 
 mod list;
-mod watch;
+mod watcher;
 
 /// The metadata key that makes a CreateUser safe to retry.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -49,14 +50,23 @@ pub struct Directory {
     store: Arc<dyn UserStore>,
     events: EventBus,
     limits: Limits,
+    /// Turns true when the server begins to shut down, so that long-lived
+    /// streams end with UNAVAILABLE instead of holding the shutdown open.
+    stopping: watch::Receiver<bool>,
 }
 
 impl Directory {
-    pub fn new(store: Arc<dyn UserStore>, events: EventBus, limits: Limits) -> Self {
+    pub fn new(
+        store: Arc<dyn UserStore>,
+        events: EventBus,
+        limits: Limits,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
         Self {
             store,
             events,
             limits,
+            stopping,
         }
     }
 }
@@ -140,7 +150,12 @@ impl pb::server::UserService for Directory {
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<Self::ListUsersStream>, Status> {
         let query = crate::domain::ListQuery::parse(request.into_inner()).map_err(Error::from)?;
-        let stream = list::stream(Arc::clone(&self.store), query, self.limits.list_page_size);
+        let stream = list::stream(
+            Arc::clone(&self.store),
+            query,
+            self.limits.list_page_size,
+            self.stopping.clone(),
+        );
         Ok(Response::new(stream))
     }
 
@@ -183,15 +198,16 @@ impl pb::server::UserService for Directory {
         }))
     }
 
-    type WatchUserEventsStream = watch::EventStream;
+    type WatchUserEventsStream = watcher::EventStream;
 
     async fn watch_user_events(
         &self,
         request: Request<Streaming<pb::EventStreamRequest>>,
     ) -> Result<Response<Self::WatchUserEventsStream>, Status> {
-        Ok(Response::new(watch::stream(
+        Ok(Response::new(watcher::stream(
             request.into_inner(),
             self.events.clone(),
+            self.stopping.clone(),
         )))
     }
 

@@ -336,3 +336,33 @@ fn invalid_serve_settings_exit_2_before_binding() {
             .contains("unknown method \"GetUsers\"")
     );
 }
+
+#[test]
+fn sigterm_stops_the_server_and_ends_open_watches() {
+    let mut server = Server::start();
+    let admin = server.token("admin");
+    let mut watch = server
+        .command(&["watch", "*", "--output", "json"], Some(&admin))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().contains("subscribed"));
+
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+
+    let output = watch.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr, "error: UNAVAILABLE: server shutting down\n");
+}

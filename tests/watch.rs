@@ -291,3 +291,18 @@ async fn a_slow_watcher_is_dropped_without_holding_back_writers_or_other_watcher
         status.message()
     );
 }
+
+#[tokio::test]
+async fn shutdown_ends_open_watches_and_listings_with_unavailable() {
+    let app = spawn_app().await;
+    let mut watch = Watch::open(&app).await;
+    watch.subscribe("*").await;
+
+    let stopped = tokio::spawn(app.stop());
+    let status = watch.events.message().await.unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::Unavailable, "server shutting down")
+    );
+    stopped.await.unwrap();
+}

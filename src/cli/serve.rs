@@ -38,6 +38,9 @@ pub struct ServeArgs {
     /// Most items in one BulkCreateUsers call.
     #[arg(long, env = "USERSVC_MAX_BULK_ITEMS", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
     max_bulk_items: u32,
+    /// How long shutdown waits for calls in flight, as 10s or 1m.
+    #[arg(long, env = "USERSVC_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    shutdown_grace: std::time::Duration,
     /// Log JSON lines instead of text. The level comes from RUST_LOG (default info).
     #[arg(long, env = "USERSVC_LOG_JSON")]
     log_json: bool,
@@ -71,6 +74,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
             .filter(|m| !m.is_empty())
             .collect(),
         watch_buffer: args.watch_buffer as usize,
+        shutdown_grace: args.shutdown_grace,
         limits: Limits {
             max_bulk_items: args.max_bulk_items as usize,
             ..Limits::default()

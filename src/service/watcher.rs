@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use futures_util::stream::{self, Stream};
 use tokio::sync::broadcast::{Receiver, error::RecvError};
+use tokio::sync::watch;
 use tonic::{Status, Streaming};
 
 use crate::clock;
@@ -27,6 +28,7 @@ pub const SUBSCRIBED: &str = "subscribed";
 
 struct Watcher {
     inbound: Streaming<pb::EventStreamRequest>,
+    stopping: watch::Receiver<bool>,
     inbound_open: bool,
     bus: EventBus,
     events: Receiver<Arc<Event>>,
@@ -98,6 +100,10 @@ impl Watcher {
                     // The client is gone or broke the stream; nobody reads.
                     Err(_) => return None,
                 },
+                () = stopped(&mut self.stopping) => {
+                    self.done = true;
+                    return Some(Err(Error::ShuttingDown));
+                }
                 event = self.events.recv() => match event {
                     Ok(event) if self.wants(&event) => return Some(Ok(pb::UserEvent::from(&*event))),
                     Ok(_) => {}
@@ -112,10 +118,22 @@ impl Watcher {
     }
 }
 
+/// Resolves once the server is stopping.
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    if stopping.wait_for(|stopping| *stopping).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// The event stream for one WatchUserEvents call.
-pub fn stream(inbound: Streaming<pb::EventStreamRequest>, bus: EventBus) -> EventStream {
+pub fn stream(
+    inbound: Streaming<pb::EventStreamRequest>,
+    bus: EventBus,
+    stopping: watch::Receiver<bool>,
+) -> EventStream {
     let watcher = Watcher {
         inbound,
+        stopping,
         inbound_open: true,
         events: bus.subscribe(),
         bus,
