@@ -1,9 +1,15 @@
 # usersvc: `make run` starts the server, `make test` runs every test.
-# Nothing here needs protoc: the crate builds with plain cargo.
+# Nothing here needs protoc: the crate builds with plain cargo. The
+# cross-language tests install their own Python and Node packages.
 
 CARGO ?= cargo
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+NODE_DIR := tests/node
 
-.PHONY: run build test lint check-no-codegen unit
+.PHONY: run build test lint check-no-codegen rust-tests python-env node-env \
+	vectors vectors-check python-interop node-interop
 
 ## Start the server on 127.0.0.1:50051 with the embedded default store.
 run:
@@ -12,11 +18,10 @@ run:
 build:
 	$(CARGO) build --release
 
-## Every test: the design-card checks, formatting and lints, then cargo test.
-test: check-no-codegen lint unit
-
-unit:
-	$(CARGO) test
+## Every test: the design-card checks, formatting and lints, the Rust tests
+## (the Python-server interop one included), the golden vectors, and the
+## Python and Node clients against a running server.
+test: check-no-codegen lint rust-tests vectors-check python-interop node-interop
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -30,3 +35,37 @@ check-no-codegen:
 		echo "error: a code generator is in the dependency tree (above)"; exit 1; \
 	fi
 	@echo "no build.rs, no code generator in the dependency tree"
+
+rust-tests: python-env
+	$(CARGO) test -- --include-ignored
+
+## The official runtimes: grpcio, grpcio-tools and protobuf, pinned.
+python-env: $(VENV)/.installed
+$(VENV)/.installed: tests/python/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+	touch $@
+
+## @grpc/grpc-js and @grpc/proto-loader, exactly as the lock file says.
+node-env: $(NODE_DIR)/node_modules/.installed
+$(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund
+	touch $@
+
+## Rewrite tests/vectors/*.hex from Google's protobuf runtime.
+vectors: python-env
+	$(PY) tests/vectors/generate.py tests/vectors
+
+## The committed vectors must be what the script writes today.
+vectors-check: python-env
+	@tmp=$$(mktemp -d) && $(PY) tests/vectors/generate.py $$tmp && \
+	if diff -r -x generate.py -x __pycache__ tests/vectors $$tmp; then echo "golden vectors are current"; \
+	else echo "error: tests/vectors differ from what generate.py writes: run make vectors"; exit 1; fi
+
+python-interop: python-env
+	$(CARGO) build
+	cd tests/python && ../../$(PY) -m pytest -q test_interop.py
+
+node-interop: node-env
+	$(CARGO) build
+	cd $(NODE_DIR) && node --test
