@@ -69,6 +69,11 @@ impl fmt::Display for UserId {
 pub struct UserName(String);
 
 impl UserName {
+    /// Wraps a name read back from storage, which was checked when written.
+    pub fn from_stored(value: String) -> Self {
+        Self(value)
+    }
+
     pub fn parse(value: &str) -> Result<Self, &'static str> {
         let trimmed = value.trim();
         if trimmed.is_empty() {
@@ -94,6 +99,11 @@ impl UserName {
 pub struct Email(String);
 
 impl Email {
+    /// Wraps an address read back from storage, which was checked when written.
+    pub fn from_stored(value: String) -> Self {
+        Self(value)
+    }
+
     pub fn parse(value: &str) -> Result<Self, &'static str> {
         let trimmed = value.trim();
         if trimmed.is_empty() {
@@ -134,6 +144,11 @@ impl Email {
 pub struct Bio(String);
 
 impl Bio {
+    /// Wraps a bio read back from storage, which was checked when written.
+    pub fn from_stored(value: String) -> Self {
+        Self(value)
+    }
+
     pub fn parse(value: String) -> Result<Self, &'static str> {
         if value.chars().count() > MAX_BIO_CHARS {
             Err("must be at most 2000 characters")
@@ -176,6 +191,16 @@ impl Role {
         Role::ALL
             .into_iter()
             .find(|role| role.as_str().eq_ignore_ascii_case(bare))
+    }
+
+    /// The role's number in the contract, which is also how stores keep it.
+    pub fn number(self) -> i32 {
+        pb::UserRole::from(self) as i32
+    }
+
+    /// The role with that number, if it is one.
+    pub fn from_number(number: i32) -> Option<Role> {
+        Role::from_wire(number).ok().flatten()
     }
 
     /// Reads a wire role. `UNSPECIFIED` yields `None`, for the caller to

@@ -27,6 +27,13 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// The kind an `event_type` names.
+    pub fn from_name(name: &str) -> Option<EventKind> {
+        [EventKind::Created, EventKind::Updated, EventKind::Deleted]
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+    }
+
     /// The `event_type` on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -80,10 +87,22 @@ impl EventBus {
         }
     }
 
-    /// Announces a change. Never blocks on watchers.
+    /// Announces a change made now. Never blocks on watchers.
     pub fn publish(&self, kind: EventKind, user: User) {
         let user_id = user.id.as_str().to_owned();
         let payload = Bytes::from(pb::User::from(user).encode_to_vec());
+        self.publish_encoded(kind, user_id, payload, clock::unix_millis());
+    }
+
+    /// Announces a change whose user is already encoded, as an outbox row
+    /// written by another replica is.
+    pub fn publish_encoded(
+        &self,
+        kind: EventKind,
+        user_id: String,
+        payload: Bytes,
+        timestamp: i64,
+    ) {
         let mut last_seq = self.last_seq.lock().unwrap_or_else(|p| p.into_inner());
         *last_seq += 1;
         let event = Event {
@@ -91,7 +110,7 @@ impl EventBus {
             kind,
             user_id,
             payload,
-            timestamp: clock::unix_millis(),
+            timestamp,
         };
         // An error only means nobody is watching.
         let _ = self.sender.send(Arc::new(event));

@@ -16,7 +16,6 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::auth::{AuthLayer, Expect, Policy, Secret, Verifier};
-use crate::events::EventBus;
 use crate::inbound::StreamEndLayer;
 use crate::pb::server::UserServiceServer;
 use crate::service::{Directory, Limits};
@@ -35,8 +34,6 @@ pub struct Settings {
     pub expect: Expect,
     /// Method names that need no token.
     pub public_methods: Vec<String>,
-    /// Events kept for slow watchers before they are dropped.
-    pub watch_buffer: usize,
     pub limits: Limits,
     pub max_message_bytes: usize,
     /// How long shutdown waits for calls in flight before dropping them.
@@ -54,7 +51,6 @@ impl Settings {
                 .iter()
                 .map(|m| (*m).to_owned())
                 .collect(),
-            watch_buffer: 1024,
             limits: Limits::default(),
             max_message_bytes: MAX_MESSAGE_BYTES,
             shutdown_grace: Duration::from_secs(10),
@@ -88,12 +84,7 @@ pub async fn serve(
         ..settings.limits
     };
     let (stopping_tx, stopping) = watch::channel(false);
-    let directory = Directory::new(
-        settings.store,
-        EventBus::new(settings.watch_buffer),
-        limits,
-        stopping.clone(),
-    );
+    let directory = Directory::new(settings.store, limits, stopping.clone());
     let users = UserServiceServer::new(directory)
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)

@@ -10,7 +10,6 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::Claims;
 use crate::domain::{NewUser, UserId, UserPatch};
 use crate::error::{Error, Violations};
-use crate::events::{EventBus, EventKind};
 use crate::inbound::StreamEnd;
 use crate::pb;
 use crate::store::{Created, IdempotencyKey, UserStore};
@@ -44,11 +43,10 @@ impl Default for Limits {
     }
 }
 
-/// The user directory: a store, and the bus its changes are announced on.
+/// The user directory: a store, which also announces its changes.
 #[derive(Clone)]
 pub struct Directory {
     store: Arc<dyn UserStore>,
-    events: EventBus,
     limits: Limits,
     /// Turns true when the server begins to shut down, so that long-lived
     /// streams end with UNAVAILABLE instead of holding the shutdown open.
@@ -56,15 +54,9 @@ pub struct Directory {
 }
 
 impl Directory {
-    pub fn new(
-        store: Arc<dyn UserStore>,
-        events: EventBus,
-        limits: Limits,
-        stopping: watch::Receiver<bool>,
-    ) -> Self {
+    pub fn new(store: Arc<dyn UserStore>, limits: Limits, stopping: watch::Receiver<bool>) -> Self {
         Self {
             store,
-            events,
             limits,
             stopping,
         }
@@ -135,7 +127,6 @@ impl pb::server::UserService for Directory {
         {
             Created::New(user) => {
                 tracing::info!(target: "usersvc::audit", actor, user_id = %user.id, "user created");
-                self.events.publish(EventKind::Created, user.clone());
                 user
             }
             Created::Replayed(user) => user,
@@ -189,9 +180,6 @@ impl pb::server::UserService for Directory {
         }
         let users = self.store.create_many(batch).await.map_err(Error::from)?;
         tracing::info!(target: "usersvc::audit", actor, count = users.len(), "users created in bulk");
-        for user in &users {
-            self.events.publish(EventKind::Created, user.clone());
-        }
         Ok(Response::new(pb::ListUsersResponse {
             total_count: i32::try_from(users.len()).unwrap_or(i32::MAX),
             users: users.into_iter().map(Into::into).collect(),
@@ -206,7 +194,7 @@ impl pb::server::UserService for Directory {
     ) -> Result<Response<Self::WatchUserEventsStream>, Status> {
         Ok(Response::new(watcher::stream(
             request.into_inner(),
-            self.events.clone(),
+            self.store.events().clone(),
             self.stopping.clone(),
         )))
     }
@@ -219,7 +207,6 @@ impl pb::server::UserService for Directory {
         let (id, patch) = UserPatch::parse(request.into_inner()).map_err(Error::from)?;
         let user = self.store.update(&id, patch).await.map_err(Error::from)?;
         tracing::info!(target: "usersvc::audit", actor, user_id = %id, "user updated");
-        self.events.publish(EventKind::Updated, user.clone());
         Ok(Response::new(user.into()))
     }
 
@@ -231,7 +218,6 @@ impl pb::server::UserService for Directory {
         let id = parse_id(request.into_inner().user_id)?;
         let user = self.store.delete(&id).await.map_err(Error::from)?;
         tracing::info!(target: "usersvc::audit", actor, user_id = %id, "user deleted");
-        self.events.publish(EventKind::Deleted, user.clone());
         Ok(Response::new(pb::DeleteUserResponse {
             user: Some(user.into()),
         }))

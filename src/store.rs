@@ -6,14 +6,26 @@
 //! checks against each: emails unique without regard to case, ids never
 //! reused, bulk creation all or nothing, idempotency keys kept with the user,
 //! and listing in creation order, a page at a time.
+//!
+//! A store also announces its committed writes on its [`EventBus`]: only the
+//! store knows when a write has committed, and, for PostgreSQL, what other
+//! replicas committed.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::domain::{NewUser, Role, User, UserId, UserPatch};
+use crate::events::EventBus;
 
 pub mod memory;
+pub mod postgres;
+mod sql;
+pub mod sqlite;
 
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
+pub use sqlite::{SqliteStore, Synchronous};
 
 /// A store's failure, before it is given a gRPC status in `crate::error`.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +110,12 @@ pub enum Created {
 
 #[async_trait]
 pub trait UserStore: Send + Sync + 'static {
+    /// Where this store announces committed changes.
+    fn events(&self) -> &EventBus;
+
+    /// Whether the store can serve now; for health checks.
+    async fn check(&self) -> Result<(), StoreError>;
+
     /// Stores a new user with a fresh id, or, when `key` was used before with
     /// an equal `user`, returns the user that call created.
     async fn create(
@@ -120,4 +138,49 @@ pub trait UserStore: Send + Sync + 'static {
 
     /// One page of users in creation order.
     async fn list_page(&self, query: PageQuery) -> Result<Page, StoreError>;
+}
+
+/// How to open a store, besides its address.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Events kept for slow watchers (see `EventBus`).
+    pub watch_buffer: usize,
+    /// SQLite's durability: see [`Synchronous`].
+    pub sqlite_synchronous: Synchronous,
+    /// Longest a call waits for a database connection, and a statement runs.
+    pub db_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            watch_buffer: 1024,
+            sqlite_synchronous: Synchronous::Full,
+            db_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Opens the store `url` names: `memory`, `sqlite://PATH` or
+/// `postgres://…`, running migrations for the SQL stores.
+pub async fn open(
+    url: &str,
+    options: &StoreOptions,
+) -> Result<std::sync::Arc<dyn UserStore>, StoreError> {
+    let events = EventBus::new(options.watch_buffer);
+    Ok(match url {
+        "memory" => std::sync::Arc::new(MemoryStore::with_events(events)),
+        url if url.starts_with("sqlite:") => {
+            std::sync::Arc::new(SqliteStore::open(url, options, events).await?)
+        }
+        url if url.starts_with("postgres:") || url.starts_with("postgresql:") => {
+            std::sync::Arc::new(PostgresStore::open(url, options, events).await?)
+        }
+        other => {
+            return Err(StoreError::Internal(
+                format!("unknown store {other:?}: expected memory, sqlite://PATH or postgres://…")
+                    .into(),
+            ));
+        }
+    })
 }

@@ -19,8 +19,9 @@ struct Server {
 impl Server {
     fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
+        let store = format!("sqlite://{}/users.db", dir.path().display());
         let mut child = Command::new(BIN)
-            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--addr", "127.0.0.1:0", "--store", &store, "--data-dir"])
             .arg(dir.path())
             .env("RUST_LOG", "info")
             .env_remove("USERSVC_JWT_SECRET")

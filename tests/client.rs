@@ -160,6 +160,12 @@ struct FlakyStore {
 
 #[async_trait::async_trait]
 impl UserStore for FlakyStore {
+    fn events(&self) -> &usersvc::events::EventBus {
+        self.inner.events()
+    }
+    async fn check(&self) -> Result<(), StoreError> {
+        self.inner.check().await
+    }
     async fn create(
         &self,
         user: NewUser,

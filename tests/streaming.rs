@@ -149,6 +149,12 @@ struct CountingStore {
 
 #[async_trait]
 impl UserStore for CountingStore {
+    fn events(&self) -> &usersvc::events::EventBus {
+        self.inner.events()
+    }
+    async fn check(&self) -> Result<(), StoreError> {
+        self.inner.check().await
+    }
     async fn create(
         &self,
         user: NewUser,

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{create_request, spawn_app, spawn_app_with};
@@ -10,7 +11,9 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Streaming};
+use usersvc::events::EventBus;
 use usersvc::pb::{self, UserRole};
+use usersvc::store::MemoryStore;
 
 /// An open watch: the sender for more subscriptions, and the event stream.
 struct Watch {
@@ -206,7 +209,8 @@ async fn closing_the_request_side_without_subscribing_ends_the_stream_ok() {
 async fn a_slow_watcher_is_dropped_without_holding_back_writers_or_other_watchers() {
     const BATCHES: usize = 100;
     const BATCH: usize = 100;
-    let app = spawn_app_with(|s| s.watch_buffer = 1024).await;
+    let app =
+        spawn_app_with(|s| s.store = Arc::new(MemoryStore::with_events(EventBus::new(1024)))).await;
 
     // The slow watcher never reads. Small HTTP/2 windows keep the transport
     // from absorbing the backlog on its behalf.

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Args;
 
@@ -11,16 +10,25 @@ use super::Failure;
 use super::token::SecretArgs;
 use crate::server::{self, Settings};
 use crate::service::Limits;
-use crate::store::{MemoryStore, UserStore};
+use crate::store::{self, StoreOptions, Synchronous};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "USERSVC_ADDR", default_value = "127.0.0.1:50051")]
     addr: SocketAddr,
-    /// Where users are kept: `memory` (lost on exit).
-    #[arg(long, env = "USERSVC_STORE", default_value = "memory", value_parser = parse_store)]
-    store: StoreKind,
+    /// Where users are kept: `sqlite://PATH` (embedded, one file),
+    /// `postgres://USER@HOST/DB` (several replicas), or `memory` (lost on exit).
+    #[arg(long, env = "USERSVC_STORE", default_value = "sqlite://data/users.db", value_parser = parse_store)]
+    store: String,
+    /// SQLite durability: `full` syncs every commit to disk before answering;
+    /// `normal` survives a crash of usersvc but may lose the last commits to a
+    /// power loss.
+    #[arg(long, env = "USERSVC_SQLITE_SYNCHRONOUS", value_enum, default_value_t = Synchronous::Full)]
+    sqlite_synchronous: Synchronous,
+    /// Longest wait for a database connection or statement, as 5s.
+    #[arg(long, env = "USERSVC_DB_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    db_timeout: std::time::Duration,
     #[command(flatten)]
     secret: SecretArgs,
     /// Methods that need no token, comma-separated (e.g. GetUser,ListUsers).
@@ -46,34 +54,42 @@ pub struct ServeArgs {
     log_json: bool,
 }
 
-/// A `--store` value.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum StoreKind {
-    Memory,
-}
-
-fn parse_store(value: &str) -> Result<StoreKind, String> {
-    match value {
-        "memory" => Ok(StoreKind::Memory),
-        other => Err(format!("unknown store {other:?}: expected memory")),
+/// Checks a `--store` value's form, so that a typo exits before anything binds.
+fn parse_store(value: &str) -> Result<String, String> {
+    let known = value == "memory"
+        || ["sqlite:", "postgres:", "postgresql:"]
+            .iter()
+            .any(|s| value.starts_with(s));
+    if known {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "unknown store {value:?}: expected sqlite://PATH, postgres://… or memory"
+        ))
     }
 }
 
 pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     crate::telemetry::init(args.log_json);
+    let public_methods: Vec<String> = args
+        .public_methods
+        .into_iter()
+        .filter(|m| !m.is_empty())
+        .collect();
+    crate::auth::Policy::new(&public_methods).map_err(Failure::Usage)?;
     let (secret, source) = args.secret.resolve()?;
     tracing::info!(?source, "JWT secret loaded");
-    let store: Arc<dyn UserStore> = match args.store {
-        StoreKind::Memory => Arc::new(MemoryStore::new()),
+    let options = StoreOptions {
+        watch_buffer: args.watch_buffer as usize,
+        sqlite_synchronous: args.sqlite_synchronous,
+        db_timeout: args.db_timeout,
     };
+    let store = store::open(&args.store, &options)
+        .await
+        .map_err(|e| Failure::Other(format!("cannot open the store: {e}")))?;
     let settings = Settings {
         expect: args.secret.expect(),
-        public_methods: args
-            .public_methods
-            .into_iter()
-            .filter(|m| !m.is_empty())
-            .collect(),
-        watch_buffer: args.watch_buffer as usize,
+        public_methods,
         shutdown_grace: args.shutdown_grace,
         limits: Limits {
             max_bulk_items: args.max_bulk_items as usize,
@@ -81,14 +97,13 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         },
         ..Settings::new(store, secret)
     };
-    crate::auth::Policy::new(&settings.public_methods).map_err(Failure::Usage)?;
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .map_err(|e| Failure::Other(format!("cannot listen on {}: {e}", args.addr)))?;
     let local = listener
         .local_addr()
         .map_err(|e| Failure::Other(e.to_string()))?;
-    tracing::info!(addr = %local, store = ?args.store, "usersvc listening");
+    tracing::info!(addr = %local, store = %redacted(&args.store), "usersvc listening");
     server::serve(listener, settings, crate::shutdown::signal())
         .await
         .map_err(|e| Failure::Other(e.to_string()))?;
@@ -99,4 +114,18 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
 /// The data directory's default, relative to where the server runs.
 pub fn default_data_dir() -> PathBuf {
     PathBuf::from("data")
+}
+
+/// The store address without a password, for the log.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }

@@ -12,10 +12,12 @@ use async_trait::async_trait;
 use super::{Created, Cursor, IdempotencyKey, Page, PageQuery, StoreError, UserStore};
 use crate::clock;
 use crate::domain::{NewUser, User, UserId, UserPatch};
+use crate::events::{EventBus, EventKind};
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStore {
     inner: RwLock<Indexes>,
+    events: EventBus,
 }
 
 #[derive(Debug, Default)]
@@ -27,13 +29,32 @@ struct Indexes {
     positions: HashMap<UserId, i64>,
     /// `Email::unique_key` to the owner's id.
     emails: HashMap<String, UserId>,
-    /// What each idempotency key created, and from which request.
-    keys: HashMap<IdempotencyKey, (NewUser, User)>,
+    /// What each idempotency key created, and from which request. A key
+    /// lives as long as its user, as it does in the SQL stores' rows.
+    keys: HashMap<IdempotencyKey, (NewUser, UserId)>,
+    key_of: HashMap<UserId, IdempotencyKey>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MemoryStore {
+    /// An empty store with a bus of the default size.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_events(EventBus::new(
+            crate::store::StoreOptions::default().watch_buffer,
+        ))
+    }
+
+    /// An empty store announcing on `events`.
+    pub fn with_events(events: EventBus) -> Self {
+        Self {
+            inner: RwLock::default(),
+            events,
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Indexes> {
@@ -70,27 +91,40 @@ impl Indexes {
     }
 }
 
+// Writes announce while they hold the lock, so that events go out in the
+// order the writes were made.
 #[async_trait]
 impl UserStore for MemoryStore {
+    fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     async fn create(
         &self,
         user: NewUser,
         key: Option<IdempotencyKey>,
     ) -> Result<Created, StoreError> {
         let mut indexes = self.write();
-        if let Some((request, created)) = key.as_ref().and_then(|key| indexes.keys.get(key)) {
-            return match *request == user {
-                true => Ok(Created::Replayed(created.clone())),
-                false => Err(StoreError::IdempotencyKeyReused),
-            };
+        if let Some((request, id)) = key.as_ref().and_then(|key| indexes.keys.get(key)) {
+            if *request != user {
+                return Err(StoreError::IdempotencyKeyReused);
+            }
+            let position = indexes.positions[id];
+            return Ok(Created::Replayed(indexes.users[&position].clone()));
         }
         if indexes.emails.contains_key(&user.email.unique_key()) {
             return Err(StoreError::EmailTaken(user.email.as_str().to_owned()));
         }
         let created = indexes.insert(user.clone());
         if let Some(key) = key {
-            indexes.keys.insert(key, (user, created.clone()));
+            indexes.key_of.insert(created.id.clone(), key.clone());
+            indexes.keys.insert(key, (user, created.id.clone()));
         }
+        self.events.publish(EventKind::Created, created.clone());
         Ok(Created::New(created))
     }
 
@@ -106,7 +140,11 @@ impl UserStore for MemoryStore {
                 });
             }
         }
-        Ok(users.into_iter().map(|user| indexes.insert(user)).collect())
+        let users: Vec<User> = users.into_iter().map(|user| indexes.insert(user)).collect();
+        for user in &users {
+            self.events.publish(EventKind::Created, user.clone());
+        }
+        Ok(users)
     }
 
     async fn get(&self, id: &UserId) -> Result<User, StoreError> {
@@ -132,7 +170,9 @@ impl UserStore for MemoryStore {
         }
         let user = indexes.entry(id)?;
         patch.apply(user);
-        Ok(user.clone())
+        let user = user.clone();
+        self.events.publish(EventKind::Updated, user.clone());
+        Ok(user)
     }
 
     async fn delete(&self, id: &UserId) -> Result<User, StoreError> {
@@ -143,6 +183,10 @@ impl UserStore for MemoryStore {
             .ok_or_else(|| StoreError::NotFound(id.clone()))?;
         let user = indexes.users.remove(&position).expect("indexes agree");
         indexes.emails.remove(&user.email.unique_key());
+        if let Some(key) = indexes.key_of.remove(id) {
+            indexes.keys.remove(&key);
+        }
+        self.events.publish(EventKind::Deleted, user.clone());
         Ok(user)
     }
 

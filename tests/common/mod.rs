@@ -187,3 +187,36 @@ pub fn bad_request_fields(status: &tonic::Status) -> Vec<String> {
         .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
         .unwrap_or_default()
 }
+
+/// A PostgreSQL address with a schema of its own for one test, in the
+/// database `USERSVC_TEST_PG` names (make test creates one per run). `None`
+/// only when `USERSVC_SKIP_PG=1`, which `make test` sets, and announces, on
+/// a machine without PostgreSQL; anywhere else a missing server fails.
+pub async fn postgres_url() -> Option<String> {
+    if std::env::var("USERSVC_SKIP_PG").as_deref() == Ok("1") {
+        return None;
+    }
+    let base = std::env::var("USERSVC_TEST_PG")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".to_owned());
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let schema = format!(
+        "t_{}_{}_{}",
+        std::process::id(),
+        usersvc::clock::unix_millis(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(&base)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL at {base} is required (USERSVC_SKIP_PG=1 skips): {e}")
+        });
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    Some(format!(
+        "{base}{separator}options=-c%20search_path%3D{schema}"
+    ))
+}

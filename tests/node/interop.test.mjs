@@ -52,7 +52,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 before(async () => {
   const dir = mkdtempSync(path.join(tmpdir(), "usersvc-node-"));
   logPath = path.join(dir, "server.log");
-  server = spawn(BIN, ["serve", "--addr", "127.0.0.1:0", "--data-dir", dir, "--log-json"], {
+  server = spawn(BIN, ["serve", "--addr", "127.0.0.1:0", "--data-dir", dir, "--store", `sqlite://${dir}/users.db`, "--log-json"], {
     env: { ...process.env, USERSVC_JWT_SECRET: SECRET, RUST_LOG: "info" },
     stdio: ["ignore", "ignore", openSync(logPath, "w")],
   });

@@ -1,0 +1,411 @@
+//! `PostgresStore`: for several stateless replicas over one database.
+//!
+//! Every write runs in one transaction that also inserts its events into the
+//! `events` outbox and calls `pg_notify`. A relay task in each replica
+//! listens for the notification, reads the outbox rows after the last one it
+//! saw, and publishes them on the replica's bus. So an event exists exactly
+//! when its write committed, every replica sees every write, and a replica
+//! whose listening connection dropped catches up from the outbox when it
+//! reconnects. Writers take one transaction-scoped advisory lock, which makes
+//! the outbox's order the commit order (a reader can never pass a row that
+//! commits later with a smaller number), at the price of serialising writes.
+//!
+//! Relies on: identity columns, `RETURNING`, `pg_advisory_xact_lock`,
+//! `LISTEN`/`NOTIFY`, and unique indexes. CockroachDB lacks advisory locks
+//! and LISTEN; YugabyteDB supports advisory locks but not LISTEN.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+use tokio::task::JoinHandle;
+
+use super::sql::{self, Conflict, USER_COLUMNS};
+use super::{
+    Created, Cursor, IdempotencyKey, Page, PageQuery, StoreError, StoreOptions, UserStore,
+};
+use crate::clock;
+use crate::domain::{NewUser, User, UserId, UserPatch};
+use crate::events::{EventBus, EventKind};
+use crate::pb;
+
+/// The NOTIFY channel that wakes the relays.
+const CHANNEL: &str = "usersvc_events";
+/// The advisory lock every write transaction takes (an arbitrary constant).
+const WRITE_LOCK: i64 = 0x0075_7365_7273_7663; // "usersvc"
+/// Rows per INSERT in a bulk creation: PostgreSQL allows 65,535 parameters.
+const ROWS_PER_INSERT: usize = 1_000;
+/// Outbox rows older than this are deleted; a replica away longer than this
+/// has lost its place anyway.
+const OUTBOX_RETENTION_MS: i64 = 3_600_000;
+
+pub struct PostgresStore {
+    pool: PgPool,
+    events: EventBus,
+    relay: JoinHandle<()>,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.relay.abort();
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url`, brings the schema up to date, and starts relaying
+    /// events from the outbox to `events`.
+    pub async fn open(
+        url: &str,
+        options: &StoreOptions,
+        events: EventBus,
+    ) -> Result<Self, StoreError> {
+        let timeout_ms = options.db_timeout.as_millis().to_string();
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Internal(format!("invalid PostgreSQL address: {e}").into()))?
+            .options([
+                ("statement_timeout", timeout_ms.as_str()),
+                ("lock_timeout", timeout_ms.as_str()),
+            ]);
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(options.db_timeout)
+            .test_before_acquire(true)
+            .connect_with(connect)
+            .await
+            .map_err(sql::failure)?;
+        sqlx::migrate!("migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| {
+                StoreError::Internal(format!("migrating the PostgreSQL schema: {e}").into())
+            })?;
+        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
+            .fetch_one(&pool)
+            .await
+            .map_err(sql::failure)?;
+        let relay = tokio::spawn(relay(pool.clone(), events.clone(), last));
+        Ok(Self {
+            pool,
+            events,
+            relay,
+        })
+    }
+
+    async fn find(&self, id: &UserId) -> Result<User, StoreError> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql::failure)?;
+        match row {
+            Some(row) => Ok(sql::user_from_row(&row)?.1),
+            None => Err(StoreError::NotFound(id.clone())),
+        }
+    }
+
+    /// Begins a write: a transaction holding the write lock.
+    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(sql::failure)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(WRITE_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql::failure)?;
+        Ok(tx)
+    }
+}
+
+/// Adds `users`' events to the outbox and wakes the relays, in `tx`.
+async fn announce(
+    tx: &mut Transaction<'static, Postgres>,
+    kind: EventKind,
+    users: &[User],
+) -> Result<(), StoreError> {
+    use prost::Message;
+    let at = clock::unix_millis();
+    for chunk in users.chunks(ROWS_PER_INSERT) {
+        let mut query =
+            QueryBuilder::<Postgres>::new("INSERT INTO events (kind, user_id, payload, at_ms) ");
+        query.push_values(chunk, |mut row, user| {
+            row.push_bind(kind.as_str())
+                .push_bind(user.id.as_str().to_owned())
+                .push_bind(pb::User::from(user.clone()).encode_to_vec())
+                .push_bind(at);
+        });
+        query
+            .build()
+            .execute(&mut **tx)
+            .await
+            .map_err(sql::failure)?;
+    }
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(CHANNEL)
+        .execute(&mut **tx)
+        .await
+        .map_err(sql::failure)?;
+    Ok(())
+}
+
+/// Publishes outbox rows after `last` on `events`, in order, and returns the
+/// last one published.
+async fn catch_up(pool: &PgPool, events: &EventBus, mut last: i64) -> Result<i64, sqlx::Error> {
+    loop {
+        let rows = sqlx::query("SELECT seq, kind, user_id, payload, at_ms FROM events WHERE seq > $1 ORDER BY seq LIMIT 1000")
+            .bind(last)
+            .fetch_all(pool)
+            .await?;
+        for row in &rows {
+            last = row.try_get(0)?;
+            let kind: String = row.try_get(1)?;
+            let Some(kind) = EventKind::from_name(&kind) else {
+                continue;
+            };
+            let payload: Vec<u8> = row.try_get(3)?;
+            events.publish_encoded(kind, row.try_get(2)?, Bytes::from(payload), row.try_get(4)?);
+        }
+        if rows.len() < 1000 {
+            return Ok(last);
+        }
+    }
+}
+
+/// The relay: wakes on NOTIFY (or every second, in case a notification was
+/// missed while reconnecting) and publishes new outbox rows.
+async fn relay(pool: PgPool, events: EventBus, mut last: i64) {
+    let mut listener: Option<PgListener> = None;
+    let mut since_cleanup = std::time::Instant::now();
+    loop {
+        if listener.is_none() {
+            match PgListener::connect_with(&pool).await {
+                Ok(mut l) => match l.listen(CHANNEL).await {
+                    Ok(()) => listener = Some(l),
+                    Err(error) => tracing::warn!(%error, "cannot LISTEN for events; retrying"),
+                },
+                Err(error) => tracing::warn!(%error, "cannot connect the event listener; retrying"),
+            }
+        }
+        match catch_up(&pool, &events, last).await {
+            Ok(newest) => last = newest,
+            Err(error) => tracing::warn!(%error, "cannot read the event outbox; retrying"),
+        }
+        if since_cleanup.elapsed() > Duration::from_secs(60) {
+            since_cleanup = std::time::Instant::now();
+            let cutoff = clock::unix_millis() - OUTBOX_RETENTION_MS;
+            if let Err(error) = sqlx::query("DELETE FROM events WHERE at_ms < $1")
+                .bind(cutoff)
+                .execute(&pool)
+                .await
+            {
+                tracing::warn!(%error, "cannot trim the event outbox");
+            }
+        }
+        match listener.as_mut() {
+            Some(l) => match tokio::time::timeout(Duration::from_secs(1), l.try_recv()).await {
+                Ok(Ok(Some(_))) | Err(_) => {}
+                // The connection dropped (None) or failed: reconnect.
+                Ok(Ok(None)) | Ok(Err(_)) => listener = None,
+            },
+            None => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+fn item(index: usize, user: &NewUser) -> StoreError {
+    StoreError::Item {
+        index,
+        source: Box::new(StoreError::EmailTaken(user.email.as_str().to_owned())),
+    }
+}
+
+#[async_trait]
+impl UserStore for PostgresStore {
+    fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(sql::failure)?;
+        Ok(())
+    }
+
+    async fn create(
+        &self,
+        user: NewUser,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Created, StoreError> {
+        let mut tx = self.begin_write().await?;
+        if let Some(key) = &key {
+            let row = sqlx::query(&format!(
+                "SELECT {USER_COLUMNS}, idempotency_request FROM users WHERE idempotency_key = $1"
+            ))
+            .bind(key.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(sql::failure)?;
+            if let Some(row) = row {
+                let request: String = row.try_get(7).map_err(|e| StoreError::Internal(e.into()))?;
+                if request != sql::fingerprint(&user) {
+                    return Err(StoreError::IdempotencyKeyReused);
+                }
+                return Ok(Created::Replayed(sql::user_from_row(&row)?.1));
+            }
+        }
+        let created = user
+            .clone()
+            .into_user(UserId::generate(), clock::unix_seconds());
+        sqlx::query(
+            "INSERT INTO users (id, name, email, email_key, role, created_at, bio, idempotency_key, idempotency_request) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(created.id.as_str())
+        .bind(created.name.as_str())
+        .bind(created.email.as_str())
+        .bind(created.email.unique_key())
+        .bind(created.role.number())
+        .bind(created.created_at)
+        .bind(created.bio.as_ref().map(|b| b.as_str()))
+        .bind(key.as_ref().map(|k| k.as_str()))
+        .bind(key.as_ref().map(|_| sql::fingerprint(&user)))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match sql::conflict(&e) {
+            Some(Conflict::Email) => StoreError::EmailTaken(user.email.as_str().to_owned()),
+            _ => sql::failure(e),
+        })?;
+        announce(&mut tx, EventKind::Created, std::slice::from_ref(&created)).await?;
+        tx.commit().await.map_err(sql::failure)?;
+        Ok(Created::New(created))
+    }
+
+    async fn create_many(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
+        let mut seen = std::collections::HashSet::with_capacity(users.len());
+        for (index, user) in users.iter().enumerate() {
+            if !seen.insert(user.email.unique_key()) {
+                return Err(item(index, user));
+            }
+        }
+        let mut tx = self.begin_write().await?;
+        let keys: Vec<String> = users.iter().map(|u| u.email.unique_key()).collect();
+        let taken: Vec<String> =
+            sqlx::query_scalar("SELECT email_key FROM users WHERE email_key = ANY($1)")
+                .bind(&keys)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(sql::failure)?;
+        if let Some(index) = keys.iter().position(|k| taken.contains(k)) {
+            return Err(item(index, &users[index]));
+        }
+        let now = clock::unix_seconds();
+        let created: Vec<User> = users
+            .into_iter()
+            .map(|u| u.into_user(UserId::generate(), now))
+            .collect();
+        for chunk in created.chunks(ROWS_PER_INSERT) {
+            let mut query = QueryBuilder::<Postgres>::new(
+                "INSERT INTO users (id, name, email, email_key, role, created_at, bio) ",
+            );
+            query.push_values(chunk, |mut row, user| {
+                row.push_bind(user.id.as_str().to_owned())
+                    .push_bind(user.name.as_str().to_owned())
+                    .push_bind(user.email.as_str().to_owned())
+                    .push_bind(user.email.unique_key())
+                    .push_bind(user.role.number())
+                    .push_bind(user.created_at)
+                    .push_bind(user.bio.as_ref().map(|b| b.as_str().to_owned()));
+            });
+            query
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(sql::failure)?;
+        }
+        announce(&mut tx, EventKind::Created, &created).await?;
+        tx.commit().await.map_err(sql::failure)?;
+        Ok(created)
+    }
+
+    async fn get(&self, id: &UserId) -> Result<User, StoreError> {
+        self.find(id).await
+    }
+
+    async fn update(&self, id: &UserId, patch: UserPatch) -> Result<User, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(sql::failure)?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound(id.clone()));
+        };
+        let mut user = sql::user_from_row(&row)?.1;
+        let new_email = patch.email.clone();
+        patch.apply(&mut user);
+        sqlx::query("UPDATE users SET name = $1, email = $2, email_key = $3, role = $4, bio = $5 WHERE id = $6")
+            .bind(user.name.as_str())
+            .bind(user.email.as_str())
+            .bind(user.email.unique_key())
+            .bind(user.role.number())
+            .bind(user.bio.as_ref().map(|b| b.as_str()))
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match (sql::conflict(&e), new_email) {
+                (Some(Conflict::Email), Some(email)) => StoreError::EmailTaken(email.as_str().to_owned()),
+                _ => sql::failure(e),
+            })?;
+        announce(&mut tx, EventKind::Updated, std::slice::from_ref(&user)).await?;
+        tx.commit().await.map_err(sql::failure)?;
+        Ok(user)
+    }
+
+    async fn delete(&self, id: &UserId) -> Result<User, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(&format!(
+            "DELETE FROM users WHERE id = $1 RETURNING {USER_COLUMNS}"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sql::failure)?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound(id.clone()));
+        };
+        let user = sql::user_from_row(&row)?.1;
+        announce(&mut tx, EventKind::Deleted, std::slice::from_ref(&user)).await?;
+        tx.commit().await.map_err(sql::failure)?;
+        Ok(user)
+    }
+
+    async fn list_page(&self, query: PageQuery) -> Result<Page, StoreError> {
+        let mut sql = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE position > "
+        ));
+        sql.push_bind(query.after.map_or(0, |Cursor(after)| after));
+        if let Some(role) = query.role {
+            sql.push(" AND role = ").push_bind(role.number());
+        }
+        sql.push(" ORDER BY position LIMIT ")
+            .push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX))
+            .push(" OFFSET ")
+            .push_bind(i64::try_from(query.skip).unwrap_or(i64::MAX));
+        let rows = sql
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql::failure)?;
+        let mut page = Page::default();
+        for row in &rows {
+            let (position, user) = sql::user_from_row(row)?;
+            page.next = Some(Cursor(position));
+            page.users.push(user);
+        }
+        Ok(page)
+    }
+}

@@ -1,0 +1,106 @@
+//! What the two SQL stores share: reading a user row, recognising errors,
+//! and the fingerprint that ties an idempotency key to its request.
+
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use super::StoreError;
+use crate::domain::{Bio, Email, NewUser, Role, User, UserId, UserName};
+
+/// The user columns every query selects, in `user_from_row`'s order.
+pub const USER_COLUMNS: &str = "position, id, name, email, role, created_at, bio";
+
+/// The row's position in creation order, and the user.
+pub fn user_from_row<'r, R>(row: &'r R) -> Result<(i64, User), StoreError>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    i32: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let read = |e: sqlx::Error| StoreError::Internal(e.into());
+    let role: i32 = row.try_get(4).map_err(read)?;
+    let role = Role::from_number(role)
+        .ok_or_else(|| StoreError::Internal(format!("stored role {role} is not a role").into()))?;
+    let user = User {
+        id: UserId::from_stored(row.try_get(1).map_err(read)?),
+        name: UserName::from_stored(row.try_get(2).map_err(read)?),
+        email: Email::from_stored(row.try_get(3).map_err(read)?),
+        role,
+        created_at: row.try_get(5).map_err(read)?,
+        bio: row
+            .try_get::<Option<String>, _>(6)
+            .map_err(read)?
+            .map(Bio::from_stored),
+    };
+    Ok((row.try_get(0).map_err(read)?, user))
+}
+
+/// A request as stored beside its idempotency key, to tell a retry from a
+/// different request that reuses the key.
+pub fn fingerprint(user: &NewUser) -> String {
+    serde_json::json!([
+        user.name.as_str(),
+        user.email.as_str(),
+        user.role.as_str(),
+        user.bio.as_ref().map(|bio| bio.as_str()),
+    ])
+    .to_string()
+}
+
+/// Which unique index a write broke, if that is why it failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Conflict {
+    Email,
+    IdempotencyKey,
+    Other,
+}
+
+pub fn conflict(error: &sqlx::Error) -> Option<Conflict> {
+    let sqlx::Error::Database(db) = error else {
+        return None;
+    };
+    if !db.is_unique_violation() {
+        return None;
+    }
+    // PostgreSQL names the constraint; SQLite names the column in the message.
+    let hint = db
+        .constraint()
+        .map_or_else(|| db.message().to_owned(), str::to_owned);
+    Some(if hint.contains("email_key") {
+        Conflict::Email
+    } else if hint.contains("idempotency_key") {
+        Conflict::IdempotencyKey
+    } else {
+        Conflict::Other
+    })
+}
+
+/// A failure that is not a conflict: the database unreachable, busy or
+/// timing out is worth a retry (UNAVAILABLE); anything else is a bug or
+/// corruption (INTERNAL).
+pub fn failure(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => StoreError::Unavailable(error.into()),
+        sqlx::Error::Database(db) if is_transient(db.code().as_deref()) => {
+            StoreError::Unavailable(error.into())
+        }
+        _ => StoreError::Internal(error.into()),
+    }
+}
+
+/// Database error codes that say "not now" rather than "never": SQLite's
+/// BUSY and LOCKED, and PostgreSQL's connection, shutdown, statement-timeout
+/// and serialization classes.
+fn is_transient(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some("5" | "6" | "517" | "57014" | "57P01" | "57P02" | "57P03" | "40001" | "40P01")
+    ) || code.is_some_and(|code| code.starts_with("08"))
+}

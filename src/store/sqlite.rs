@@ -1,0 +1,323 @@
+//! `SqliteStore`: the embedded default, one file on disk.
+//!
+//! WAL mode, so readers never wait for the writer. Writes are serialized by
+//! a lock in this process (SQLite allows one writer at a time anyway), which
+//! also keeps their events in commit order. With `synchronous=FULL`, the
+//! default, a write is on disk when its RPC returns OK; `NORMAL` is faster
+//! and survives a crash of usersvc, but a power loss or kernel crash may
+//! lose the last commits (never corrupting the file).
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Sqlite};
+use tokio::sync::Mutex;
+
+use super::sql::{self, Conflict, USER_COLUMNS};
+use super::{
+    Created, Cursor, IdempotencyKey, Page, PageQuery, StoreError, StoreOptions, UserStore,
+};
+use crate::clock;
+use crate::domain::{NewUser, User, UserId, UserPatch};
+use crate::events::{EventBus, EventKind};
+
+/// SQLite's `synchronous` setting: how durable a commit is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Synchronous {
+    /// Every commit is on disk before the RPC returns.
+    Full,
+    /// Commits survive a process crash, but not necessarily a power loss.
+    Normal,
+}
+
+/// Rows per INSERT in a bulk creation: 8 parameters a row, well under
+/// SQLite's limit of 32,766 parameters a statement.
+const ROWS_PER_INSERT: usize = 500;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    /// Held for the whole of each write transaction and its announcement.
+    write: Mutex<()>,
+    events: EventBus,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url`, e.g.
+    /// `sqlite://data/users.db`, and brings its schema up to date.
+    pub async fn open(
+        url: &str,
+        options: &StoreOptions,
+        events: EventBus,
+    ) -> Result<Self, StoreError> {
+        let connect = SqliteConnectOptions::from_str(url)
+            .map_err(|e| {
+                StoreError::Internal(format!("invalid SQLite address {url:?}: {e}").into())
+            })?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match options.sqlite_synchronous {
+                Synchronous::Full => SqliteSynchronous::Full,
+                Synchronous::Normal => SqliteSynchronous::Normal,
+            })
+            .busy_timeout(options.db_timeout)
+            .foreign_keys(true);
+        if let Some(dir) = connect
+            .get_filename()
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Internal(format!("cannot create {}: {e}", dir.display()).into())
+            })?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(options.db_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(sql::failure)?;
+        sqlx::migrate!("migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| {
+                StoreError::Internal(format!("migrating the SQLite schema: {e}").into())
+            })?;
+        Ok(Self {
+            pool,
+            write: Mutex::new(()),
+            events,
+        })
+    }
+
+    /// The pool, for tests that inspect the file (`PRAGMA integrity_check`).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn find(&self, id: &UserId) -> Result<User, StoreError> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?"))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql::failure)?;
+        match row {
+            Some(row) => Ok(sql::user_from_row(&row)?.1),
+            None => Err(StoreError::NotFound(id.clone())),
+        }
+    }
+}
+
+fn insert_error(error: sqlx::Error, user: &NewUser) -> StoreError {
+    match sql::conflict(&error) {
+        Some(Conflict::Email) => StoreError::EmailTaken(user.email.as_str().to_owned()),
+        _ => sql::failure(error),
+    }
+}
+
+#[async_trait]
+impl UserStore for SqliteStore {
+    fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(sql::failure)?;
+        Ok(())
+    }
+
+    async fn create(
+        &self,
+        user: NewUser,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Created, StoreError> {
+        let _write = self.write.lock().await;
+        if let Some(key) = &key {
+            let row = sqlx::query(&format!(
+                "SELECT {USER_COLUMNS}, idempotency_request FROM users WHERE idempotency_key = ?"
+            ))
+            .bind(key.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql::failure)?;
+            if let Some(row) = row {
+                let request: String =
+                    sqlx::Row::try_get(&row, 7).map_err(|e| StoreError::Internal(e.into()))?;
+                if request != sql::fingerprint(&user) {
+                    return Err(StoreError::IdempotencyKeyReused);
+                }
+                return Ok(Created::Replayed(sql::user_from_row(&row)?.1));
+            }
+        }
+        let created = user
+            .clone()
+            .into_user(UserId::generate(), clock::unix_seconds());
+        sqlx::query(
+            "INSERT INTO users (id, name, email, email_key, role, created_at, bio, idempotency_key, idempotency_request) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(created.id.as_str())
+        .bind(created.name.as_str())
+        .bind(created.email.as_str())
+        .bind(created.email.unique_key())
+        .bind(created.role.number())
+        .bind(created.created_at)
+        .bind(created.bio.as_ref().map(|b| b.as_str()))
+        .bind(key.as_ref().map(|k| k.as_str()))
+        .bind(key.as_ref().map(|_| sql::fingerprint(&user)))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| insert_error(e, &user))?;
+        self.events.publish(EventKind::Created, created.clone());
+        Ok(Created::New(created))
+    }
+
+    async fn create_many(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
+        let _write = self.write.lock().await;
+        // Name the first item whose email is taken, inside the batch or before it.
+        let mut seen = std::collections::HashSet::with_capacity(users.len());
+        for (index, user) in users.iter().enumerate() {
+            if !seen.insert(user.email.unique_key()) {
+                return Err(item(index, user));
+            }
+        }
+        for (chunk_start, chunk) in users.chunks(ROWS_PER_INSERT).enumerate() {
+            let mut query =
+                QueryBuilder::<Sqlite>::new("SELECT email_key FROM users WHERE email_key IN (");
+            let mut keys = query.separated(", ");
+            for user in chunk {
+                keys.push_bind(user.email.unique_key());
+            }
+            query.push(")");
+            let taken: Vec<String> = query
+                .build_query_scalar()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(sql::failure)?;
+            if let Some(offset) = chunk
+                .iter()
+                .position(|u| taken.contains(&u.email.unique_key()))
+            {
+                let index = chunk_start * ROWS_PER_INSERT + offset;
+                return Err(item(index, &users[index]));
+            }
+        }
+
+        let now = clock::unix_seconds();
+        let created: Vec<User> = users
+            .into_iter()
+            .map(|u| u.into_user(UserId::generate(), now))
+            .collect();
+        let mut tx = self.pool.begin().await.map_err(sql::failure)?;
+        for chunk in created.chunks(ROWS_PER_INSERT) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO users (id, name, email, email_key, role, created_at, bio) ",
+            );
+            query.push_values(chunk, |mut row, user| {
+                row.push_bind(user.id.as_str())
+                    .push_bind(user.name.as_str())
+                    .push_bind(user.email.as_str())
+                    .push_bind(user.email.unique_key())
+                    .push_bind(user.role.number())
+                    .push_bind(user.created_at)
+                    .push_bind(user.bio.as_ref().map(|b| b.as_str()));
+            });
+            query
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(sql::failure)?;
+        }
+        tx.commit().await.map_err(sql::failure)?;
+        for user in &created {
+            self.events.publish(EventKind::Created, user.clone());
+        }
+        Ok(created)
+    }
+
+    async fn get(&self, id: &UserId) -> Result<User, StoreError> {
+        self.find(id).await
+    }
+
+    async fn update(&self, id: &UserId, patch: UserPatch) -> Result<User, StoreError> {
+        let _write = self.write.lock().await;
+        let mut user = self.find(id).await?;
+        let new_email = patch.email.clone();
+        patch.apply(&mut user);
+        sqlx::query(
+            "UPDATE users SET name = ?, email = ?, email_key = ?, role = ?, bio = ? WHERE id = ?",
+        )
+        .bind(user.name.as_str())
+        .bind(user.email.as_str())
+        .bind(user.email.unique_key())
+        .bind(user.role.number())
+        .bind(user.bio.as_ref().map(|b| b.as_str()))
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match (sql::conflict(&e), new_email) {
+            (Some(Conflict::Email), Some(email)) => {
+                StoreError::EmailTaken(email.as_str().to_owned())
+            }
+            _ => sql::failure(e),
+        })?;
+        self.events.publish(EventKind::Updated, user.clone());
+        Ok(user)
+    }
+
+    async fn delete(&self, id: &UserId) -> Result<User, StoreError> {
+        let _write = self.write.lock().await;
+        let row = sqlx::query(&format!(
+            "DELETE FROM users WHERE id = ? RETURNING {USER_COLUMNS}"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql::failure)?;
+        let user = match row {
+            Some(row) => sql::user_from_row(&row)?.1,
+            None => return Err(StoreError::NotFound(id.clone())),
+        };
+        self.events.publish(EventKind::Deleted, user.clone());
+        Ok(user)
+    }
+
+    async fn list_page(&self, query: PageQuery) -> Result<Page, StoreError> {
+        let mut sql = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE position > "
+        ));
+        sql.push_bind(query.after.map_or(0, |Cursor(after)| after));
+        if let Some(role) = query.role {
+            sql.push(" AND role = ").push_bind(role.number());
+        }
+        sql.push(" ORDER BY position LIMIT ")
+            .push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX))
+            .push(" OFFSET ")
+            .push_bind(i64::try_from(query.skip).unwrap_or(i64::MAX));
+        let rows = sql
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql::failure)?;
+        let mut page = Page::default();
+        for row in &rows {
+            let (position, user) = sql::user_from_row(row)?;
+            page.next = Some(Cursor(position));
+            page.users.push(user);
+        }
+        Ok(page)
+    }
+}
+
+/// Item `index` of a bulk creation has an email already taken.
+fn item(index: usize, user: &NewUser) -> StoreError {
+    StoreError::Item {
+        index,
+        source: Box::new(StoreError::EmailTaken(user.email.as_str().to_owned())),
+    }
+}
