@@ -36,8 +36,9 @@ check-no-codegen:
 	fi
 	@echo "no build.rs, no code generator in the dependency tree"
 
+## PostgreSQL tests run in a database of their own (tests/with-postgres.sh).
 rust-tests: python-env
-	$(CARGO) test -- --include-ignored
+	tests/with-postgres.sh $(CARGO) test -- --include-ignored
 
 ## The official runtimes: grpcio, grpcio-tools and protobuf, pinned.
 python-env: $(VENV)/.installed

@@ -1,17 +1,18 @@
 //! Smoke tests of the built `usersvc` binary: a real `serve` process, and
 //! the client commands run as a user would run them.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_usersvc");
+use common::process::{BIN, ServerProcess};
 
-/// A `usersvc serve` process on a free port, killed when dropped.
+/// A `usersvc serve` process with a SQLite store and a generated secret in
+/// a directory of its own.
 struct Server {
-    child: Child,
+    process: ServerProcess,
     url: String,
     dir: tempfile::TempDir,
 }
@@ -20,31 +21,10 @@ impl Server {
     fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
         let store = format!("sqlite://{}/users.db", dir.path().display());
-        let mut child = Command::new(BIN)
-            .args(["serve", "--addr", "127.0.0.1:0", "--store", &store, "--data-dir"])
-            .arg(dir.path())
-            .env("RUST_LOG", "info")
-            .env_remove("USERSVC_JWT_SECRET")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Read the log until the server says where it listens; keep draining
-        // it afterwards so the server never blocks on a full pipe.
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("addr=").nth(1) {
-                    let _ = tx.send(addr.split_whitespace().next().unwrap().to_owned());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("server announces its address");
+        let process = ServerProcess::start_with_generated_secret(&["--store", &store], dir.path());
         Server {
-            child,
-            url: format!("http://{addr}"),
+            url: process.url.clone(),
+            process,
             dir,
         }
     }
@@ -94,13 +74,6 @@ fn token_for(data_dir: &Path, role: &str) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn stdout(output: &Output) -> String {
@@ -351,7 +324,7 @@ fn sigterm_stops_the_server_and_ends_open_watches() {
     let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
     assert!(lines.next().unwrap().unwrap().contains("subscribed"));
 
-    let pid = server.child.id().to_string();
+    let pid = server.process.child.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -359,7 +332,7 @@ fn sigterm_stops_the_server_and_ends_open_watches() {
             .unwrap()
             .success()
     );
-    let status = server.child.wait().unwrap();
+    let status = server.process.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 
     let output = watch.wait_with_output().unwrap();

@@ -3,6 +3,8 @@
 //! Logs are silent unless `TEST_LOG` is set.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +21,14 @@ use usersvc::server::{self, Settings};
 use usersvc::store::{MemoryStore, UserStore};
 
 pub const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
+
+/// A client of the server at `url`, holding an admin token.
+pub fn admin_client(url: &str) -> Client {
+    let mut config = ClientConfig::new(url.to_owned());
+    config.token = Some(token(Role::Admin));
+    config.timeout = Some(Duration::from_secs(30));
+    Client::new(config).unwrap()
+}
 
 pub fn secret() -> Secret {
     Secret::from_bytes(SECRET.to_vec())

@@ -1,0 +1,77 @@
+//! A real `usersvc serve` process on a free port, killed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_usersvc");
+
+pub struct ServerProcess {
+    pub child: Child,
+    pub url: String,
+}
+
+impl ServerProcess {
+    /// Starts `usersvc serve` with `args`, its data in `data_dir` and the
+    /// tests' JWT secret, and waits until it says where it listens.
+    pub fn start(args: &[&str], data_dir: &Path) -> ServerProcess {
+        let mut command = Command::new(BIN);
+        command.env(
+            "USERSVC_JWT_SECRET",
+            std::str::from_utf8(super::SECRET).unwrap(),
+        );
+        Self::spawn(command, args, data_dir)
+    }
+
+    /// As `start`, but with no secret given, so that the server generates
+    /// one in `data_dir`, as on a first `make run`.
+    pub fn start_with_generated_secret(args: &[&str], data_dir: &Path) -> ServerProcess {
+        let mut command = Command::new(BIN);
+        command.env_remove("USERSVC_JWT_SECRET");
+        Self::spawn(command, args, data_dir)
+    }
+
+    fn spawn(mut command: Command, args: &[&str], data_dir: &Path) -> ServerProcess {
+        let mut child = command
+            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Read the log until the server says where it listens; keep draining
+        // it afterwards so the server never blocks on a full pipe.
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("addr=").nth(1) {
+                    let _ = tx.send(addr.split_whitespace().next().unwrap().to_owned());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server announces its address");
+        ServerProcess {
+            child,
+            url: format!("http://{addr}"),
+        }
+    }
+
+    /// SIGKILL: no shutdown, no flushing, as a crash or an OOM kill.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
