@@ -76,7 +76,7 @@ impl PostgresStore {
             .connect_with(connect)
             .await
             .map_err(sql::failure)?;
-        sqlx::migrate!("migrations/postgres")
+        sqlx::migrate!("src/store/migrations/postgres")
             .run(&pool)
             .await
             .map_err(|e| {

@@ -79,7 +79,7 @@ impl SqliteStore {
             .connect_with(connect)
             .await
             .map_err(sql::failure)?;
-        sqlx::migrate!("migrations/sqlite")
+        sqlx::migrate!("src/store/migrations/sqlite")
             .run(&pool)
             .await
             .map_err(|e| {
