@@ -65,7 +65,7 @@ vectors-check: python-env
 
 python-interop: python-env
 	$(CARGO) build
-	cd tests/python && ../../$(PY) -m pytest -q test_interop.py
+	cd tests/python && ../../$(PY) -m pytest -q
 
 node-interop: node-env
 	$(CARGO) build

@@ -15,7 +15,8 @@
 //! | announcing changes to watchers | [`events`] |
 //! | every failure to a gRPC status | [`error`] |
 //!
-//! [`server`] assembles these on a bound listener, [`shutdown`] says when to
+//! [`health`] answers load balancers' probes, [`server`] assembles these on a
+//! bound listener, [`shutdown`] says when to
 //! stop, [`client`] adds retries and tokens to [`pb::client`], and [`cli`] is
 //! the `usersvc` command.
 #![forbid(unsafe_code)]
@@ -27,8 +28,10 @@ pub mod clock;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod health;
 pub mod inbound;
 pub mod pb;
+pub mod reflection;
 pub mod server;
 pub mod service;
 pub mod shutdown;

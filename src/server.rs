@@ -38,6 +38,10 @@ pub struct Settings {
     pub max_message_bytes: usize,
     /// How long shutdown waits for calls in flight before dropping them.
     pub shutdown_grace: Duration,
+    /// How often health checks the store.
+    pub health_interval: Duration,
+    /// Whether to serve gRPC server reflection.
+    pub reflection: bool,
 }
 
 impl Settings {
@@ -54,6 +58,8 @@ impl Settings {
             limits: Limits::default(),
             max_message_bytes: MAX_MESSAGE_BYTES,
             shutdown_grace: Duration::from_secs(10),
+            health_interval: Duration::from_secs(1),
+            reflection: true,
         }
     }
 }
@@ -84,6 +90,13 @@ pub async fn serve(
         ..settings.limits
     };
     let (stopping_tx, stopping) = watch::channel(false);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let monitor = tokio::spawn(crate::health::monitor(
+        reporter,
+        Arc::clone(&settings.store),
+        settings.health_interval,
+        stopping.clone(),
+    ));
     let directory = Directory::new(settings.store, limits, stopping.clone());
     let users = UserServiceServer::new(directory)
         .accept_compressed(CompressionEncoding::Gzip)
@@ -96,13 +109,25 @@ pub async fn serve(
 
     let signal = async move {
         shutdown.await;
-        tracing::info!("shutting down: ending streams, finishing calls in flight");
+        tracing::info!("shutting down: NOT_SERVING, ending streams, finishing calls in flight");
         let _ = stopping_tx.send(true);
+        // Health says NOT_SERVING before the listener closes.
+        let _ = monitor.await;
+    };
+    let (reflection_v1, reflection_v1alpha) = match settings.reflection {
+        true => {
+            let (v1, v1alpha) = crate::reflection::services();
+            (Some(v1), Some(v1alpha))
+        }
+        false => (None, None),
     };
     let server = Server::builder()
         .layer(TelemetryLayer)
         .layer(auth)
         .layer(StreamEndLayer)
+        .add_service(health)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
         .add_service(users)
         .serve_with_incoming_shutdown(incoming, signal);
     let grace_expired = grace_after(stopping, settings.shutdown_grace);

@@ -14,6 +14,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 use usersvc::pb::UserRole;
 use usersvc::store::{self, StoreOptions};
 
@@ -78,8 +81,28 @@ async fn postgres_outage_is_unavailable_and_recovers_by_itself() {
         ..StoreOptions::default()
     };
     let store = store::open(&via_proxy, &options).await.unwrap();
-    let app = spawn_app_with(|s| s.store = store).await;
+    let app = spawn_app_with(|s| {
+        s.store = store;
+        s.health_interval = Duration::from_millis(100);
+    })
+    .await;
     let client = app.admin();
+    let mut health = HealthClient::new(
+        tonic::transport::Channel::from_shared(app.url())
+            .unwrap()
+            .connect_lazy(),
+    );
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status,
+        ServingStatus::Serving as i32
+    );
     let user = client
         .create_user(
             create_request("Before", "before@example.com", UserRole::Viewer),
@@ -89,6 +112,14 @@ async fn postgres_outage_is_unavailable_and_recovers_by_itself() {
         .unwrap();
 
     proxy.cut().await;
+    let next = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .unwrap();
+    assert_eq!(
+        next.unwrap().unwrap().status,
+        ServingStatus::NotServing as i32,
+        "health follows the store"
+    );
     let status = client.get_user(&user.id).await.unwrap_err();
     assert_eq!(
         (status.code(), status.message()),
@@ -104,6 +135,14 @@ async fn postgres_outage_is_unavailable_and_recovers_by_itself() {
     assert_eq!(status.code(), Code::Unavailable);
 
     proxy.restore();
+    let next = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .unwrap();
+    assert_eq!(
+        next.unwrap().unwrap().status,
+        ServingStatus::Serving as i32,
+        "and recovers with it"
+    );
     let mut recovered = None;
     for _ in 0..100 {
         match client.get_user(&user.id).await {

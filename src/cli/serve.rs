@@ -49,6 +49,9 @@ pub struct ServeArgs {
     /// How long shutdown waits for calls in flight, as 10s or 1m.
     #[arg(long, env = "USERSVC_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_grace: std::time::Duration,
+    /// Serve gRPC server reflection (for grpcurl and Postman): true or false.
+    #[arg(long, env = "USERSVC_REFLECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    reflection: bool,
     /// Log JSON lines instead of text. The level comes from RUST_LOG (default info).
     #[arg(long, env = "USERSVC_LOG_JSON")]
     log_json: bool,
@@ -91,6 +94,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         expect: args.secret.expect(),
         public_methods,
         shutdown_grace: args.shutdown_grace,
+        reflection: args.reflection,
         limits: Limits {
             max_bulk_items: args.max_bulk_items as usize,
             ..Limits::default()

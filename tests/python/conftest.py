@@ -43,7 +43,7 @@ class Server:
         self.log = open(self.log_path, "w")
         env = dict(os.environ, USERSVC_JWT_SECRET=SECRET, RUST_LOG="info")
         self.process = subprocess.Popen(
-            [BIN, "serve", "--addr", "127.0.0.1:0", "--data-dir", tmp, "--store", f"sqlite://{tmp}/users.db", "--log-json"],
+            [BIN, "serve", "--addr", "127.0.0.1:0", "--data-dir", tmp, "--store", f"sqlite://{tmp}/users.db", "--log-json", "--shutdown-grace", "2s"],
             stderr=self.log, env=env,
         )
         self.addr = self._wait_for_addr()
