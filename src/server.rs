@@ -17,6 +17,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::auth::{AuthLayer, Expect, Policy, Secret, Verifier};
 use crate::inbound::StreamEndLayer;
+use crate::metrics::{MeteredStore, Metrics};
 use crate::pb::server::UserServiceServer;
 use crate::service::{Directory, Limits};
 use crate::store::UserStore;
@@ -42,6 +43,8 @@ pub struct Settings {
     pub health_interval: Duration,
     /// Whether to serve gRPC server reflection.
     pub reflection: bool,
+    /// Where to serve Prometheus metrics; none when `None`.
+    pub metrics_listener: Option<Arc<TcpListener>>,
 }
 
 impl Settings {
@@ -60,6 +63,7 @@ impl Settings {
             shutdown_grace: Duration::from_secs(10),
             health_interval: Duration::from_secs(1),
             reflection: true,
+            metrics_listener: None,
         }
     }
 }
@@ -90,14 +94,27 @@ pub async fn serve(
         ..settings.limits
     };
     let (stopping_tx, stopping) = watch::channel(false);
+    let mut store = settings.store;
+    let metrics = settings.metrics_listener.map(|listener| {
+        let metrics = Metrics::new();
+        store = Arc::new(MeteredStore::new(store.clone(), Arc::clone(&metrics)));
+        let events = store.events().clone();
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            Arc::clone(&metrics),
+            events,
+            stopping.clone(),
+        ));
+        metrics
+    });
     let (reporter, health) = tonic_health::server::health_reporter();
     let monitor = tokio::spawn(crate::health::monitor(
         reporter,
-        Arc::clone(&settings.store),
+        Arc::clone(&store),
         settings.health_interval,
         stopping.clone(),
     ));
-    let directory = Directory::new(settings.store, limits, stopping.clone());
+    let directory = Directory::new(store, limits, stopping.clone());
     let users = UserServiceServer::new(directory)
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
@@ -122,7 +139,7 @@ pub async fn serve(
         false => (None, None),
     };
     let server = Server::builder()
-        .layer(TelemetryLayer)
+        .layer(TelemetryLayer::new(metrics))
         .layer(auth)
         .layer(StreamEndLayer)
         .add_service(health)

@@ -8,6 +8,8 @@
 //! its end and not its first response, and the line is written then. A call
 //! that ends without a status (the client went away) is logged as CANCELLED.
 //!
+//! The same line's numbers feed the Prometheus metrics, when they are on.
+//!
 //! The layer also echoes `x-request-id` into the response headers, so a
 //! client can match its logs with ours.
 
@@ -25,6 +27,8 @@ use http_body::{Body, Frame, SizeHint};
 use tonic::Code;
 use tonic::transport::server::TcpConnectInfo;
 use tower::{Layer, Service};
+
+use crate::metrics::Metrics;
 
 /// The request header a client may set to correlate its logs with ours.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -45,27 +49,39 @@ pub fn init(json: bool) {
     };
 }
 
-/// Adds per-call logging in front of a service.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TelemetryLayer;
+/// Adds per-call logging, and metrics when given, in front of a service.
+#[derive(Clone, Default)]
+pub struct TelemetryLayer {
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl TelemetryLayer {
+    pub fn new(metrics: Option<Arc<Metrics>>) -> Self {
+        Self { metrics }
+    }
+}
 
 impl<S> Layer<S> for TelemetryLayer {
     type Service = Telemetry<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Telemetry { inner }
+        Telemetry {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
 /// [`TelemetryLayer`] applied to a service.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Telemetry<S> {
     inner: S,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// What is known of one call while it runs. Logged when dropped.
-#[derive(Debug)]
 struct Call {
+    metrics: Option<Arc<Metrics>>,
     path: http::uri::PathAndQuery,
     peer: Option<SocketAddr>,
     request_id: Option<HeaderValue>,
@@ -94,14 +110,22 @@ impl Drop for Call {
             code => Code::from_i32(code),
         };
         let request_id = self.request_id.as_ref().and_then(|id| id.to_str().ok());
+        let elapsed = self.start.elapsed();
+        let (received, sent) = (
+            self.received.load(Ordering::Relaxed),
+            self.sent.load(Ordering::Relaxed),
+        );
+        if let Some(metrics) = &self.metrics {
+            metrics.call_finished(self.path.path(), code, elapsed, received, sent);
+        }
         tracing::info!(
             target: "usersvc::rpc",
             method = self.path.path(),
             peer = self.peer.map(tracing::field::display),
             code = crate::error::code_name(code),
-            duration_us = self.start.elapsed().as_micros() as u64,
-            messages_in = self.received.load(Ordering::Relaxed),
-            messages_out = self.sent.load(Ordering::Relaxed),
+            duration_us = elapsed.as_micros() as u64,
+            messages_in = received,
+            messages_out = sent,
             request_id,
             "rpc finished",
         );
@@ -124,6 +148,7 @@ where
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let call = Arc::new(Call {
+            metrics: self.metrics.clone(),
             path: request
                 .uri()
                 .path_and_query()
@@ -139,6 +164,9 @@ where
             sent: AtomicU64::new(0),
             code: AtomicI32::new(-1),
         });
+        if let Some(metrics) = &call.metrics {
+            metrics.call_started(call.path.path());
+        }
         let request = request.map(|body| CountedBody::new(body, Arc::clone(&call), false));
         ResponseFuture {
             inner: self.inner.call(request),

@@ -92,6 +92,20 @@ fn the_client_calls_exactly_the_proto_methods() {
 }
 
 #[test]
+fn the_metrics_know_every_method_and_its_kind() {
+    for method in service().methods() {
+        let path = format!("/{}/{}", service().full_name(), method.name());
+        let expected = match (method.is_client_streaming(), method.is_server_streaming()) {
+            (false, false) => "unary",
+            (false, true) => "server_stream",
+            (true, false) => "client_stream",
+            (true, true) => "bidi_stream",
+        };
+        assert_eq!(usersvc::metrics::grpc_type(&path), Some(expected), "{path}");
+    }
+}
+
+#[test]
 fn enum_names_round_trip_through_the_proto_names() {
     let enumeration = POOL
         .get_enum_by_name(&format!("{PACKAGE}.UserRole"))

@@ -52,6 +52,9 @@ pub struct ServeArgs {
     /// Serve gRPC server reflection (for grpcurl and Postman): true or false.
     #[arg(long, env = "USERSVC_REFLECTION", default_value_t = true, action = clap::ArgAction::Set)]
     reflection: bool,
+    /// Serve Prometheus metrics over HTTP on this address (off unless given).
+    #[arg(long, env = "USERSVC_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
     /// Log JSON lines instead of text. The level comes from RUST_LOG (default info).
     #[arg(long, env = "USERSVC_LOG_JSON")]
     log_json: bool,
@@ -100,6 +103,23 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
             ..Limits::default()
         },
         ..Settings::new(store, secret)
+    };
+    let metrics_listener = match args.metrics_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Failure::Other(format!("cannot listen on {addr}: {e}")))?;
+            let local = listener
+                .local_addr()
+                .map_err(|e| Failure::Other(e.to_string()))?;
+            tracing::info!(metrics_addr = %local, "serving Prometheus metrics");
+            Some(std::sync::Arc::new(listener))
+        }
+        None => None,
+    };
+    let settings = Settings {
+        metrics_listener,
+        ..settings
     };
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
