@@ -69,6 +69,15 @@ struct ConnectArgs {
     /// How to print results.
     #[arg(long, env = "USERSVC_OUTPUT", value_enum, default_value_t = Output::Table)]
     output: Output,
+    /// For an https:// address: the CA certificate (PEM) to trust.
+    #[arg(long, env = "USERSVC_CA")]
+    ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM), for servers that require mTLS.
+    #[arg(long, env = "USERSVC_CERT", requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    /// Client key (PEM), with --cert.
+    #[arg(long, env = "USERSVC_KEY", requires = "cert")]
+    key: Option<std::path::PathBuf>,
 }
 
 /// Deadline of a client call when `--timeout` is not given.
@@ -80,6 +89,11 @@ impl ConnectArgs {
         let mut config = ClientConfig::new(self.addr.clone());
         config.token = self.token.clone();
         config.timeout = self.timeout.or(timeout);
+        config.tls = crate::tls::ClientTls {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        };
         Client::new(config).map_err(|e| Failure::Usage(e.to_string()))
     }
 }

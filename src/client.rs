@@ -18,6 +18,7 @@ use tonic::{Code, IntoStreamingRequest, Request, Status};
 use crate::pb;
 use crate::pb::client::UserServiceClient;
 use crate::service::IDEMPOTENCY_KEY;
+use crate::tls::ClientTls;
 
 /// When and how often to try a call again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +85,8 @@ pub struct ClientConfig {
     /// Deadline of each call; streams included.
     pub timeout: Option<Duration>,
     pub retry: RetryPolicy,
+    /// For `https://` addresses: the CA to trust, and a certificate for mTLS.
+    pub tls: ClientTls,
 }
 
 impl ClientConfig {
@@ -93,6 +96,7 @@ impl ClientConfig {
             token: None,
             timeout: None,
             retry: RetryPolicy::default(),
+            tls: ClientTls::default(),
         }
     }
 }
@@ -104,6 +108,8 @@ pub enum ClientError {
     Address(String, tonic::transport::Error),
     #[error("the token is not valid metadata (it must be ASCII)")]
     Token,
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// A `UserService` client with a token, a deadline and retries.
@@ -120,10 +126,16 @@ impl Client {
     /// connection is lost, so that a server starting late or restarting is
     /// a retryable UNAVAILABLE rather than a failure here.
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
-        let endpoint = Endpoint::from_shared(config.addr.clone())
+        let mut endpoint = Endpoint::from_shared(config.addr.clone())
             .map_err(|e| ClientError::Address(config.addr.clone(), e))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
+        if config.addr.starts_with("https://") {
+            let tls = config.tls.config().map_err(ClientError::Tls)?;
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| ClientError::Tls(e.to_string()))?;
+        }
         let authorization = config
             .token
             .map(|token| {

@@ -38,6 +38,7 @@ pub mod service;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 /// A boxed error for causes we log but do not match on.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

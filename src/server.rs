@@ -22,6 +22,7 @@ use crate::pb::server::UserServiceServer;
 use crate::service::{Directory, Limits};
 use crate::store::UserStore;
 use crate::telemetry::TelemetryLayer;
+use crate::tls::ServerTls;
 
 /// Largest request or response message, as gRPC's usual 4 MiB default.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -45,6 +46,8 @@ pub struct Settings {
     pub reflection: bool,
     /// Where to serve Prometheus metrics; none when `None`.
     pub metrics_listener: Option<Arc<TcpListener>>,
+    /// TLS, and mTLS when it names a client CA; plaintext when `None`.
+    pub tls: Option<ServerTls>,
 }
 
 impl Settings {
@@ -64,6 +67,7 @@ impl Settings {
             health_interval: Duration::from_secs(1),
             reflection: true,
             metrics_listener: None,
+            tls: None,
         }
     }
 }
@@ -88,6 +92,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let policy = Policy::new(&settings.public_methods).map_err(ServeError::Config)?;
+    let mut builder = Server::builder();
+    if let Some(tls) = &settings.tls {
+        builder = builder.tls_config(tls.config().map_err(ServeError::Config)?)?;
+    }
     let auth = AuthLayer::new(Verifier::new(&settings.secret, &settings.expect), policy);
     let limits = Limits {
         max_response_bytes: settings.max_message_bytes,
@@ -138,7 +146,7 @@ pub async fn serve(
         }
         false => (None, None),
     };
-    let server = Server::builder()
+    let server = builder
         .layer(TelemetryLayer::new(metrics))
         .layer(auth)
         .layer(StreamEndLayer)

@@ -13,6 +13,7 @@ use crate::error::{Error, Violations};
 use crate::inbound::StreamEnd;
 use crate::pb;
 use crate::store::{Created, IdempotencyKey, UserStore};
+use crate::tls::ClientIdentity;
 
 mod list;
 mod watcher;
@@ -68,12 +69,18 @@ fn repeated_field_len(len: usize) -> usize {
     prost::encoding::key_len(1) + prost::encoding::encoded_len_varint(len as u64) + len
 }
 
-/// Who made the call, for the audit log: the token's subject, if any.
+/// Who made the call, for the audit log: the token's subject, else the
+/// client certificate's.
 fn actor<T>(request: &Request<T>) -> &str {
-    request
-        .extensions()
-        .get::<Claims>()
-        .map_or("anonymous", |claims| claims.sub.as_str())
+    let extensions = request.extensions();
+    match (
+        extensions.get::<Claims>(),
+        extensions.get::<ClientIdentity>(),
+    ) {
+        (Some(claims), _) => &claims.sub,
+        (None, Some(identity)) => &identity.subject,
+        (None, None) => "anonymous",
+    }
 }
 
 fn parse_id(user_id: String) -> Result<UserId, Error> {

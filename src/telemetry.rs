@@ -25,7 +25,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use tonic::Code;
-use tonic::transport::server::TcpConnectInfo;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
 use crate::metrics::Metrics;
@@ -157,6 +157,12 @@ where
             peer: request
                 .extensions()
                 .get::<TcpConnectInfo>()
+                .or_else(|| {
+                    request
+                        .extensions()
+                        .get::<TlsConnectInfo<TcpConnectInfo>>()
+                        .map(|tls| tls.get_ref())
+                })
                 .and_then(TcpConnectInfo::remote_addr),
             request_id: request.headers().get(&REQUEST_ID).cloned(),
             start: Instant::now(),

@@ -15,6 +15,7 @@ use tower::{Layer, Service};
 
 use super::{Access, AuthError, Claims, Policy, Verifier};
 use crate::error::Error;
+use crate::tls::ClientIdentity;
 
 /// Adds the token check and the permission table in front of a service.
 #[derive(Clone)]
@@ -30,8 +31,12 @@ impl AuthLayer {
     }
 
     /// Decides on one call. On success the caller's claims, if it sent a
-    /// valid token, are put into the request's extensions for the handler.
+    /// valid token, and its client certificate's subject, under mTLS, are
+    /// put into the request's extensions for the handler.
     fn authorize<B>(&self, request: &mut http::Request<B>) -> Result<(), AuthError> {
+        if let Some(identity) = ClientIdentity::of(request) {
+            request.extensions_mut().insert(identity);
+        }
         let (verifier, policy) = &*self.shared;
         let (method, access) = policy.lookup(request.uri().path());
         let header = request.headers().get(AUTHORIZATION);

@@ -11,6 +11,7 @@ use super::token::SecretArgs;
 use crate::server::{self, Settings};
 use crate::service::Limits;
 use crate::store::{self, StoreOptions, Synchronous};
+use crate::tls::ServerTls;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -55,6 +56,15 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics over HTTP on this address (off unless given).
     #[arg(long, env = "USERSVC_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "USERSVC_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "USERSVC_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mTLS. Needs --tls-cert.
+    #[arg(long, env = "USERSVC_CLIENT_CA", requires = "tls_cert")]
+    client_ca: Option<std::path::PathBuf>,
     /// Log JSON lines instead of text. The level comes from RUST_LOG (default info).
     #[arg(long, env = "USERSVC_LOG_JSON")]
     log_json: bool,
@@ -117,8 +127,21 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         }
         None => None,
     };
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = ServerTls {
+                cert,
+                key,
+                client_ca: args.client_ca,
+            };
+            tls.config().map_err(Failure::Usage)?;
+            Some(tls)
+        }
+        _ => None,
+    };
     let settings = Settings {
         metrics_listener,
+        tls,
         ..settings
     };
     let listener = tokio::net::TcpListener::bind(args.addr)
