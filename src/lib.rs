@@ -30,6 +30,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod inbound;
+pub mod limits;
 pub mod metrics;
 pub mod pb;
 pub mod reflection;

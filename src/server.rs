@@ -17,6 +17,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::auth::{AuthLayer, Expect, Policy, Secret, Verifier};
 use crate::inbound::StreamEndLayer;
+use crate::limits::OversizeLayer;
 use crate::metrics::{MeteredStore, Metrics};
 use crate::pb::server::UserServiceServer;
 use crate::service::{Directory, Limits};
@@ -26,6 +27,48 @@ use crate::tls::ServerTls;
 
 /// Largest request or response message, as gRPC's usual 4 MiB default.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// HTTP/2 protections that tonic leaves off by default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransportLimits {
+    /// Streams one connection may have open at once; more are refused
+    /// with REFUSED_STREAM (tonic's default: unlimited).
+    pub max_concurrent_streams: u32,
+    /// Streams the server may reset for a connection's protocol errors
+    /// before it sends GOAWAY (tonic's default since 0.14.3: unlimited,
+    /// the RUSTSEC-2024-0003 class of attack).
+    pub max_local_error_reset_streams: usize,
+    /// Streams a client may open and reset before they are accepted, before
+    /// GOAWAY: the rapid-reset attack (CVE-2023-44487).
+    pub max_pending_accept_reset_streams: usize,
+    /// Largest request header list, in bytes.
+    pub max_header_list_size: u32,
+    /// HTTP/2 PING interval on idle connections, and how long to wait for
+    /// the answer before closing.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// Connections are closed (gracefully) after this long, so that clients
+    /// rebalance across replicas.
+    pub max_connection_age: Duration,
+    /// Deadline of a call that brings none of its own (until its response
+    /// starts; streams run on).
+    pub default_timeout: Duration,
+}
+
+impl Default for TransportLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 200,
+            max_local_error_reset_streams: 1024,
+            max_pending_accept_reset_streams: 20,
+            max_header_list_size: 16 * 1024,
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(20),
+            max_connection_age: Duration::from_secs(3600),
+            default_timeout: Duration::from_secs(30),
+        }
+    }
+}
 
 /// Everything a server needs besides its listener.
 #[derive(Clone)]
@@ -48,6 +91,7 @@ pub struct Settings {
     pub metrics_listener: Option<Arc<TcpListener>>,
     /// TLS, and mTLS when it names a client CA; plaintext when `None`.
     pub tls: Option<ServerTls>,
+    pub transport: TransportLimits,
 }
 
 impl Settings {
@@ -68,6 +112,7 @@ impl Settings {
             reflection: true,
             metrics_listener: None,
             tls: None,
+            transport: TransportLimits::default(),
         }
     }
 }
@@ -92,7 +137,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let policy = Policy::new(&settings.public_methods).map_err(ServeError::Config)?;
-    let mut builder = Server::builder();
+    let transport = &settings.transport;
+    let mut builder = Server::builder()
+        .max_concurrent_streams(transport.max_concurrent_streams)
+        .http2_max_local_error_reset_streams(Some(transport.max_local_error_reset_streams))
+        .http2_max_pending_accept_reset_streams(Some(transport.max_pending_accept_reset_streams))
+        .http2_max_header_list_size(transport.max_header_list_size)
+        .http2_keepalive_interval(Some(transport.keepalive_interval))
+        .http2_keepalive_timeout(Some(transport.keepalive_timeout))
+        .max_connection_age(transport.max_connection_age)
+        .timeout(transport.default_timeout);
     if let Some(tls) = &settings.tls {
         builder = builder.tls_config(tls.config().map_err(ServeError::Config)?)?;
     }
@@ -150,6 +204,7 @@ pub async fn serve(
         .layer(TelemetryLayer::new(metrics))
         .layer(auth)
         .layer(StreamEndLayer)
+        .layer(OversizeLayer)
         .add_service(health)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)

@@ -11,6 +11,7 @@ use crate::auth::Claims;
 use crate::domain::{NewUser, UserId, UserPatch};
 use crate::error::{Error, Violations};
 use crate::inbound::StreamEnd;
+use crate::limits::oversized_is_exhausted;
 use crate::pb;
 use crate::store::{Created, IdempotencyKey, UserStore};
 use crate::tls::ClientIdentity;
@@ -166,7 +167,7 @@ impl pb::server::UserService for Directory {
         let mut inbound = request.into_inner();
         let mut batch = Vec::new();
         let mut response_bytes = 0;
-        while let Some(item) = inbound.message().await? {
+        while let Some(item) = inbound.message().await.map_err(oversized_is_exhausted)? {
             let index = batch.len();
             if index == self.limits.max_bulk_items {
                 return Err(Error::BulkTooManyItems(self.limits.max_bulk_items).into());

@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::Failure;
 use super::token::SecretArgs;
-use crate::server::{self, Settings};
+use crate::server::{self, Settings, TransportLimits};
 use crate::service::Limits;
 use crate::store::{self, StoreOptions, Synchronous};
 use crate::tls::ServerTls;
@@ -65,6 +65,37 @@ pub struct ServeArgs {
     /// Require client certificates signed by this CA (PEM): mTLS. Needs --tls-cert.
     #[arg(long, env = "USERSVC_CLIENT_CA", requires = "tls_cert")]
     client_ca: Option<std::path::PathBuf>,
+    /// HTTP/2 streams one connection may have open; more are refused.
+    #[arg(long, env = "USERSVC_MAX_CONCURRENT_STREAMS", default_value_t = 200)]
+    max_concurrent_streams: u32,
+    /// Streams reset for protocol errors on one connection before GOAWAY.
+    #[arg(
+        long,
+        env = "USERSVC_MAX_LOCAL_ERROR_RESET_STREAMS",
+        default_value_t = 1024
+    )]
+    max_local_error_reset_streams: usize,
+    /// Streams a client may open and reset before they are accepted (rapid reset) before GOAWAY.
+    #[arg(long, env = "USERSVC_MAX_PENDING_RESET_STREAMS", default_value_t = 20)]
+    max_pending_reset_streams: usize,
+    /// Largest request header list, in bytes.
+    #[arg(long, env = "USERSVC_MAX_HEADER_LIST_SIZE", default_value_t = 16384)]
+    max_header_list_size: u32,
+    /// Largest request or response message, in bytes.
+    #[arg(long, env = "USERSVC_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    max_message_bytes: usize,
+    /// HTTP/2 keepalive PING interval on idle connections.
+    #[arg(long, env = "USERSVC_KEEPALIVE_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    keepalive_interval: std::time::Duration,
+    /// How long to wait for a keepalive PING's answer before closing.
+    #[arg(long, env = "USERSVC_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    keepalive_timeout: std::time::Duration,
+    /// Close connections gracefully after this long, so clients rebalance.
+    #[arg(long, env = "USERSVC_MAX_CONNECTION_AGE", default_value = "1h", value_parser = humantime::parse_duration)]
+    max_connection_age: std::time::Duration,
+    /// Deadline of a call that sets none (until its response starts).
+    #[arg(long, env = "USERSVC_DEFAULT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    default_timeout: std::time::Duration,
     /// Log JSON lines instead of text. The level comes from RUST_LOG (default info).
     #[arg(long, env = "USERSVC_LOG_JSON")]
     log_json: bool,
@@ -107,6 +138,17 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         expect: args.secret.expect(),
         public_methods,
         shutdown_grace: args.shutdown_grace,
+        max_message_bytes: args.max_message_bytes,
+        transport: TransportLimits {
+            max_concurrent_streams: args.max_concurrent_streams,
+            max_local_error_reset_streams: args.max_local_error_reset_streams,
+            max_pending_accept_reset_streams: args.max_pending_reset_streams,
+            max_header_list_size: args.max_header_list_size,
+            keepalive_interval: args.keepalive_interval,
+            keepalive_timeout: args.keepalive_timeout,
+            max_connection_age: args.max_connection_age,
+            default_timeout: args.default_timeout,
+        },
         reflection: args.reflection,
         limits: Limits {
             max_bulk_items: args.max_bulk_items as usize,

@@ -1,0 +1,47 @@
+//! Limits: an oversized request is RESOURCE_EXHAUSTED (not tonic's
+//! OUT_OF_RANGE), unary or streamed, and the server serves on afterwards.
+
+mod common;
+
+use common::{create_request, spawn_app_with};
+use tonic::Code;
+use usersvc::pb::UserRole;
+
+#[tokio::test]
+async fn an_oversized_request_is_resource_exhausted_and_the_server_serves_on() {
+    let app = spawn_app_with(|s| s.max_message_bytes = 10_000).await;
+    let client = app.admin();
+    let mut huge = create_request("Big", "big@example.com", UserRole::Viewer);
+    huge.bio = Some("x".repeat(20_000));
+
+    let status = client.create_user(huge.clone(), None).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("too large"),
+        "{}",
+        status.message()
+    );
+
+    let batch = vec![
+        create_request("Ok", "ok@example.com", UserRole::Viewer),
+        huge,
+    ];
+    let status = client
+        .bulk_create_users(tokio_stream::iter(batch))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        app.list_all().await.is_empty(),
+        "nothing from the batch was stored"
+    );
+
+    let user = client
+        .create_user(
+            create_request("Small", "small@example.com", UserRole::Viewer),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(client.get_user(&user.id).await.unwrap(), user);
+}
