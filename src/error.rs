@@ -101,6 +101,8 @@ pub enum Error {
     Auth(#[from] AuthError),
     #[error("this watcher fell {skipped} events behind and was dropped; resubscribe and re-read")]
     WatcherLagged { skipped: u64 },
+    #[error("rate limit exceeded; retry in {} ms", retry_after.as_millis().max(1))]
+    RateLimited { retry_after: std::time::Duration },
     #[error("server shutting down")]
     ShuttingDown,
     #[error("store unavailable")]
@@ -142,6 +144,7 @@ impl Error {
             Error::Auth(AuthError::PermissionDenied { .. }) => Code::PermissionDenied,
             Error::Auth(_) => Code::Unauthenticated,
             Error::WatcherLagged { .. }
+            | Error::RateLimited { .. }
             | Error::BulkTooManyItems(_)
             | Error::BulkResponseTooLarge(_) => Code::ResourceExhausted,
             Error::Cancelled => Code::Cancelled,

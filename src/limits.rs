@@ -1,6 +1,6 @@
-//! Limits past the transport's: a request message over the size limit is
-//! RESOURCE_EXHAUSTED, as the gRPC spec says, where tonic answers
-//! OUT_OF_RANGE.
+//! Limits past the transport's: a per-caller rate limit, and a request
+//! message over the size limit answered RESOURCE_EXHAUSTED, as the gRPC spec
+//! says, where tonic answers OUT_OF_RANGE.
 //!
 //! tonic reports an oversized unary request before any handler runs, as a
 //! trailers-only response; this layer rewrites that response's status. An
@@ -9,13 +9,22 @@
 //! the limit: users are bounded in size, and BulkCreateUsers refuses a batch
 //! whose answer would not fit before storing it.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use http::HeaderValue;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Code, Status};
 use tower::{Layer, Service};
+
+use crate::auth::Claims;
+use crate::auth::layer::RefusableFuture;
+use crate::error::Error;
+use crate::tls::ClientIdentity;
 
 /// What tonic's codec says when a message is over the limit.
 const TOO_LARGE: &str = "message length too large";
@@ -95,5 +104,138 @@ where
             }
         }
         Poll::Ready(result)
+    }
+}
+
+/// How many calls one caller may make: `per_second` on average, in bursts
+/// of up to `burst`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+/// One caller's token bucket.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// Callers tracked before idle full buckets are forgotten.
+const MAX_TRACKED: usize = 10_000;
+
+/// A token bucket per caller, in front of UserService's methods (health and
+/// reflection are not limited). The caller is the token's subject, else the
+/// client certificate's, else the peer address, so the layer sits behind
+/// auth. Over the limit is RESOURCE_EXHAUSTED, with the wait in the message.
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    /// `None` lets every call through.
+    limit: Option<RateLimit>,
+    buckets: Arc<Mutex<HashMap<String, Bucket>>>,
+}
+
+impl RateLimitLayer {
+    pub fn new(limit: Option<RateLimit>) -> Self {
+        Self {
+            limit,
+            buckets: Arc::default(),
+        }
+    }
+
+    /// Takes a token for `caller`, or says how long until one is there.
+    fn take(&self, limit: RateLimit, caller: &str) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(caller) {
+            let (rate, burst) = (limit.per_second, limit.burst);
+            buckets.retain(|_, b| {
+                b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst
+            });
+        }
+        let bucket = buckets.entry(caller.to_owned()).or_insert(Bucket {
+            tokens: limit.burst,
+            updated: now,
+        });
+        let refill = now.duration_since(bucket.updated).as_secs_f64() * limit.per_second;
+        bucket.tokens = (bucket.tokens + refill).min(limit.burst);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (1.0 - bucket.tokens) / limit.per_second,
+            ))
+        }
+    }
+}
+
+/// Who is calling, for the rate limit.
+fn caller<B>(request: &http::Request<B>) -> String {
+    let extensions = request.extensions();
+    if let Some(claims) = extensions.get::<Claims>() {
+        return format!("sub:{}", claims.sub);
+    }
+    if let Some(identity) = extensions.get::<ClientIdentity>() {
+        return format!("cert:{}", identity.subject);
+    }
+    let tcp = extensions.get::<TcpConnectInfo>().or_else(|| {
+        extensions
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .map(|tls| tls.get_ref())
+    });
+    match tcp.and_then(TcpConnectInfo::remote_addr) {
+        Some(addr) => format!("ip:{}", addr.ip()),
+        None => "unknown".to_owned(),
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimited<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimited {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// [`RateLimitLayer`] applied to a service.
+#[derive(Clone)]
+pub struct RateLimited<S> {
+    inner: S,
+    layer: RateLimitLayer,
+}
+
+impl<S, B, ResBody> Service<http::Request<B>> for RateLimited<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<ResBody>>,
+    ResBody: Default,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = RefusableFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let limit = self.layer.limit.filter(|_| {
+            request
+                .uri()
+                .path()
+                .starts_with("/techoral.users.v1.UserService/")
+        });
+        if let Some(limit) = limit {
+            if let Err(wait) = self.layer.take(limit, &caller(&request)) {
+                let error = Error::RateLimited { retry_after: wait };
+                return RefusableFuture::refused(Status::from(error));
+            }
+        }
+        RefusableFuture::allowed(self.inner.call(request))
     }
 }

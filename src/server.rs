@@ -17,7 +17,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::auth::{AuthLayer, Expect, Policy, Secret, Verifier};
 use crate::inbound::StreamEndLayer;
-use crate::limits::OversizeLayer;
+use crate::limits::{OversizeLayer, RateLimit, RateLimitLayer};
 use crate::metrics::{MeteredStore, Metrics};
 use crate::pb::server::UserServiceServer;
 use crate::service::{Directory, Limits};
@@ -92,6 +92,8 @@ pub struct Settings {
     /// TLS, and mTLS when it names a client CA; plaintext when `None`.
     pub tls: Option<ServerTls>,
     pub transport: TransportLimits,
+    /// Calls per caller; unlimited when `None`.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Settings {
@@ -113,6 +115,7 @@ impl Settings {
             metrics_listener: None,
             tls: None,
             transport: TransportLimits::default(),
+            rate_limit: None,
         }
     }
 }
@@ -203,6 +206,7 @@ pub async fn serve(
     let server = builder
         .layer(TelemetryLayer::new(metrics))
         .layer(auth)
+        .layer(RateLimitLayer::new(settings.rate_limit))
         .layer(StreamEndLayer)
         .layer(OversizeLayer)
         .add_service(health)

@@ -45,3 +45,37 @@ async fn an_oversized_request_is_resource_exhausted_and_the_server_serves_on() {
         .unwrap();
     assert_eq!(client.get_user(&user.id).await.unwrap(), user);
 }
+
+#[tokio::test]
+async fn each_caller_has_its_own_rate_limit() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit = Some(usersvc::limits::RateLimit {
+            per_second: 0.01,
+            burst: 3.0,
+        })
+    })
+    .await;
+    let admin = app.admin();
+    for _ in 0..3 {
+        assert_eq!(
+            admin.get_user("nobody").await.unwrap_err().code(),
+            Code::NotFound
+        );
+    }
+    let status = admin.get_user("nobody").await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(
+        status
+            .message()
+            .starts_with("rate limit exceeded; retry in"),
+        "{}",
+        status.message()
+    );
+
+    // Another subject has a bucket of its own.
+    let editor = app.client(Some(usersvc::domain::Role::Editor));
+    assert_eq!(
+        editor.get_user("nobody").await.unwrap_err().code(),
+        Code::NotFound
+    );
+}

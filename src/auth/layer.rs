@@ -96,7 +96,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody>;
+    type Future = RefusableFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -104,27 +104,37 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         match self.layer.authorize(&mut request) {
-            Ok(()) => ResponseFuture::Allowed {
-                inner: self.inner.call(request),
-            },
-            Err(refusal) => ResponseFuture::Refused {
-                status: Some(Status::from(Error::Auth(refusal))),
-                _body: std::marker::PhantomData,
-            },
+            Ok(()) => RefusableFuture::allowed(self.inner.call(request)),
+            Err(refusal) => RefusableFuture::refused(Status::from(Error::Auth(refusal))),
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The inner service's response, or the refusal, without boxing.
+    /// The inner service's response, or a refusal answered in its place,
+    /// without boxing. Shared by the layers that may refuse a call.
     #[project = Projection]
-    pub enum ResponseFuture<F, ResBody> {
+    pub enum RefusableFuture<F, ResBody> {
         Allowed { #[pin] inner: F },
         Refused { status: Option<Status>, _body: std::marker::PhantomData<fn() -> ResBody> },
     }
 }
 
-impl<F, E, ResBody> Future for ResponseFuture<F, ResBody>
+impl<F, ResBody> RefusableFuture<F, ResBody> {
+    pub fn allowed(inner: F) -> Self {
+        Self::Allowed { inner }
+    }
+
+    /// Answers `status` as a trailers-only gRPC response.
+    pub fn refused(status: Status) -> Self {
+        Self::Refused {
+            status: Some(status),
+            _body: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<F, E, ResBody> Future for RefusableFuture<F, ResBody>
 where
     F: Future<Output = Result<http::Response<ResBody>, E>>,
     ResBody: Default,

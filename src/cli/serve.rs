@@ -8,6 +8,7 @@ use clap::Args;
 
 use super::Failure;
 use super::token::SecretArgs;
+use crate::limits::RateLimit;
 use crate::server::{self, Settings, TransportLimits};
 use crate::service::Limits;
 use crate::store::{self, StoreOptions, Synchronous};
@@ -96,6 +97,13 @@ pub struct ServeArgs {
     /// Deadline of a call that sets none (until its response starts).
     #[arg(long, env = "USERSVC_DEFAULT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     default_timeout: std::time::Duration,
+    /// Calls per second one caller (token subject, certificate or address)
+    /// may make to UserService; 0 turns the limit off.
+    #[arg(long, env = "USERSVC_RATE_LIMIT", default_value_t = 1000.0)]
+    rate_limit: f64,
+    /// Calls one caller may make at once before the rate applies.
+    #[arg(long, env = "USERSVC_RATE_BURST", default_value_t = 2000.0)]
+    rate_burst: f64,
     /// Log JSON lines instead of text. The level comes from RUST_LOG (default info).
     #[arg(long, env = "USERSVC_LOG_JSON")]
     log_json: bool,
@@ -139,6 +147,10 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         public_methods,
         shutdown_grace: args.shutdown_grace,
         max_message_bytes: args.max_message_bytes,
+        rate_limit: (args.rate_limit > 0.0).then_some(RateLimit {
+            per_second: args.rate_limit,
+            burst: args.rate_burst.max(1.0),
+        }),
         transport: TransportLimits {
             max_concurrent_streams: args.max_concurrent_streams,
             max_local_error_reset_streams: args.max_local_error_reset_streams,
