@@ -35,7 +35,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Print a signed token for the server's secret.
     Token(token::TokenArgs),
     /// Fetch one user.
@@ -148,7 +148,7 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Token(args) => token::run(args),
         Command::Get(args) => users::get(args).await,
         Command::Create(args) => users::create(args).await,

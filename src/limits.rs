@@ -230,11 +230,11 @@ where
                 .path()
                 .starts_with("/techoral.users.v1.UserService/")
         });
-        if let Some(limit) = limit {
-            if let Err(wait) = self.layer.take(limit, &caller(&request)) {
-                let error = Error::RateLimited { retry_after: wait };
-                return RefusableFuture::refused(Status::from(error));
-            }
+        if let Some(limit) = limit
+            && let Err(wait) = self.layer.take(limit, &caller(&request))
+        {
+            let error = Error::RateLimited { retry_after: wait };
+            return RefusableFuture::refused(Status::from(error));
         }
         RefusableFuture::allowed(self.inner.call(request))
     }
