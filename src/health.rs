@@ -24,35 +24,58 @@ async fn report(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Checks the store every `interval` and reports what it finds, until
-/// `stopping` turns true; then reports NOT_SERVING for good.
-pub async fn monitor(
+/// Reports the store's state now, before the server takes connections (so
+/// that no watcher sees a status twice), then spawns [`monitor`].
+pub async fn start(
+    reporter: HealthReporter,
+    store: Arc<dyn UserStore>,
+    interval: Duration,
+    stopping: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let status = check(&*store).await;
+    report(&reporter, status).await;
+    tokio::spawn(monitor(reporter, store, interval, stopping, status))
+}
+
+async fn check(store: &dyn UserStore) -> ServingStatus {
+    match store.check().await {
+        Ok(()) => ServingStatus::Serving,
+        Err(error) => {
+            tracing::warn!(%error, "store unreachable: reporting NOT_SERVING");
+            ServingStatus::NotServing
+        }
+    }
+}
+
+/// Checks the store every `interval` and reports changes from `last`,
+/// until `stopping` turns true; then reports NOT_SERVING for good.
+async fn monitor(
     reporter: HealthReporter,
     store: Arc<dyn UserStore>,
     interval: Duration,
     mut stopping: watch::Receiver<bool>,
+    mut last: ServingStatus,
 ) {
-    let mut last = None;
     loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stopping.wait_for(|stopping| *stopping) => break,
+        }
         let status = match store.check().await {
             Ok(()) => ServingStatus::Serving,
             Err(error) => {
-                if last != Some(ServingStatus::NotServing) {
+                if last == ServingStatus::Serving {
                     tracing::warn!(%error, "store unreachable: reporting NOT_SERVING");
                 }
                 ServingStatus::NotServing
             }
         };
-        if last != Some(status) {
-            if last.is_some() && status == ServingStatus::Serving {
+        if status != last {
+            if status == ServingStatus::Serving {
                 tracing::info!("store reachable again: reporting SERVING");
             }
             report(&reporter, status).await;
-            last = Some(status);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stopping.wait_for(|stopping| *stopping) => break,
+            last = status;
         }
     }
     report(&reporter, ServingStatus::NotServing).await;

@@ -173,12 +173,13 @@ pub async fn serve(
         metrics
     });
     let (reporter, health) = tonic_health::server::health_reporter();
-    let monitor = tokio::spawn(crate::health::monitor(
+    let monitor = crate::health::start(
         reporter,
         Arc::clone(&store),
         settings.health_interval,
         stopping.clone(),
-    ));
+    )
+    .await;
     let directory = Directory::new(store, limits, stopping.clone());
     let users = UserServiceServer::new(directory)
         .accept_compressed(CompressionEncoding::Gzip)
