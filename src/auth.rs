@@ -15,7 +15,7 @@ use crate::domain::Role;
 pub mod layer;
 pub mod secret;
 
-pub use layer::AuthLayer;
+pub use layer::{AuthLayer, Authorizer};
 pub use secret::Secret;
 
 /// Clock skew tolerated on `exp` and `nbf`, between hosts whose clocks differ.

@@ -28,6 +28,7 @@ pub mod clock;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod guard;
 pub mod health;
 pub mod inbound;
 pub mod limits;

@@ -22,8 +22,8 @@ use tonic::{Code, Status};
 use tower::{Layer, Service};
 
 use crate::auth::Claims;
-use crate::auth::layer::RefusableFuture;
 use crate::error::Error;
+use crate::guard::{Gate, GateLayer};
 use crate::tls::ClientIdentity;
 
 /// What tonic's codec says when a message is over the limit.
@@ -130,18 +130,23 @@ const MAX_TRACKED: usize = 10_000;
 /// client certificate's, else the peer address, so the layer sits behind
 /// auth. Over the limit is RESOURCE_EXHAUSTED, with the wait in the message.
 #[derive(Clone)]
-pub struct RateLimitLayer {
+pub struct RateLimiter {
     /// `None` lets every call through.
     limit: Option<RateLimit>,
     buckets: Arc<Mutex<HashMap<String, Bucket>>>,
 }
 
-impl RateLimitLayer {
+impl RateLimiter {
     pub fn new(limit: Option<RateLimit>) -> Self {
         Self {
             limit,
             buckets: Arc::default(),
         }
+    }
+
+    /// The layer that puts this limit in front of a service.
+    pub fn layer(self) -> GateLayer<RateLimiter> {
+        GateLayer::new(self)
     }
 
     /// Takes a token for `caller`, or says how long until one is there.
@@ -192,50 +197,19 @@ fn caller<B>(request: &http::Request<B>) -> String {
     }
 }
 
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimited<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RateLimited {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-/// [`RateLimitLayer`] applied to a service.
-#[derive(Clone)]
-pub struct RateLimited<S> {
-    inner: S,
-    layer: RateLimitLayer,
-}
-
-impl<S, B, ResBody> Service<http::Request<B>> for RateLimited<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<ResBody>>,
-    ResBody: Default,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = RefusableFuture<S::Future, ResBody>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let limit = self.layer.limit.filter(|_| {
+impl Gate for RateLimiter {
+    fn admit<B>(&self, request: &mut http::Request<B>) -> Result<(), Status> {
+        let limit = self.limit.filter(|_| {
             request
                 .uri()
                 .path()
                 .starts_with("/techoral.users.v1.UserService/")
         });
-        if let Some(limit) = limit
-            && let Err(wait) = self.layer.take(limit, &caller(&request))
-        {
-            let error = Error::RateLimited { retry_after: wait };
-            return RefusableFuture::refused(Status::from(error));
+        match limit {
+            Some(limit) => self
+                .take(limit, &caller(request))
+                .map_err(|wait| Status::from(Error::RateLimited { retry_after: wait })),
+            None => Ok(()),
         }
-        RefusableFuture::allowed(self.inner.call(request))
     }
 }

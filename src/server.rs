@@ -15,9 +15,9 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
-use crate::auth::{AuthLayer, Expect, Policy, Secret, Verifier};
+use crate::auth::{Authorizer, Expect, Policy, Secret, Verifier};
 use crate::inbound::StreamEndLayer;
-use crate::limits::{OversizeLayer, RateLimit, RateLimitLayer};
+use crate::limits::{OversizeLayer, RateLimit, RateLimiter};
 use crate::metrics::{MeteredStore, Metrics};
 use crate::pb::server::UserServiceServer;
 use crate::service::{Directory, Limits};
@@ -153,7 +153,7 @@ pub async fn serve(
     if let Some(tls) = &settings.tls {
         builder = builder.tls_config(tls.config().map_err(ServeError::Config)?)?;
     }
-    let auth = AuthLayer::new(Verifier::new(&settings.secret, &settings.expect), policy);
+    let auth = Authorizer::new(Verifier::new(&settings.secret, &settings.expect), policy).layer();
     let limits = Limits {
         max_response_bytes: settings.max_message_bytes,
         ..settings.limits
@@ -207,7 +207,7 @@ pub async fn serve(
     let server = builder
         .layer(TelemetryLayer::new(metrics))
         .layer(auth)
-        .layer(RateLimitLayer::new(settings.rate_limit))
+        .layer(RateLimiter::new(settings.rate_limit).layer())
         .layer(StreamEndLayer)
         .layer(OversizeLayer)
         .add_service(health)

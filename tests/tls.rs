@@ -11,7 +11,7 @@ use common::{create_request, spawn_app_with};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
-use usersvc::auth::{AuthLayer, Expect, Policy, Verifier};
+use usersvc::auth::{Authorizer, Expect, Policy, Verifier};
 use usersvc::client::{Client, ClientConfig, RetryPolicy};
 use usersvc::pb::server::{UserService, UserServiceServer};
 use usersvc::pb::{self, UserRole};
@@ -216,10 +216,11 @@ async fn the_client_certificate_subject_reaches_the_handler() {
     let pki = Pki::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let auth = AuthLayer::new(
+    let auth = Authorizer::new(
         Verifier::new(&common::secret(), &Expect::default()),
         Policy::default(),
-    );
+    )
+    .layer();
     let server = tonic::transport::Server::builder()
         .tls_config(pki.server(true).config().unwrap())
         .unwrap()

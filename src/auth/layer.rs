@@ -1,33 +1,38 @@
-//! The tower layer that checks every call, of every RPC kind, before routing.
+//! The gate that checks every call, of every RPC kind, before routing.
 //!
 //! It reads only the path and the `authorization` header, so it decides
 //! before any request message is decoded, and streaming RPCs cannot slip
-//! past it. Refusals are answered here as trailers-only gRPC responses.
+//! past it. Refusals are answered as trailers-only gRPC responses.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::header::AUTHORIZATION;
 use tonic::Status;
-use tower::{Layer, Service};
 
 use super::{Access, AuthError, Claims, Policy, Verifier};
 use crate::error::Error;
+use crate::guard::{Gate, GateLayer};
 use crate::tls::ClientIdentity;
 
-/// Adds the token check and the permission table in front of a service.
+/// The token check and the permission table, in front of a service.
+pub type AuthLayer = GateLayer<Authorizer>;
+
+/// Decides on calls with the verifier and the permission table.
 #[derive(Clone)]
-pub struct AuthLayer {
+pub struct Authorizer {
     shared: Arc<(Verifier, Policy)>,
 }
 
-impl AuthLayer {
+impl Authorizer {
     pub fn new(verifier: Verifier, policy: Policy) -> Self {
         Self {
             shared: Arc::new((verifier, policy)),
         }
+    }
+
+    /// The layer that puts this check in front of a service.
+    pub fn layer(self) -> AuthLayer {
+        GateLayer::new(self)
     }
 
     /// Decides on one call. On success the caller's claims, if it sent a
@@ -71,84 +76,10 @@ fn bearer(value: &http::HeaderValue) -> Result<&str, AuthError> {
     Ok(token)
 }
 
-impl<S> Layer<S> for AuthLayer {
-    type Service = AuthService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        AuthService {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-/// [`AuthLayer`] applied to a service.
-#[derive(Clone)]
-pub struct AuthService<S> {
-    inner: S,
-    layer: AuthLayer,
-}
-
-impl<S, B, ResBody> Service<http::Request<B>> for AuthService<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<ResBody>>,
-    ResBody: Default,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = RefusableFuture<S::Future, ResBody>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        match self.layer.authorize(&mut request) {
-            Ok(()) => RefusableFuture::allowed(self.inner.call(request)),
-            Err(refusal) => RefusableFuture::refused(Status::from(Error::Auth(refusal))),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The inner service's response, or a refusal answered in its place,
-    /// without boxing. Shared by the layers that may refuse a call.
-    #[project = Projection]
-    pub enum RefusableFuture<F, ResBody> {
-        Allowed { #[pin] inner: F },
-        Refused { status: Option<Status>, _body: std::marker::PhantomData<fn() -> ResBody> },
-    }
-}
-
-impl<F, ResBody> RefusableFuture<F, ResBody> {
-    pub fn allowed(inner: F) -> Self {
-        Self::Allowed { inner }
-    }
-
-    /// Answers `status` as a trailers-only gRPC response.
-    pub fn refused(status: Status) -> Self {
-        Self::Refused {
-            status: Some(status),
-            _body: std::marker::PhantomData,
-        }
-    }
-}
-
-impl<F, E, ResBody> Future for RefusableFuture<F, ResBody>
-where
-    F: Future<Output = Result<http::Response<ResBody>, E>>,
-    ResBody: Default,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            Projection::Allowed { inner } => inner.poll(cx),
-            Projection::Refused { status, .. } => {
-                let status = status.take().expect("polled after completion");
-                Poll::Ready(Ok(status.into_http()))
-            }
-        }
+impl Gate for Authorizer {
+    fn admit<B>(&self, request: &mut http::Request<B>) -> Result<(), Status> {
+        self.authorize(request)
+            .map_err(|refusal| Status::from(Error::Auth(refusal)))
     }
 }
 
@@ -156,7 +87,7 @@ where
 mod tests {
     use std::time::Duration;
 
-    use tower::ServiceExt;
+    use tower::{Layer, ServiceExt};
 
     use super::*;
     use crate::auth::{Expect, Secret, mint};
@@ -165,10 +96,11 @@ mod tests {
     #[tokio::test]
     async fn claims_reach_the_service_behind_the_layer() {
         let secret = Secret::from_bytes(vec![7; 32]);
-        let layer = AuthLayer::new(
+        let layer = Authorizer::new(
             Verifier::new(&secret, &Expect::default()),
             Policy::default(),
-        );
+        )
+        .layer();
         // The inner service answers with the subject it finds in the extensions.
         let inner = tower::service_fn(|request: http::Request<()>| async move {
             let sub = request.extensions().get::<Claims>().map(|c| c.sub.clone());
