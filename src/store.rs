@@ -49,6 +49,29 @@ pub enum StoreError {
     Internal(#[source] crate::BoxError),
 }
 
+impl StoreError {
+    /// Item `index` of a bulk creation has an email already taken.
+    pub fn email_taken_at(index: usize, user: &NewUser) -> StoreError {
+        StoreError::Item {
+            index,
+            source: Box::new(StoreError::EmailTaken(user.email.as_str().to_owned())),
+        }
+    }
+}
+
+/// Refuses a batch in which an email repeats, naming the repeat's index:
+/// the same in every store, before any of them looks at what is stored.
+pub fn repeated_email(users: &[NewUser]) -> Result<(), StoreError> {
+    let mut seen = std::collections::HashSet::with_capacity(users.len());
+    match users
+        .iter()
+        .position(|user| !seen.insert(user.email.unique_key()))
+    {
+        Some(index) => Err(StoreError::email_taken_at(index, &users[index])),
+        None => Ok(()),
+    }
+}
+
 /// A client's token for retrying one CreateUser safely.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct IdempotencyKey(String);

@@ -129,16 +129,13 @@ impl UserStore for MemoryStore {
     }
 
     async fn create_many(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
+        super::repeated_email(&users)?;
         let mut indexes = self.write();
-        let mut batch_emails = std::collections::HashSet::with_capacity(users.len());
-        for (index, user) in users.iter().enumerate() {
-            let email = user.email.unique_key();
-            if indexes.emails.contains_key(&email) || !batch_emails.insert(email) {
-                return Err(StoreError::Item {
-                    index,
-                    source: Box::new(StoreError::EmailTaken(user.email.as_str().to_owned())),
-                });
-            }
+        if let Some(index) = users
+            .iter()
+            .position(|u| indexes.emails.contains_key(&u.email.unique_key()))
+        {
+            return Err(StoreError::email_taken_at(index, &users[index]));
         }
         let users: Vec<User> = users.into_iter().map(|user| indexes.insert(user)).collect();
         for user in &users {

@@ -24,9 +24,7 @@ use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use tokio::task::JoinHandle;
 
 use super::sql::{self, Conflict, USER_COLUMNS};
-use super::{
-    Created, Cursor, IdempotencyKey, Page, PageQuery, StoreError, StoreOptions, UserStore,
-};
+use super::{Created, IdempotencyKey, Page, PageQuery, StoreError, StoreOptions, UserStore};
 use crate::clock;
 use crate::domain::{NewUser, User, UserId, UserPatch};
 use crate::events::{EventBus, EventKind};
@@ -213,13 +211,6 @@ async fn relay(pool: PgPool, events: EventBus, mut last: i64) {
     }
 }
 
-fn item(index: usize, user: &NewUser) -> StoreError {
-    StoreError::Item {
-        index,
-        source: Box::new(StoreError::EmailTaken(user.email.as_str().to_owned())),
-    }
-}
-
 #[async_trait]
 impl UserStore for PostgresStore {
     fn events(&self) -> &EventBus {
@@ -249,11 +240,7 @@ impl UserStore for PostgresStore {
             .await
             .map_err(sql::failure)?;
             if let Some(row) = row {
-                let request: String = row.try_get(7).map_err(|e| StoreError::Internal(e.into()))?;
-                if request != sql::fingerprint(&user) {
-                    return Err(StoreError::IdempotencyKeyReused);
-                }
-                return Ok(Created::Replayed(sql::user_from_row(&row)?.1));
+                return sql::replay(&row, &user);
             }
         }
         let created = user
@@ -284,12 +271,7 @@ impl UserStore for PostgresStore {
     }
 
     async fn create_many(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
-        let mut seen = std::collections::HashSet::with_capacity(users.len());
-        for (index, user) in users.iter().enumerate() {
-            if !seen.insert(user.email.unique_key()) {
-                return Err(item(index, user));
-            }
-        }
+        super::repeated_email(&users)?;
         let mut tx = self.begin_write().await?;
         let keys: Vec<String> = users.iter().map(|u| u.email.unique_key()).collect();
         let taken: Vec<String> =
@@ -299,7 +281,7 @@ impl UserStore for PostgresStore {
                 .await
                 .map_err(sql::failure)?;
         if let Some(index) = keys.iter().position(|k| taken.contains(k)) {
-            return Err(item(index, &users[index]));
+            return Err(StoreError::email_taken_at(index, &users[index]));
         }
         let now = clock::unix_seconds();
         let created: Vec<User> = users
@@ -384,28 +366,11 @@ impl UserStore for PostgresStore {
     }
 
     async fn list_page(&self, query: PageQuery) -> Result<Page, StoreError> {
-        let mut sql = QueryBuilder::<Postgres>::new(format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE position > "
-        ));
-        sql.push_bind(query.after.map_or(0, |Cursor(after)| after));
-        if let Some(role) = query.role {
-            sql.push(" AND role = ").push_bind(role.number());
-        }
-        sql.push(" ORDER BY position LIMIT ")
-            .push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX))
-            .push(" OFFSET ")
-            .push_bind(i64::try_from(query.skip).unwrap_or(i64::MAX));
-        let rows = sql
+        let rows = sql::page_query::<Postgres>(&query)
             .build()
             .fetch_all(&self.pool)
             .await
             .map_err(sql::failure)?;
-        let mut page = Page::default();
-        for row in &rows {
-            let (position, user) = sql::user_from_row(row)?;
-            page.next = Some(Cursor(position));
-            page.users.push(user);
-        }
-        Ok(page)
+        sql::page(&rows)
     }
 }

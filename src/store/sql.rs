@@ -1,9 +1,9 @@
 //! What the two SQL stores share: reading a user row, recognising errors,
 //! and the fingerprint that ties an idempotency key to its request.
 
-use sqlx::{ColumnIndex, Decode, Row, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
-use super::StoreError;
+use super::{Created, Cursor, Page, PageQuery, StoreError};
 use crate::domain::{Bio, Email, NewUser, Role, User, UserId, UserName};
 
 /// The user columns every query selects, in `user_from_row`'s order.
@@ -35,6 +35,66 @@ where
             .map(Bio::from_stored),
     };
     Ok((row.try_get(0).map_err(read)?, user))
+}
+
+/// The query for one page of a listing, in either SQL dialect: keyset
+/// pagination on `position`, so that no page costs more than its size.
+pub fn page_query<'a, DB>(query: &PageQuery) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    i64: 'a + Encode<'a, DB> + Type<DB>,
+    i32: 'a + Encode<'a, DB> + Type<DB>,
+{
+    let mut sql = QueryBuilder::new(format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE position > "
+    ));
+    sql.push_bind(query.after.map_or(0, |Cursor(after)| after));
+    if let Some(role) = query.role {
+        sql.push(" AND role = ").push_bind(role.number());
+    }
+    sql.push(" ORDER BY position LIMIT ")
+        .push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX))
+        .push(" OFFSET ")
+        .push_bind(i64::try_from(query.skip).unwrap_or(i64::MAX));
+    sql
+}
+
+/// The page that `page_query`'s rows make, with the cursor after its last user.
+pub fn page<'r, R>(rows: &'r [R]) -> Result<Page, StoreError>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    i32: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let mut page = Page::default();
+    for row in rows {
+        let (position, user) = user_from_row(row)?;
+        page.next = Some(Cursor(position));
+        page.users.push(user);
+    }
+    Ok(page)
+}
+
+/// A create whose idempotency key is already in `row` (selected as
+/// `USER_COLUMNS, idempotency_request`): the same request replays the user,
+/// a different one is refused.
+pub fn replay<'r, R>(row: &'r R, user: &NewUser) -> Result<Created, StoreError>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    i32: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let request: String = row.try_get(7).map_err(|e| StoreError::Internal(e.into()))?;
+    if request != fingerprint(user) {
+        return Err(StoreError::IdempotencyKeyReused);
+    }
+    Ok(Created::Replayed(user_from_row(row)?.1))
 }
 
 /// A request as stored beside its idempotency key, to tell a retry from a

@@ -17,9 +17,7 @@ use sqlx::{QueryBuilder, Sqlite};
 use tokio::sync::Mutex;
 
 use super::sql::{self, Conflict, USER_COLUMNS};
-use super::{
-    Created, Cursor, IdempotencyKey, Page, PageQuery, StoreError, StoreOptions, UserStore,
-};
+use super::{Created, IdempotencyKey, Page, PageQuery, StoreError, StoreOptions, UserStore};
 use crate::clock;
 use crate::domain::{NewUser, User, UserId, UserPatch};
 use crate::events::{EventBus, EventKind};
@@ -146,12 +144,7 @@ impl UserStore for SqliteStore {
             .await
             .map_err(sql::failure)?;
             if let Some(row) = row {
-                let request: String =
-                    sqlx::Row::try_get(&row, 7).map_err(|e| StoreError::Internal(e.into()))?;
-                if request != sql::fingerprint(&user) {
-                    return Err(StoreError::IdempotencyKeyReused);
-                }
-                return Ok(Created::Replayed(sql::user_from_row(&row)?.1));
+                return sql::replay(&row, &user);
             }
         }
         let created = user
@@ -179,13 +172,7 @@ impl UserStore for SqliteStore {
 
     async fn create_many(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
         let _write = self.write.lock().await;
-        // Name the first item whose email is taken, inside the batch or before it.
-        let mut seen = std::collections::HashSet::with_capacity(users.len());
-        for (index, user) in users.iter().enumerate() {
-            if !seen.insert(user.email.unique_key()) {
-                return Err(item(index, user));
-            }
-        }
+        super::repeated_email(&users)?;
         for (chunk_start, chunk) in users.chunks(ROWS_PER_INSERT).enumerate() {
             let mut query =
                 QueryBuilder::<Sqlite>::new("SELECT email_key FROM users WHERE email_key IN (");
@@ -204,7 +191,7 @@ impl UserStore for SqliteStore {
                 .position(|u| taken.contains(&u.email.unique_key()))
             {
                 let index = chunk_start * ROWS_PER_INSERT + offset;
-                return Err(item(index, &users[index]));
+                return Err(StoreError::email_taken_at(index, &users[index]));
             }
         }
 
@@ -288,36 +275,11 @@ impl UserStore for SqliteStore {
     }
 
     async fn list_page(&self, query: PageQuery) -> Result<Page, StoreError> {
-        let mut sql = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE position > "
-        ));
-        sql.push_bind(query.after.map_or(0, |Cursor(after)| after));
-        if let Some(role) = query.role {
-            sql.push(" AND role = ").push_bind(role.number());
-        }
-        sql.push(" ORDER BY position LIMIT ")
-            .push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX))
-            .push(" OFFSET ")
-            .push_bind(i64::try_from(query.skip).unwrap_or(i64::MAX));
-        let rows = sql
+        let rows = sql::page_query::<Sqlite>(&query)
             .build()
             .fetch_all(&self.pool)
             .await
             .map_err(sql::failure)?;
-        let mut page = Page::default();
-        for row in &rows {
-            let (position, user) = sql::user_from_row(row)?;
-            page.next = Some(Cursor(position));
-            page.users.push(user);
-        }
-        Ok(page)
-    }
-}
-
-/// Item `index` of a bulk creation has an email already taken.
-fn item(index: usize, user: &NewUser) -> StoreError {
-    StoreError::Item {
-        index,
-        source: Box::new(StoreError::EmailTaken(user.email.as_str().to_owned())),
+        sql::page(&rows)
     }
 }
