@@ -4,19 +4,16 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{create_request, spawn_app, spawn_app_with, spawn_on};
 use tonic::Code;
 use usersvc::client::{Client, ClientConfig, RetryPolicy};
 use usersvc::domain::Role;
-use usersvc::domain::{NewUser, User, UserId, UserPatch};
 use usersvc::pb::UserRole;
 use usersvc::server::Settings;
-use usersvc::store::{
-    Created, IdempotencyKey, MemoryStore, Page, PageQuery, StoreError, UserStore,
-};
+use usersvc::store::MemoryStore;
 
 #[tokio::test]
 async fn same_key_and_request_returns_the_same_user_once() {
@@ -149,61 +146,13 @@ async fn reads_and_keyed_creates_ride_out_a_briefly_unavailable_server() {
     assert_eq!(app.list_all().await, vec![created]);
 }
 
-/// A store that answers UNAVAILABLE to its next `failures` creates and
-/// counts every create it is asked for.
-#[derive(Default)]
-struct FlakyStore {
-    inner: MemoryStore,
-    failures: AtomicUsize,
-    creates: AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl UserStore for FlakyStore {
-    fn events(&self) -> &usersvc::events::EventBus {
-        self.inner.events()
-    }
-    async fn check(&self) -> Result<(), StoreError> {
-        self.inner.check().await
-    }
-    async fn create(
-        &self,
-        user: NewUser,
-        key: Option<IdempotencyKey>,
-    ) -> Result<Created, StoreError> {
-        self.creates.fetch_add(1, Ordering::SeqCst);
-        let fail = self
-            .failures
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        if fail.is_ok() {
-            return Err(StoreError::Unavailable("database restarting".into()));
-        }
-        self.inner.create(user, key).await
-    }
-    async fn create_many(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
-        self.inner.create_many(users).await
-    }
-    async fn get(&self, id: &UserId) -> Result<User, StoreError> {
-        self.inner.get(id).await
-    }
-    async fn update(&self, id: &UserId, patch: UserPatch) -> Result<User, StoreError> {
-        self.inner.update(id, patch).await
-    }
-    async fn delete(&self, id: &UserId) -> Result<User, StoreError> {
-        self.inner.delete(id).await
-    }
-    async fn list_page(&self, query: PageQuery) -> Result<Page, StoreError> {
-        self.inner.list_page(query).await
-    }
-}
-
 #[tokio::test]
 async fn keyed_creates_are_retried_on_unavailable_and_unkeyed_ones_are_not() {
-    let store = Arc::new(FlakyStore::default());
+    let store = Arc::new(common::store::ScriptedStore::default());
     let app = spawn_app_with(|s| s.store = store.clone()).await;
     let client = retrying_client(app.addr, 5);
 
-    store.failures.store(2, Ordering::SeqCst);
+    store.failing_creates.store(2, Ordering::SeqCst);
     let created = client
         .create_user(
             create_request("Ned", "ned@example.com", UserRole::Viewer),
@@ -218,7 +167,7 @@ async fn keyed_creates_are_retried_on_unavailable_and_unkeyed_ones_are_not() {
     );
     assert_eq!(app.list_all().await, vec![created]);
 
-    store.failures.store(2, Ordering::SeqCst);
+    store.failing_creates.store(2, Ordering::SeqCst);
     let status = client
         .create_user(
             create_request("Oz", "oz@example.com", UserRole::Viewer),

@@ -8,11 +8,7 @@ use std::sync::Arc;
 use common::{create_request, spawn_app_with};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_stream::StreamExt;
-use usersvc::domain::{NewUser, User, UserId, UserPatch};
 use usersvc::pb::{self, UserRole};
-use usersvc::store::{
-    Created, IdempotencyKey, MemoryStore, Page, PageQuery, StoreError, UserStore,
-};
 
 /// GET /metrics over plain HTTP/1.1.
 async fn scrape(addr: std::net::SocketAddr) -> String {
@@ -136,47 +132,16 @@ async fn a_scrape_counts_calls_codes_messages_and_open_watches() {
     drop(app);
 }
 
-/// A store whose reads fail as an unreachable database's would.
-struct Unreachable(MemoryStore);
-
-#[async_trait::async_trait]
-impl UserStore for Unreachable {
-    fn events(&self) -> &usersvc::events::EventBus {
-        self.0.events()
-    }
-    async fn check(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn create(
-        &self,
-        user: NewUser,
-        key: Option<IdempotencyKey>,
-    ) -> Result<Created, StoreError> {
-        self.0.create(user, key).await
-    }
-    async fn create_many(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
-        self.0.create_many(users).await
-    }
-    async fn get(&self, _: &UserId) -> Result<User, StoreError> {
-        Err(StoreError::Unavailable("connection refused".into()))
-    }
-    async fn update(&self, id: &UserId, patch: UserPatch) -> Result<User, StoreError> {
-        self.0.update(id, patch).await
-    }
-    async fn delete(&self, id: &UserId) -> Result<User, StoreError> {
-        self.0.delete(id).await
-    }
-    async fn list_page(&self, _: PageQuery) -> Result<Page, StoreError> {
-        Err(StoreError::Internal("corrupt page".into()))
-    }
-}
-
 #[tokio::test]
 async fn store_errors_are_counted_by_kind() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_addr = listener.local_addr().unwrap();
     let app = spawn_app_with(|s| {
-        s.store = Arc::new(Unreachable(MemoryStore::new()));
+        let store = common::store::ScriptedStore::default();
+        store
+            .broken_reads
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        s.store = Arc::new(store);
         s.metrics_listener = Some(Arc::new(listener));
     })
     .await;

@@ -4,17 +4,12 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use common::{bad_request_fields, create_request, spawn_app, spawn_app_with};
 use tonic::Code;
-use usersvc::domain::{NewUser, User, UserId, UserPatch};
 use usersvc::pb::{self, UserRole};
-use usersvc::store::{
-    Created, IdempotencyKey, MemoryStore, Page, PageQuery, StoreError, UserStore,
-};
 
 async fn collect(mut stream: tonic::Streaming<pb::User>) -> Result<Vec<pb::User>, tonic::Status> {
     let mut users = Vec::new();
@@ -141,51 +136,9 @@ async fn invalid_list_requests_are_invalid_argument() {
     }
 }
 
-/// A store that counts the pages read from it.
-struct CountingStore {
-    inner: MemoryStore,
-    pages: AtomicUsize,
-}
-
-#[async_trait]
-impl UserStore for CountingStore {
-    fn events(&self) -> &usersvc::events::EventBus {
-        self.inner.events()
-    }
-    async fn check(&self) -> Result<(), StoreError> {
-        self.inner.check().await
-    }
-    async fn create(
-        &self,
-        user: NewUser,
-        key: Option<IdempotencyKey>,
-    ) -> Result<Created, StoreError> {
-        self.inner.create(user, key).await
-    }
-    async fn create_many(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
-        self.inner.create_many(users).await
-    }
-    async fn get(&self, id: &UserId) -> Result<User, StoreError> {
-        self.inner.get(id).await
-    }
-    async fn update(&self, id: &UserId, patch: UserPatch) -> Result<User, StoreError> {
-        self.inner.update(id, patch).await
-    }
-    async fn delete(&self, id: &UserId) -> Result<User, StoreError> {
-        self.inner.delete(id).await
-    }
-    async fn list_page(&self, query: PageQuery) -> Result<Page, StoreError> {
-        self.pages.fetch_add(1, Ordering::SeqCst);
-        self.inner.list_page(query).await
-    }
-}
-
 #[tokio::test]
 async fn list_stops_reading_the_store_when_the_client_goes_away() {
-    let store = Arc::new(CountingStore {
-        inner: MemoryStore::new(),
-        pages: AtomicUsize::new(0),
-    });
+    let store = Arc::new(common::store::ScriptedStore::default());
     let app = spawn_app_with(|s| {
         s.store = store.clone();
         s.limits.list_page_size = 100;

@@ -1,0 +1,70 @@
+//! A memory store that counts what it is asked and fails on cue, for tests
+//! of how the service and client behave around a store.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use usersvc::domain::{NewUser, User, UserId, UserPatch};
+use usersvc::events::EventBus;
+use usersvc::store::{
+    Created, IdempotencyKey, MemoryStore, Page, PageQuery, StoreError, UserStore,
+};
+
+#[derive(Default)]
+pub struct ScriptedStore {
+    inner: MemoryStore,
+    /// Creates asked for, failed ones included.
+    pub creates: AtomicUsize,
+    /// Pages of listings asked for.
+    pub pages: AtomicUsize,
+    /// How many of the next creates fail with UNAVAILABLE.
+    pub failing_creates: AtomicUsize,
+    /// While set, `get` is UNAVAILABLE and `list_page` is INTERNAL.
+    pub broken_reads: AtomicBool,
+}
+
+#[async_trait]
+impl UserStore for ScriptedStore {
+    fn events(&self) -> &EventBus {
+        self.inner.events()
+    }
+    async fn check(&self) -> Result<(), StoreError> {
+        self.inner.check().await
+    }
+    async fn create(
+        &self,
+        user: NewUser,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Created, StoreError> {
+        self.creates.fetch_add(1, Ordering::SeqCst);
+        let fail = self
+            .failing_creates
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if fail.is_ok() {
+            return Err(StoreError::Unavailable("database restarting".into()));
+        }
+        self.inner.create(user, key).await
+    }
+    async fn create_many(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
+        self.inner.create_many(users).await
+    }
+    async fn get(&self, id: &UserId) -> Result<User, StoreError> {
+        if self.broken_reads.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("connection refused".into()));
+        }
+        self.inner.get(id).await
+    }
+    async fn update(&self, id: &UserId, patch: UserPatch) -> Result<User, StoreError> {
+        self.inner.update(id, patch).await
+    }
+    async fn delete(&self, id: &UserId) -> Result<User, StoreError> {
+        self.inner.delete(id).await
+    }
+    async fn list_page(&self, query: PageQuery) -> Result<Page, StoreError> {
+        self.pages.fetch_add(1, Ordering::SeqCst);
+        if self.broken_reads.load(Ordering::SeqCst) {
+            return Err(StoreError::Internal("corrupt page".into()));
+        }
+        self.inner.list_page(query).await
+    }
+}
