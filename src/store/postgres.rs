@@ -246,25 +246,15 @@ impl UserStore for PostgresStore {
         let created = user
             .clone()
             .into_user(UserId::generate(), clock::unix_seconds());
-        sqlx::query(
-            "INSERT INTO users (id, name, email, email_key, role, created_at, bio, idempotency_key, idempotency_request) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(created.id.as_str())
-        .bind(created.name.as_str())
-        .bind(created.email.as_str())
-        .bind(created.email.unique_key())
-        .bind(created.role.number())
-        .bind(created.created_at)
-        .bind(created.bio.as_ref().map(|b| b.as_str()))
-        .bind(key.as_ref().map(|k| k.as_str()))
-        .bind(key.as_ref().map(|_| sql::fingerprint(&user)))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| match sql::conflict(&e) {
-            Some(Conflict::Email) => StoreError::EmailTaken(user.email.as_str().to_owned()),
-            _ => sql::failure(e),
-        })?;
+        let idempotency = key.as_ref().map(|k| (k.as_str(), sql::fingerprint(&user)));
+        sql::insert_users::<Postgres>(std::slice::from_ref(&created), idempotency)
+            .build()
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match sql::conflict(&e) {
+                Some(Conflict::Email) => StoreError::EmailTaken(user.email.as_str().to_owned()),
+                _ => sql::failure(e),
+            })?;
         announce(&mut tx, EventKind::Created, std::slice::from_ref(&created)).await?;
         tx.commit().await.map_err(sql::failure)?;
         Ok(Created::New(created))
@@ -289,19 +279,7 @@ impl UserStore for PostgresStore {
             .map(|u| u.into_user(UserId::generate(), now))
             .collect();
         for chunk in created.chunks(ROWS_PER_INSERT) {
-            let mut query = QueryBuilder::<Postgres>::new(
-                "INSERT INTO users (id, name, email, email_key, role, created_at, bio) ",
-            );
-            query.push_values(chunk, |mut row, user| {
-                row.push_bind(user.id.as_str().to_owned())
-                    .push_bind(user.name.as_str().to_owned())
-                    .push_bind(user.email.as_str().to_owned())
-                    .push_bind(user.email.unique_key())
-                    .push_bind(user.role.number())
-                    .push_bind(user.created_at)
-                    .push_bind(user.bio.as_ref().map(|b| b.as_str().to_owned()));
-            });
-            query
+            sql::insert_users::<Postgres>(chunk, None)
                 .build()
                 .execute(&mut *tx)
                 .await

@@ -59,6 +59,40 @@ where
     sql
 }
 
+/// An INSERT of `users`, in either SQL dialect; the first row carries
+/// `idempotency` (the key, and the request's fingerprint) when given.
+pub fn insert_users<'a, DB>(
+    users: &'a [User],
+    idempotency: Option<(&'a str, String)>,
+) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
+    Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    Option<String>: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+    i32: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new(
+        "INSERT INTO users (id, name, email, email_key, role, created_at, bio, idempotency_key, idempotency_request) ",
+    );
+    let mut idempotency = idempotency;
+    query.push_values(users, |mut row, user| {
+        let (key, request) = idempotency.take().unzip();
+        row.push_bind(user.id.as_str())
+            .push_bind(user.name.as_str())
+            .push_bind(user.email.as_str())
+            .push_bind(user.email.unique_key())
+            .push_bind(user.role.number())
+            .push_bind(user.created_at)
+            .push_bind(user.bio.as_ref().map(|b| b.as_str()))
+            .push_bind(key)
+            .push_bind(request);
+    });
+    query
+}
+
 /// The page that `page_query`'s rows make, with the cursor after its last user.
 pub fn page<'r, R>(rows: &'r [R]) -> Result<Page, StoreError>
 where

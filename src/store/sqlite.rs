@@ -150,22 +150,12 @@ impl UserStore for SqliteStore {
         let created = user
             .clone()
             .into_user(UserId::generate(), clock::unix_seconds());
-        sqlx::query(
-            "INSERT INTO users (id, name, email, email_key, role, created_at, bio, idempotency_key, idempotency_request) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(created.id.as_str())
-        .bind(created.name.as_str())
-        .bind(created.email.as_str())
-        .bind(created.email.unique_key())
-        .bind(created.role.number())
-        .bind(created.created_at)
-        .bind(created.bio.as_ref().map(|b| b.as_str()))
-        .bind(key.as_ref().map(|k| k.as_str()))
-        .bind(key.as_ref().map(|_| sql::fingerprint(&user)))
-        .execute(&self.pool)
-        .await
-        .map_err(|e| insert_error(e, &user))?;
+        let idempotency = key.as_ref().map(|k| (k.as_str(), sql::fingerprint(&user)));
+        sql::insert_users::<Sqlite>(std::slice::from_ref(&created), idempotency)
+            .build()
+            .execute(&self.pool)
+            .await
+            .map_err(|e| insert_error(e, &user))?;
         self.events.publish(EventKind::Created, created.clone());
         Ok(Created::New(created))
     }
@@ -202,19 +192,7 @@ impl UserStore for SqliteStore {
             .collect();
         let mut tx = self.pool.begin().await.map_err(sql::failure)?;
         for chunk in created.chunks(ROWS_PER_INSERT) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO users (id, name, email, email_key, role, created_at, bio) ",
-            );
-            query.push_values(chunk, |mut row, user| {
-                row.push_bind(user.id.as_str())
-                    .push_bind(user.name.as_str())
-                    .push_bind(user.email.as_str())
-                    .push_bind(user.email.unique_key())
-                    .push_bind(user.role.number())
-                    .push_bind(user.created_at)
-                    .push_bind(user.bio.as_ref().map(|b| b.as_str()));
-            });
-            query
+            sql::insert_users::<Sqlite>(chunk, None)
                 .build()
                 .execute(&mut *tx)
                 .await
