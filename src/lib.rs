@@ -5,20 +5,21 @@
 //!
 //! | step | module |
 //! |---|---|
-//! | bytes to messages, routing | [`pb::server`] |
-//! | one log line per call, message counts | [`telemetry`] |
-//! | token and permission check | [`auth`] |
+//! | one log line per call, message counts, metrics | [`telemetry`], [`metrics`] |
+//! | token and permission check | [`auth`] (a [`guard`]) |
+//! | per-caller rate limit, oversized requests | [`limits`] |
 //! | noticing a request stream cut off | [`inbound`] |
+//! | bytes to messages, routing | [`pb::server`] |
 //! | wire types to validated domain types | [`domain`] |
 //! | the decision, per RPC | [`service`] |
 //! | storage | [`store`] |
 //! | announcing changes to watchers | [`events`] |
 //! | every failure to a gRPC status | [`error`] |
 //!
-//! [`health`] answers load balancers' probes, [`server`] assembles these on a
-//! bound listener, [`shutdown`] says when to
-//! stop, [`client`] adds retries and tokens to [`pb::client`], and [`cli`] is
-//! the `usersvc` command.
+//! [`health`] answers load balancers' probes and [`reflection`] describes the
+//! API; [`tls`] configures rustls. [`server`] assembles it all on a bound
+//! listener, [`shutdown`] says when to stop, [`client`] adds retries, tokens
+//! and TLS to [`pb::client`], and [`cli`] is the `usersvc` command.
 #![forbid(unsafe_code)]
 
 pub mod auth;

@@ -1,6 +1,7 @@
 //! The `UserService` implementation: one method per RPC, each reading its
-//! wire request into domain types, asking the store, announcing the change,
-//! and answering. Failures are `crate::error::Error`, which decides statuses.
+//! wire request into domain types, asking the store (which announces what it
+//! commits), and answering. Failures are `crate::error::Error`, which
+//! decides statuses.
 
 use std::sync::Arc;
 
