@@ -25,7 +25,7 @@ async fn report(reporter: &HealthReporter, status: ServingStatus) {
 }
 
 /// Reports the store's state now, before the server takes connections (so
-/// that no watcher sees a status twice), then spawns [`monitor`].
+/// that no watcher sees a status twice), then spawns `monitor`.
 pub async fn start(
     reporter: HealthReporter,
     store: Arc<dyn UserStore>,

@@ -3,7 +3,7 @@
 //!
 //! The layer wraps the request and response bodies and counts gRPC messages
 //! by their 5-byte length prefixes as they pass, so it needs no knowledge of
-//! the message types and costs no decoding. Both bodies share one [`Call`];
+//! the message types and costs no decoding. Both bodies share one `Call`;
 //! when the last of them is dropped the call is over, which for a stream is
 //! its end and not its first response, and the line is written then. A call
 //! that ends without a status (the client went away) is logged as CANCELLED.
