@@ -1,6 +1,7 @@
-//! Limits past the transport's: a per-caller rate limit, and a request
-//! message over the size limit answered RESOURCE_EXHAUSTED, as the gRPC spec
-//! says, where tonic answers OUT_OF_RANGE.
+//! Limits past the transport's: a per-caller rate limit, a default deadline
+//! answered DEADLINE_EXCEEDED, and a request message over the size limit
+//! answered RESOURCE_EXHAUSTED, as the gRPC spec says, where tonic answers
+//! OUT_OF_RANGE.
 //!
 //! tonic reports an oversized unary request before any handler runs, as a
 //! trailers-only response; this layer rewrites that response's status. An
@@ -211,5 +212,96 @@ impl Gate for RateLimiter {
                 .map_err(|wait| Status::from(Error::RateLimited { retry_after: wait })),
             None => Ok(()),
         }
+    }
+}
+
+/// Gives a call that brings no deadline (`grpc-timeout`) the server's
+/// default, answered DEADLINE_EXCEEDED when it passes before the response
+/// starts. (tonic's own server timeout answers CANCELLED, which tells a
+/// client the wrong thing.)
+#[derive(Clone, Copy, Debug)]
+pub struct DefaultDeadlineLayer {
+    deadline: Duration,
+}
+
+impl DefaultDeadlineLayer {
+    pub fn new(deadline: Duration) -> Self {
+        Self { deadline }
+    }
+}
+
+impl<S> Layer<S> for DefaultDeadlineLayer {
+    type Service = DefaultDeadline<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        DefaultDeadline {
+            inner,
+            deadline: self.deadline,
+        }
+    }
+}
+
+/// [`DefaultDeadlineLayer`] applied to a service.
+#[derive(Clone, Debug)]
+pub struct DefaultDeadline<S> {
+    inner: S,
+    deadline: Duration,
+}
+
+impl<S, B, ResBody> Service<http::Request<B>> for DefaultDeadline<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<ResBody>>,
+    ResBody: Default,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = DeadlineFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let deadline = (!request.headers().contains_key("grpc-timeout")).then_some(self.deadline);
+        DeadlineFuture {
+            inner: self.inner.call(request),
+            sleep: deadline.map(|deadline| Box::pin(tokio::time::sleep(deadline))),
+            deadline: deadline.unwrap_or_default(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct DeadlineFuture<F> {
+        #[pin]
+        inner: F,
+        // Boxed so that this future stays Unpin-agnostic and small when no
+        // default applies.
+        sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+        deadline: Duration,
+    }
+}
+
+impl<F, ResBody, E> Future for DeadlineFuture<F>
+where
+    F: Future<Output = Result<http::Response<ResBody>, E>>,
+    ResBody: Default,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(result) = this.inner.poll(cx) {
+            return Poll::Ready(result);
+        }
+        if let Some(sleep) = this.sleep {
+            ready!(sleep.as_mut().poll(cx));
+            let message = format!(
+                "deadline exceeded: no response within the server's default of {:?}",
+                this.deadline
+            );
+            return Poll::Ready(Ok(Status::deadline_exceeded(message).into_http()));
+        }
+        Poll::Pending
     }
 }

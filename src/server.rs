@@ -17,7 +17,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::auth::{Authorizer, Expect, Policy, Secret, Verifier};
 use crate::inbound::StreamEndLayer;
-use crate::limits::{OversizeLayer, RateLimit, RateLimiter};
+use crate::limits::{DefaultDeadlineLayer, OversizeLayer, RateLimit, RateLimiter};
 use crate::metrics::{MeteredStore, Metrics};
 use crate::pb::server::UserServiceServer;
 use crate::service::{Directory, Limits};
@@ -50,8 +50,8 @@ pub struct TransportLimits {
     /// Connections are closed (gracefully) after this long, so that clients
     /// rebalance across replicas.
     pub max_connection_age: Duration,
-    /// Deadline of a call that brings none of its own (until its response
-    /// starts; streams run on).
+    /// Deadline of a call that brings none of its own, until its response
+    /// starts (streams then run on); DEADLINE_EXCEEDED when it passes.
     pub default_timeout: Duration,
 }
 
@@ -148,8 +148,7 @@ pub async fn serve(
         .http2_max_header_list_size(transport.max_header_list_size)
         .http2_keepalive_interval(Some(transport.keepalive_interval))
         .http2_keepalive_timeout(Some(transport.keepalive_timeout))
-        .max_connection_age(transport.max_connection_age)
-        .timeout(transport.default_timeout);
+        .max_connection_age(transport.max_connection_age);
     if let Some(tls) = &settings.tls {
         builder = builder.tls_config(tls.config().map_err(ServeError::Config)?)?;
     }
@@ -210,6 +209,9 @@ pub async fn serve(
         .layer(RateLimiter::new(settings.rate_limit).layer())
         .layer(StreamEndLayer)
         .layer(OversizeLayer)
+        .layer(DefaultDeadlineLayer::new(
+            settings.transport.default_timeout,
+        ))
         .add_service(health)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)

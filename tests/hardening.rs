@@ -284,3 +284,40 @@ async fn malformed_grpc_bodies_get_clean_error_statuses() {
 
     assert_healthy(&app).await;
 }
+
+#[tokio::test]
+async fn idle_connections_are_pinged_and_old_ones_are_told_to_go() {
+    let app = spawn_app_with(|s| {
+        s.transport.keepalive_interval = Duration::from_millis(200);
+        s.transport.max_connection_age = Duration::from_millis(500);
+    })
+    .await;
+    let mut h2 = RawH2::connect(app.addr).await;
+    const PING: u8 = 0x6;
+    let ping = h2.read_until(|kind, _, _| kind == PING).await;
+    assert!(ping.is_some(), "no keepalive PING on an idle connection");
+    let goaway = h2.read_until(|kind, _, _| kind == GOAWAY).await;
+    assert!(
+        goaway.is_some(),
+        "no GOAWAY once the connection was past its age"
+    );
+    assert_healthy(&app).await;
+}
+
+#[tokio::test]
+async fn a_header_list_over_the_limit_is_refused() {
+    let app = spawn_app_with(|s| s.transport.max_header_list_size = 4096).await;
+    let mut request = tonic::Request::new(usersvc::pb::GetUserRequest {
+        user_id: "x".into(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-padding", "p".repeat(8192).parse().unwrap());
+    let status = app.raw().get_user(request).await.unwrap_err();
+    assert_ne!(
+        status.code(),
+        tonic::Code::NotFound,
+        "the handler ran: {status:?}"
+    );
+    assert_healthy(&app).await;
+}

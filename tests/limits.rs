@@ -4,6 +4,7 @@
 mod common;
 
 use common::{create_request, spawn_app_with};
+use tokio_stream::StreamExt;
 use tonic::Code;
 use usersvc::pb::UserRole;
 
@@ -78,4 +79,30 @@ async fn each_caller_has_its_own_rate_limit() {
         editor.get_user("nobody").await.unwrap_err().code(),
         Code::NotFound
     );
+}
+
+#[tokio::test]
+async fn a_call_without_a_deadline_gets_the_default_one() {
+    let app =
+        spawn_app_with(|s| s.transport.default_timeout = std::time::Duration::from_millis(300))
+            .await;
+    // A bulk creation whose client never finishes its stream.
+    let items = tokio_stream::iter(vec![create_request(
+        "Slow",
+        "slow@example.com",
+        UserRole::Viewer,
+    )])
+    .chain(tokio_stream::pending());
+    let mut config = usersvc::client::ClientConfig::new(app.url());
+    config.token = Some(common::token(usersvc::domain::Role::Admin));
+    config.timeout = None; // no grpc-timeout: the server's default applies
+    let client = usersvc::client::Client::new(config).unwrap();
+    let status = client.bulk_create_users(items).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status.message().contains("server's default"),
+        "{}",
+        status.message()
+    );
+    assert!(app.list_all().await.is_empty());
 }
