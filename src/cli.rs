@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::client::{Client, ClientConfig};
 
+mod bench;
 mod bulk_create;
 mod output;
 mod serve;
@@ -52,6 +53,8 @@ enum Command {
     BulkCreate(bulk_create::BulkCreateArgs),
     /// Print changes to users as they happen, until Ctrl-C.
     Watch(watch::WatchArgs),
+    /// Load-test a server: throughput, latency percentiles, errors by code.
+    Bench(bench::BenchArgs),
 }
 
 /// Where and how client commands reach the server.
@@ -86,6 +89,11 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 impl ConnectArgs {
     /// A client with `timeout` unless `--timeout` says otherwise.
     fn client(&self, timeout: Option<Duration>) -> Result<Client, Failure> {
+        Client::new(self.config(timeout)).map_err(|e| Failure::Usage(e.to_string()))
+    }
+
+    /// How to connect, with `timeout` unless `--timeout` says otherwise.
+    fn config(&self, timeout: Option<Duration>) -> ClientConfig {
         let mut config = ClientConfig::new(self.addr.clone());
         config.token = self.token.clone();
         config.timeout = self.timeout.or(timeout);
@@ -94,7 +102,7 @@ impl ConnectArgs {
             cert: self.cert.clone(),
             key: self.key.clone(),
         };
-        Client::new(config).map_err(|e| Failure::Usage(e.to_string()))
+        config
     }
 }
 
@@ -157,5 +165,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::List(args) => users::list(args).await,
         Command::BulkCreate(args) => bulk_create::run(args).await,
         Command::Watch(args) => watch::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }

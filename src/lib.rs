@@ -19,10 +19,12 @@
 //! [`health`] answers load balancers' probes and [`reflection`] describes the
 //! API; [`tls`] configures rustls. [`server`] assembles it all on a bound
 //! listener, [`shutdown`] says when to stop, [`client`] adds retries, tokens
-//! and TLS to [`pb::client`], and [`cli`] is the `usersvc` command.
+//! and TLS to [`pb::client`], [`bench`] is the load generator, and [`cli`] is the `usersvc`
+//! command.
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod clock;

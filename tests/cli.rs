@@ -340,3 +340,59 @@ fn sigterm_stops_the_server_and_ends_open_watches() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(stderr, "error: UNAVAILABLE: server shutting down\n");
 }
+
+#[test]
+fn bench_drives_every_scenario_and_reports_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with_generated_secret(
+        &["--store", "memory", "--rate-limit", "0"],
+        dir.path(),
+    );
+    let token = token_for(dir.path(), "admin");
+    for scenario in ["get", "create", "list", "bulk", "watch"] {
+        let output = Command::new(BIN)
+            .args([
+                "bench",
+                scenario,
+                "--duration",
+                "300ms",
+                "--warmup",
+                "100ms",
+                "--connections",
+                "1",
+                "--concurrency",
+                "2",
+            ])
+            .args([
+                "--users",
+                "50",
+                "--batch",
+                "20",
+                "--watchers",
+                "3",
+                "--write-rate",
+                "100",
+                "--output",
+                "json",
+            ])
+            .env("USERSVC_ADDR", &server.url)
+            .env("USERSVC_TOKEN", &token)
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+        assert_eq!(report["scenario"], scenario);
+        assert!(report["calls"].as_u64().unwrap() > 0, "{report}");
+        assert!(
+            report["items_per_second"].as_f64().unwrap() > 0.0,
+            "{report}"
+        );
+        assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+        let l = &report["latency_us"];
+        let (p50, p99, max) = (
+            l["p50"].as_u64().unwrap(),
+            l["p99"].as_u64().unwrap(),
+            l["max"].as_u64().unwrap(),
+        );
+        assert!(0 < p50 && p50 <= p99 && p99 <= max, "{report}");
+    }
+}

@@ -1,0 +1,354 @@
+//! The load generator behind `usersvc bench`: drives any server that speaks
+//! our .proto with every RPC kind, and measures throughput, latency
+//! percentiles and errors by code.
+//!
+//! Each connection is its own HTTP/2 channel carrying `concurrency` callers
+//! in a closed loop (a caller sends its next request when the last one is
+//! answered). A warm-up runs first and is not counted.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio_stream::StreamExt;
+use tonic::Status;
+
+use crate::client::{Client, ClientConfig, RetryPolicy};
+use crate::pb;
+
+/// What to measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// Unary GetUser of seeded users.
+    Get,
+    /// Unary CreateUser of new users.
+    Create,
+    /// ListUsers of the seeded users, counted in users received.
+    List,
+    /// BulkCreateUsers in batches, counted in users acknowledged.
+    Bulk,
+    /// WatchUserEvents fan-out: watchers, and a writer at a fixed rate;
+    /// latency is from a write's start to each watcher's receipt.
+    Watch,
+}
+
+/// How hard and how long.
+#[derive(Clone, Debug)]
+pub struct Load {
+    pub scenario: Scenario,
+    pub connections: usize,
+    /// Callers per connection.
+    pub concurrency: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    /// Users created before a get or list run.
+    pub seed_users: usize,
+    /// Users per BulkCreateUsers call.
+    pub batch: usize,
+    /// Watchers, and writes per second, for the watch scenario.
+    pub watchers: usize,
+    pub write_rate: u32,
+}
+
+/// What a run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub scenario: Scenario,
+    /// Calls completed (OK or not) after the warm-up.
+    pub calls: u64,
+    pub seconds: f64,
+    pub calls_per_second: f64,
+    /// Users received (list), acknowledged (bulk) or delivered (watch) per second.
+    pub items_per_second: f64,
+    pub latency_us: Percentiles,
+    /// Failed calls by gRPC code.
+    pub errors: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+impl Percentiles {
+    fn of(mut samples: Vec<u64>) -> Self {
+        if samples.is_empty() {
+            return Self::default();
+        }
+        samples.sort_unstable();
+        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+        Self {
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+            max: *samples.last().expect("not empty"),
+        }
+    }
+}
+
+/// One caller's tally.
+#[derive(Default)]
+struct Tally {
+    latencies_us: Vec<u64>,
+    items: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn record(&mut self, started: Instant, outcome: Result<u64, Status>) {
+        self.latencies_us.push(started.elapsed().as_micros() as u64);
+        match outcome {
+            Ok(items) => self.items += items,
+            Err(status) => {
+                *self
+                    .errors
+                    .entry(crate::error::code_name(status.code()).to_owned())
+                    .or_default() += 1
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.latencies_us.extend(other.latencies_us);
+        self.items += other.items;
+        for (code, count) in other.errors {
+            *self.errors.entry(code).or_default() += count;
+        }
+    }
+}
+
+fn client(config: &ClientConfig) -> Result<Client, String> {
+    let mut config = config.clone();
+    config.retry = RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::default()
+    };
+    Client::new(config).map_err(|e| e.to_string())
+}
+
+/// A new user with an address no other run uses.
+fn new_user(run: u64, n: u64) -> pb::CreateUserRequest {
+    pb::CreateUserRequest {
+        name: format!("Bench user {n}"),
+        email: format!("bench-{run}-{n}@example.com"),
+        role: pb::UserRole::Viewer as i32,
+        bio: None,
+    }
+}
+
+/// Creates `count` users in batches and returns their ids.
+async fn seed(client: &Client, run: u64, count: usize) -> Result<Vec<String>, String> {
+    let mut ids = Vec::with_capacity(count);
+    for start in (0..count).step_by(10_000) {
+        let batch: Vec<_> = (start..count.min(start + 10_000))
+            .map(|n| new_user(run, n as u64))
+            .collect();
+        let response = client
+            .bulk_create_users(tokio_stream::iter(batch))
+            .await
+            .map_err(|s| format!("seeding failed: {}", s.message()))?;
+        ids.extend(response.users.into_iter().map(|u| u.id));
+    }
+    Ok(ids)
+}
+
+/// Runs `load` against the server `config` names.
+pub async fn run(config: &ClientConfig, load: &Load) -> Result<Report, String> {
+    let run_id = crate::clock::unix_millis() as u64;
+    let setup = client(config)?;
+    if load.scenario == Scenario::Watch {
+        return watch(config, load, &setup, run_id).await;
+    }
+    let ids = Arc::new(match load.scenario {
+        Scenario::Get | Scenario::List => seed(&setup, run_id, load.seed_users.max(1)).await?,
+        _ => Vec::new(),
+    });
+    let counter = Arc::new(AtomicU64::new(1_000_000));
+    let start = Instant::now();
+    let measure_from = start + load.warmup;
+    let stop = measure_from + load.duration;
+    let mut callers = Vec::new();
+    for _ in 0..load.connections.max(1) {
+        let connection = client(config)?;
+        for caller in 0..load.concurrency.max(1) {
+            let (client, ids, counter, load) = (
+                connection.clone(),
+                Arc::clone(&ids),
+                Arc::clone(&counter),
+                load.clone(),
+            );
+            callers.push(tokio::spawn(async move {
+                let mut tally = Tally::default();
+                let mut i = caller;
+                while Instant::now() < stop {
+                    let started = Instant::now();
+                    let outcome = one_call(&client, &load, &ids, i, run_id, &counter).await;
+                    if started >= measure_from {
+                        tally.record(started, outcome);
+                    }
+                    i = i.wrapping_add(7919);
+                }
+                tally
+            }));
+        }
+    }
+    let mut total = Tally::default();
+    for caller in callers {
+        total.merge(caller.await.map_err(|e| e.to_string())?);
+    }
+    let seconds = load.duration.as_secs_f64();
+    let calls = total.latencies_us.len() as u64;
+    Ok(Report {
+        scenario: load.scenario,
+        calls,
+        seconds,
+        calls_per_second: calls as f64 / seconds,
+        items_per_second: total.items as f64 / seconds,
+        latency_us: Percentiles::of(total.latencies_us),
+        errors: total.errors,
+    })
+}
+
+/// One call of the scenario; OK carries the items it moved.
+async fn one_call(
+    client: &Client,
+    load: &Load,
+    ids: &[String],
+    i: usize,
+    run: u64,
+    counter: &AtomicU64,
+) -> Result<u64, Status> {
+    match load.scenario {
+        Scenario::Get => client.get_user(&ids[i % ids.len()]).await.map(|_| 1),
+        Scenario::Create => {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            client.create_user(new_user(run, n), None).await.map(|_| 1)
+        }
+        Scenario::List => {
+            let mut stream = client.list_users(pb::ListUsersRequest::default()).await?;
+            let mut received = 0;
+            while stream.message().await?.is_some() {
+                received += 1;
+            }
+            Ok(received)
+        }
+        Scenario::Bulk => {
+            let first = counter.fetch_add(load.batch as u64, Ordering::Relaxed);
+            let batch: Vec<_> = (first..first + load.batch as u64)
+                .map(|n| new_user(run, n))
+                .collect();
+            let response = client.bulk_create_users(tokio_stream::iter(batch)).await?;
+            Ok(response.total_count as u64)
+        }
+        Scenario::Watch => unreachable!("watch runs on its own"),
+    }
+}
+
+/// The watch scenario: `watchers` streams subscribed to everything, spread
+/// over the connections, and a writer creating users at `write_rate`. Each write's start is noted by
+/// user name; each delivery's latency is measured against it.
+async fn watch(
+    config: &ClientConfig,
+    load: &Load,
+    writer: &Client,
+    run: u64,
+) -> Result<Report, String> {
+    let sent: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>> = Arc::default();
+    let (stop_watchers, stopped) = tokio::sync::watch::channel(false);
+    let mut watchers = Vec::new();
+    let measure_from = Instant::now() + load.warmup;
+    // Watchers share the connections, as many streams multiplex on one.
+    let connections = (0..load.connections.max(1)).map(|_| client(config)).collect::<Result<Vec<_>, _>>()?;
+    for w in 0..load.watchers.max(1) {
+        let connection = &connections[w % connections.len()];
+        let subscriptions = tokio_stream::iter(vec![pb::EventStreamRequest {
+            user_id: "*".into(),
+        }])
+        .chain(tokio_stream::pending());
+        let mut events = connection
+            .watch_user_events(subscriptions)
+            .await
+            .map_err(|s| format!("watch: {}", s.message()))?;
+        events
+            .message()
+            .await
+            .map_err(|s| format!("watch: {}", s.message()))?;
+        let sent = Arc::clone(&sent);
+        let mut stopped = stopped.clone();
+        watchers.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            loop {
+                let event = tokio::select! {
+                    event = events.message() => match event {
+                        Ok(Some(event)) => event,
+                        _ => break,
+                    },
+                    _ = stopped.changed() => break,
+                };
+                if event.event_type != "user_created" {
+                    continue;
+                }
+                let Ok(user) = <pb::User as prost::Message>::decode(event.payload) else {
+                    continue;
+                };
+                let started = sent.lock().expect("not poisoned").get(&user.name).copied();
+                if let Some(started) = started.filter(|s| *s >= measure_from) {
+                    tally.record(started, Ok(1));
+                }
+            }
+            tally
+        }));
+    }
+    let interval = Duration::from_secs_f64(1.0 / f64::from(load.write_rate.max(1)));
+    let mut ticker = tokio::time::interval(interval);
+    let stop = measure_from + load.duration;
+    let mut writes = 0u64;
+    let mut errors = BTreeMap::new();
+    while Instant::now() < stop {
+        ticker.tick().await;
+        let request = new_user(run, writes);
+        sent.lock()
+            .expect("not poisoned")
+            .insert(request.name.clone(), Instant::now());
+        if let Err(status) = writer.create_user(request, None).await {
+            *errors
+                .entry(crate::error::code_name(status.code()).to_owned())
+                .or_default() += 1;
+        }
+        writes += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // the last deliveries
+    let _ = stop_watchers.send(true);
+    let mut total = Tally::default();
+    for watcher in watchers {
+        total.merge(watcher.await.map_err(|e| e.to_string())?);
+    }
+    let seconds = load.duration.as_secs_f64();
+    Ok(Report {
+        scenario: Scenario::Watch,
+        calls: writes,
+        seconds,
+        calls_per_second: writes as f64 / seconds,
+        items_per_second: total.items as f64 / seconds,
+        latency_us: Percentiles::of(total.latencies_us),
+        errors,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_right_samples() {
+        let p = Percentiles::of((1..=100).collect());
+        assert_eq!((p.p50, p.p90, p.p99, p.max), (51, 90, 99, 100));
+        assert_eq!(Percentiles::of(Vec::new()).max, 0);
+    }
+}

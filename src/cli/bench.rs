@@ -1,0 +1,84 @@
+//! `usersvc bench SCENARIO`: the load generator, against any server that
+//! speaks our .proto. Point it at a server started with `--rate-limit 0`,
+//! or the per-caller limit is what it measures.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::output::Output;
+use super::{ConnectArgs, Failure};
+use crate::bench::{self, Load, Report, Scenario};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// HTTP/2 connections.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Callers per connection, each waiting for its answer before its next call.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// How long to measure, as 10s.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// How long to run first without counting.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Users created first, for get and list.
+    #[arg(long, default_value_t = 1000)]
+    users: usize,
+    /// Users per BulkCreateUsers call.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Watch streams, for watch.
+    #[arg(long, default_value_t = 100)]
+    watchers: usize,
+    /// Writes per second while watching.
+    #[arg(long, default_value_t = 1000)]
+    write_rate: u32,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+fn print(report: &Report, output: Output) -> Result<(), Failure> {
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string(report).map_err(|e| Failure::Other(e.to_string()))?
+        ),
+        Output::Table => {
+            let l = &report.latency_us;
+            println!("scenario      {:?}", report.scenario);
+            println!("calls         {} in {:.1} s", report.calls, report.seconds);
+            println!("calls/s       {:.0}", report.calls_per_second);
+            println!("items/s       {:.0}", report.items_per_second);
+            println!(
+                "latency (µs)  p50 {}  p90 {}  p99 {}  max {}",
+                l.p50, l.p90, l.p99, l.max
+            );
+            for (code, count) in &report.errors {
+                println!("errors        {code}: {count}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(args: BenchArgs) -> Result<(), Failure> {
+    let config = args.connect.config(None);
+    let load = Load {
+        scenario: args.scenario,
+        connections: args.connections,
+        concurrency: args.concurrency,
+        duration: args.duration,
+        warmup: args.warmup,
+        seed_users: args.users,
+        batch: args.batch,
+        watchers: args.watchers,
+        write_rate: args.write_rate,
+    };
+    let report = bench::run(&config, &load).await.map_err(Failure::Other)?;
+    print(&report, args.connect.output)
+}
