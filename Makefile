@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 NODE_DIR := tests/node
 
 .PHONY: run build test lint check-no-codegen rust-tests python-env node-env \
-	vectors vectors-check python-interop node-interop
+	vectors vectors-check python-interop node-interop bench bench-quick bench-tools
 
 ## Start the server on 127.0.0.1:50051 with the embedded default store.
 run:
@@ -70,3 +70,17 @@ python-interop: python-env
 node-interop: node-env
 	$(CARGO) build
 	cd $(NODE_DIR) && node --test
+
+## Benchmarks: usersvc against a grpcio peer and across its stores, side by
+## side in one run, written to BENCHMARKS.md. Installs h2load (nghttp2).
+bench-tools:
+	@command -v h2load >/dev/null || (apt-get update -qq && apt-get install -y -qq nghttp2-client)
+
+bench: python-env bench-tools
+	$(CARGO) build --release
+	$(PY) tests/bench/run.py
+
+## The same in under two minutes, for use while developing.
+bench-quick: python-env bench-tools
+	$(CARGO) build --release
+	$(PY) tests/bench/run.py --quick
