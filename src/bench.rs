@@ -264,7 +264,9 @@ async fn watch(
     let mut watchers = Vec::new();
     let measure_from = Instant::now() + load.warmup;
     // Watchers share the connections, as many streams multiplex on one.
-    let connections = (0..load.connections.max(1)).map(|_| client(config)).collect::<Result<Vec<_>, _>>()?;
+    let connections = (0..load.connections.max(1))
+        .map(|_| client(config))
+        .collect::<Result<Vec<_>, _>>()?;
     for w in 0..load.watchers.max(1) {
         let connection = &connections[w % connections.len()];
         let subscriptions = tokio_stream::iter(vec![pb::EventStreamRequest {

@@ -155,6 +155,18 @@ def main():
     peer_bulk = bench(peer_url, "bulk", "--connections", "1", "--concurrency", "1", "--batch", "1000")
     peer.stop()
 
+    # Memory on a server of its own, so that no earlier load inflates it.
+    server, url = usersvc("memory", tmp)
+    time.sleep(0.5)
+    result("idle RSS", rss_kib(server.proc.pid) / 1024, "MiB", bound=("<", 20))
+    watchers = subprocess.Popen(["taskset", "-c", "1", BIN, "bench", "watch", "--addr", url, "--connections", "100",
+                                 "--watchers", "10000", "--write-rate", "10", "--duration", "6s", "--warmup", "0s",
+                                 "--output", "json"], env=dict(os.environ, USERSVC_TOKEN=TOKEN), stdout=subprocess.PIPE)
+    time.sleep(5)
+    result("RSS with 10,000 watch streams", rss_kib(server.proc.pid) / 1024, "MiB", bound=("<", 200))
+    watchers.wait(timeout=60)
+    server.stop()
+
     stores = {"memory": "memory", "sqlite": f"sqlite://{tmp}/users.db"}
     pg, pg_db = postgres_url()
     if pg:
@@ -162,9 +174,6 @@ def main():
     measured = {}
     for name, store in stores.items():
         server, url = usersvc(store, tmp)
-        if name == "memory":
-            time.sleep(0.5)
-            result("idle RSS", rss_kib(server.proc.pid) / 1024, "MiB", bound=("<", 20))
         measured[name] = {
             "get": bench(url, "get", *get_args),
             "list": bench(url, "list", "--connections", "1", "--concurrency", "1", "--users", "10000"),
@@ -178,12 +187,6 @@ def main():
                 result("GetUser req/s by h2load, to check the load tool", h2load_rps, "req/s", "usersvc bench", measured[name]["get"]["calls_per_second"])
             watch = bench(url, "watch", "--connections", "10", "--watchers", "1000", "--write-rate", "1000")
             result("WatchUserEvents p99 delivery, 1000 watchers at 1000 writes/s", watch["latency_us"]["p99"] / 1000, "ms", bound=("<", 10))
-            watchers = subprocess.Popen(["taskset", "-c", "1", BIN, "bench", "watch", "--addr", url, "--connections", "100",
-                                         "--watchers", "10000", "--write-rate", "10", "--duration", "6s", "--warmup", "0s",
-                                         "--output", "json"], env=dict(os.environ, USERSVC_TOKEN=TOKEN), stdout=subprocess.PIPE)
-            time.sleep(5)
-            result("RSS with 10,000 watch streams", rss_kib(server.proc.pid) / 1024, "MiB", bound=("<", 200))
-            watchers.wait(timeout=60)
         server.stop()
     if pg_db:
         subprocess.run(["psql", PG_ADMIN, "-qc", f"DROP DATABASE IF EXISTS {pg_db} WITH (FORCE)"], capture_output=True)
