@@ -90,11 +90,6 @@ impl SqliteStore {
         })
     }
 
-    /// The pool, for tests that inspect the file (`PRAGMA integrity_check`).
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
     async fn find(&self, id: &UserId) -> Result<User, StoreError> {
         let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?"))
             .bind(id.as_str())
