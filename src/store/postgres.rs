@@ -23,7 +23,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use tokio::task::JoinHandle;
 
-use super::sql::{self, Conflict, USER_COLUMNS};
+use super::sql::{self, USER_COLUMNS};
 use super::{Created, IdempotencyKey, Page, PageQuery, StoreError, StoreOptions, UserStore};
 use crate::clock;
 use crate::domain::{NewUser, User, UserId, UserPatch};
@@ -251,10 +251,7 @@ impl UserStore for PostgresStore {
             .build()
             .execute(&mut *tx)
             .await
-            .map_err(|e| match sql::conflict(&e) {
-                Some(Conflict::Email) => StoreError::EmailTaken(user.email.as_str().to_owned()),
-                _ => sql::failure(e),
-            })?;
+            .map_err(|e| sql::write_error(e, Some(&user.email)))?;
         announce(&mut tx, EventKind::Created, std::slice::from_ref(&created)).await?;
         tx.commit().await.map_err(sql::failure)?;
         Ok(Created::New(created))
@@ -316,10 +313,7 @@ impl UserStore for PostgresStore {
             .bind(id.as_str())
             .execute(&mut *tx)
             .await
-            .map_err(|e| match (sql::conflict(&e), new_email) {
-                (Some(Conflict::Email), Some(email)) => StoreError::EmailTaken(email.as_str().to_owned()),
-                _ => sql::failure(e),
-            })?;
+            .map_err(|e| sql::write_error(e, new_email.as_ref()))?;
         announce(&mut tx, EventKind::Updated, std::slice::from_ref(&user)).await?;
         tx.commit().await.map_err(sql::failure)?;
         Ok(user)

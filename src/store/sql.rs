@@ -143,32 +143,26 @@ pub fn fingerprint(user: &NewUser) -> String {
     .to_string()
 }
 
-/// Which unique index a write broke, if that is why it failed.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Conflict {
-    Email,
-    IdempotencyKey,
-    Other,
+/// Whether the unique email index refused a write. PostgreSQL names the
+/// constraint; SQLite names the column in its message.
+fn email_conflict(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = error else {
+        return false;
+    };
+    db.is_unique_violation()
+        && db
+            .constraint()
+            .unwrap_or(db.message())
+            .contains("email_key")
 }
 
-pub fn conflict(error: &sqlx::Error) -> Option<Conflict> {
-    let sqlx::Error::Database(db) = error else {
-        return None;
-    };
-    if !db.is_unique_violation() {
-        return None;
+/// The error for a write that set `email`: taken, when the unique email
+/// index refused it; otherwise as [`failure`] says.
+pub fn write_error(error: sqlx::Error, email: Option<&Email>) -> StoreError {
+    match email {
+        Some(email) if email_conflict(&error) => StoreError::EmailTaken(email.as_str().to_owned()),
+        _ => failure(error),
     }
-    // PostgreSQL names the constraint; SQLite names the column in the message.
-    let hint = db
-        .constraint()
-        .map_or_else(|| db.message().to_owned(), str::to_owned);
-    Some(if hint.contains("email_key") {
-        Conflict::Email
-    } else if hint.contains("idempotency_key") {
-        Conflict::IdempotencyKey
-    } else {
-        Conflict::Other
-    })
 }
 
 /// A failure that is not a conflict: the database unreachable, busy or

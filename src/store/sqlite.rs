@@ -16,7 +16,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite};
 use tokio::sync::Mutex;
 
-use super::sql::{self, Conflict, USER_COLUMNS};
+use super::sql::{self, USER_COLUMNS};
 use super::{Created, IdempotencyKey, Page, PageQuery, StoreError, StoreOptions, UserStore};
 use crate::clock;
 use crate::domain::{NewUser, User, UserId, UserPatch};
@@ -103,13 +103,6 @@ impl SqliteStore {
     }
 }
 
-fn insert_error(error: sqlx::Error, user: &NewUser) -> StoreError {
-    match sql::conflict(&error) {
-        Some(Conflict::Email) => StoreError::EmailTaken(user.email.as_str().to_owned()),
-        _ => sql::failure(error),
-    }
-}
-
 #[async_trait]
 impl UserStore for SqliteStore {
     fn events(&self) -> &EventBus {
@@ -150,7 +143,7 @@ impl UserStore for SqliteStore {
             .build()
             .execute(&self.pool)
             .await
-            .map_err(|e| insert_error(e, &user))?;
+            .map_err(|e| sql::write_error(e, Some(&user.email)))?;
         self.events.publish(EventKind::Created, created.clone());
         Ok(Created::New(created))
     }
@@ -220,12 +213,7 @@ impl UserStore for SqliteStore {
         .bind(id.as_str())
         .execute(&self.pool)
         .await
-        .map_err(|e| match (sql::conflict(&e), new_email) {
-            (Some(Conflict::Email), Some(email)) => {
-                StoreError::EmailTaken(email.as_str().to_owned())
-            }
-            _ => sql::failure(e),
-        })?;
+        .map_err(|e| sql::write_error(e, new_email.as_ref()))?;
         self.events.publish(EventKind::Updated, user.clone());
         Ok(user)
     }
