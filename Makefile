@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 NODE_DIR := tests/node
 
 .PHONY: run build test lint check-no-codegen rust-tests python-env node-env \
-	vectors vectors-check python-interop node-interop bench bench-quick bench-tools
+	vectors vectors-check python-interop node-interop bench bench-quick bench-tools bench-codec
 
 ## Start the server on 127.0.0.1:50051 with the embedded default store.
 run:
@@ -84,3 +84,7 @@ bench: python-env bench-tools
 bench-quick: python-env bench-tools
 	$(CARGO) build --release
 	$(PY) tests/bench/run.py --quick
+
+## Criterion micro-benchmarks of encoding and decoding each message.
+bench-codec:
+	$(CARGO) bench --bench codec
