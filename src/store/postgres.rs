@@ -23,7 +23,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use tokio::task::JoinHandle;
 
-use super::sql::{self, USER_COLUMNS};
+use super::sql::{self, USER_COLUMNS, UserRow};
 use super::{Created, IdempotencyKey, Page, PageQuery, StoreError, StoreOptions, UserStore};
 use crate::clock;
 use crate::domain::{NewUser, User, UserId, UserPatch};
@@ -99,7 +99,7 @@ impl PostgresStore {
             .await
             .map_err(sql::failure)?;
         match row {
-            Some(row) => Ok(sql::user_from_row(&row)?.1),
+            Some(row) => Ok(row.user()?.1),
             None => Err(StoreError::NotFound(id.clone())),
         }
     }
@@ -301,7 +301,7 @@ impl UserStore for PostgresStore {
         let Some(row) = row else {
             return Err(StoreError::NotFound(id.clone()));
         };
-        let mut user = sql::user_from_row(&row)?.1;
+        let mut user = row.user()?.1;
         let new_email = patch.email.clone();
         patch.apply(&mut user);
         sqlx::query("UPDATE users SET name = $1, email = $2, email_key = $3, role = $4, bio = $5 WHERE id = $6")
@@ -331,7 +331,7 @@ impl UserStore for PostgresStore {
         let Some(row) = row else {
             return Err(StoreError::NotFound(id.clone()));
         };
-        let user = sql::user_from_row(&row)?.1;
+        let user = row.user()?.1;
         announce(&mut tx, EventKind::Deleted, std::slice::from_ref(&user)).await?;
         tx.commit().await.map_err(sql::failure)?;
         Ok(user)

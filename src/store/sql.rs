@@ -6,35 +6,52 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 use super::{Created, Cursor, Page, PageQuery, StoreError};
 use crate::domain::{Bio, Email, NewUser, Role, User, UserId, UserName};
 
-/// The user columns every query selects, in `user_from_row`'s order.
+/// The user columns every query selects, in the order `UserRow::user` reads.
 pub const USER_COLUMNS: &str = "position, id, name, email, role, created_at, bio";
 
-/// The row's position in creation order, and the user.
-pub fn user_from_row<'r, R>(row: &'r R) -> Result<(i64, User), StoreError>
+/// A database row a user can be read from, whichever SQL store it came from.
+/// The decoding bounds are stated once, here.
+pub trait UserRow {
+    /// The row's position in creation order, and the user, from the columns
+    /// of `USER_COLUMNS`.
+    fn user(&self) -> Result<(i64, User), StoreError>;
+    /// The text at column `index`.
+    fn text(&self, index: usize) -> Result<String, StoreError>;
+}
+
+impl<R> UserRow for R
 where
     R: Row,
     usize: ColumnIndex<R>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-    i32: Decode<'r, R::Database> + Type<R::Database>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i32: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
 {
-    let read = |e: sqlx::Error| StoreError::Internal(e.into());
-    let role: i32 = row.try_get(4).map_err(read)?;
-    let role = Role::from_number(role)
-        .ok_or_else(|| StoreError::Internal(format!("stored role {role} is not a role").into()))?;
-    let user = User {
-        id: UserId::from_stored(row.try_get(1).map_err(read)?),
-        name: UserName::from_stored(row.try_get(2).map_err(read)?),
-        email: Email::from_stored(row.try_get(3).map_err(read)?),
-        role,
-        created_at: row.try_get(5).map_err(read)?,
-        bio: row
-            .try_get::<Option<String>, _>(6)
-            .map_err(read)?
-            .map(Bio::from_stored),
-    };
-    Ok((row.try_get(0).map_err(read)?, user))
+    fn user(&self) -> Result<(i64, User), StoreError> {
+        let read = |e: sqlx::Error| StoreError::Internal(e.into());
+        let role: i32 = self.try_get(4).map_err(read)?;
+        let role = Role::from_number(role).ok_or_else(|| {
+            StoreError::Internal(format!("stored role {role} is not a role").into())
+        })?;
+        let user = User {
+            id: UserId::from_stored(self.try_get(1).map_err(read)?),
+            name: UserName::from_stored(self.try_get(2).map_err(read)?),
+            email: Email::from_stored(self.try_get(3).map_err(read)?),
+            role,
+            created_at: self.try_get(5).map_err(read)?,
+            bio: self
+                .try_get::<Option<String>, _>(6)
+                .map_err(read)?
+                .map(Bio::from_stored),
+        };
+        Ok((self.try_get(0).map_err(read)?, user))
+    }
+
+    fn text(&self, index: usize) -> Result<String, StoreError> {
+        self.try_get(index)
+            .map_err(|e| StoreError::Internal(e.into()))
+    }
 }
 
 /// The query for one page of a listing, in either SQL dialect: keyset
@@ -94,18 +111,10 @@ where
 }
 
 /// The page that `page_query`'s rows make, with the cursor after its last user.
-pub fn page<'r, R>(rows: &'r [R]) -> Result<Page, StoreError>
-where
-    R: Row,
-    usize: ColumnIndex<R>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-    i32: Decode<'r, R::Database> + Type<R::Database>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
-{
+pub fn page<R: UserRow>(rows: &[R]) -> Result<Page, StoreError> {
     let mut page = Page::default();
     for row in rows {
-        let (position, user) = user_from_row(row)?;
+        let (position, user) = row.user()?;
         page.next = Some(Cursor(position));
         page.users.push(user);
     }
@@ -115,20 +124,11 @@ where
 /// A create whose idempotency key is already in `row` (selected as
 /// `USER_COLUMNS, idempotency_request`): the same request replays the user,
 /// a different one is refused.
-pub fn replay<'r, R>(row: &'r R, user: &NewUser) -> Result<Created, StoreError>
-where
-    R: Row,
-    usize: ColumnIndex<R>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-    i32: Decode<'r, R::Database> + Type<R::Database>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
-{
-    let request: String = row.try_get(7).map_err(|e| StoreError::Internal(e.into()))?;
-    if request != fingerprint(user) {
+pub fn replay<R: UserRow>(row: &R, user: &NewUser) -> Result<Created, StoreError> {
+    if row.text(7)? != fingerprint(user) {
         return Err(StoreError::IdempotencyKeyReused);
     }
-    Ok(Created::Replayed(user_from_row(row)?.1))
+    Ok(Created::Replayed(row.user()?.1))
 }
 
 /// A request as stored beside its idempotency key, to tell a retry from a

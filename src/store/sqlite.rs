@@ -16,7 +16,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite};
 use tokio::sync::Mutex;
 
-use super::sql::{self, USER_COLUMNS};
+use super::sql::{self, USER_COLUMNS, UserRow};
 use super::{Created, IdempotencyKey, Page, PageQuery, StoreError, StoreOptions, UserStore};
 use crate::clock;
 use crate::domain::{NewUser, User, UserId, UserPatch};
@@ -97,7 +97,7 @@ impl SqliteStore {
             .await
             .map_err(sql::failure)?;
         match row {
-            Some(row) => Ok(sql::user_from_row(&row)?.1),
+            Some(row) => Ok(row.user()?.1),
             None => Err(StoreError::NotFound(id.clone())),
         }
     }
@@ -228,7 +228,7 @@ impl UserStore for SqliteStore {
         .await
         .map_err(sql::failure)?;
         let user = match row {
-            Some(row) => sql::user_from_row(&row)?.1,
+            Some(row) => row.user()?.1,
             None => return Err(StoreError::NotFound(id.clone())),
         };
         self.events.publish(EventKind::Deleted, user.clone());
