@@ -2,9 +2,11 @@
 //!
 //! The check runs in a tower layer (`auth::layer`) in front of every route, so
 //! unary and streaming RPCs alike pass through it before a handler is called.
-//! Handlers find the caller's [`Claims`] in the request extensions.
+//! Handlers find the caller's claims, as `Arc<Claims>`, in the request
+//! extensions.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -12,6 +14,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use crate::clock;
 use crate::domain::Role;
 
+mod cache;
 pub mod layer;
 pub mod secret;
 
@@ -161,12 +164,17 @@ pub struct Expect {
     pub audience: Option<String>,
 }
 
+/// Tokens remembered as verified, per verifier: enough for every client of
+/// a busy server, and at most a few MiB.
+const VERIFIED_TOKENS: usize = 10_000;
+
 /// Checks tokens. HS256 only: the algorithm is pinned, so a token cannot
 /// choose how it is verified.
 #[derive(Clone)]
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    verified: Arc<cache::VerifiedTokens>,
 }
 
 impl Verifier {
@@ -192,10 +200,27 @@ impl Verifier {
         Self {
             key: DecodingKey::from_secret(secret.as_bytes()),
             validation,
+            verified: Arc::new(cache::VerifiedTokens::new(
+                VERIFIED_TOKENS,
+                LEEWAY.as_secs(),
+            )),
         }
     }
 
-    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+    /// The claims of a valid token, from the table of tokens already
+    /// verified when it is there and has not expired.
+    pub fn verify(&self, token: &str) -> Result<Arc<Claims>, AuthError> {
+        let now = u64::try_from(clock::unix_seconds()).unwrap_or(0);
+        if let Some(claims) = self.verified.get(token, now) {
+            return Ok(claims);
+        }
+        let claims = Arc::new(self.verify_in_full(token)?);
+        self.verified.insert(token, Arc::clone(&claims));
+        Ok(claims)
+    }
+
+    /// The signature, the algorithm and every claim, checked by jsonwebtoken.
+    fn verify_in_full(&self, token: &str) -> Result<Claims, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
         jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map(|data| data.claims)
@@ -263,6 +288,34 @@ mod tests {
             .verify(&token)
             .unwrap();
         assert_eq!((claims.sub.as_str(), claims.role), ("alice", Role::Editor));
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_but_an_altered_copy_is_not() {
+        let token = mint(
+            &secret(),
+            "alice",
+            Role::Admin,
+            Duration::from_secs(60),
+            &Expect::default(),
+        )
+        .unwrap();
+        let verifier = Verifier::new(&secret(), &Expect::default());
+        let first = verifier.verify(&token).unwrap();
+        let again = verifier.verify(&token).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "the second check is a hit");
+        // Same header and payload, another signature: checked in full.
+        let (signed, signature) = token.rsplit_once('.').unwrap();
+        let flipped = if signature.starts_with('A') { 'B' } else { 'A' };
+        let forged = format!("{signed}.{flipped}{}", &signature[1..]);
+        let err = verifier.verify(&forged).unwrap_err();
+        assert!(err.to_string().contains("bad signature"), "{err}");
+        // A verifier with another secret shares nothing with this one.
+        let other = Secret::from_bytes(b"another-secret-another-secret-00".to_vec());
+        let err = Verifier::new(&other, &Expect::default())
+            .verify(&token)
+            .unwrap_err();
+        assert!(err.to_string().contains("bad signature"), "{err}");
     }
 
     #[test]

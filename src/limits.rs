@@ -181,7 +181,7 @@ impl RateLimiter {
 /// Who is calling, for the rate limit.
 fn caller<B>(request: &http::Request<B>) -> String {
     let extensions = request.extensions();
-    if let Some(claims) = extensions.get::<Claims>() {
+    if let Some(claims) = extensions.get::<Arc<Claims>>() {
         return format!("sub:{}", claims.sub);
     }
     if let Some(identity) = extensions.get::<ClientIdentity>() {

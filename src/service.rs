@@ -76,7 +76,7 @@ fn repeated_field_len(len: usize) -> usize {
 fn actor<T>(request: &Request<T>) -> &str {
     let extensions = request.extensions();
     match (
-        extensions.get::<Claims>(),
+        extensions.get::<Arc<Claims>>(),
         extensions.get::<ClientIdentity>(),
     ) {
         (Some(claims), _) => &claims.sub,

@@ -60,7 +60,7 @@ impl Authorizer {
                 claims
             }
         };
-        request.extensions_mut().insert::<Claims>(claims);
+        request.extensions_mut().insert::<Arc<Claims>>(claims);
         Ok(())
     }
 }
@@ -103,7 +103,10 @@ mod tests {
         .layer();
         // The inner service answers with the subject it finds in the extensions.
         let inner = tower::service_fn(|request: http::Request<()>| async move {
-            let sub = request.extensions().get::<Claims>().map(|c| c.sub.clone());
+            let sub = request
+                .extensions()
+                .get::<Arc<Claims>>()
+                .map(|c| c.sub.clone());
             Ok::<_, std::convert::Infallible>(http::Response::new(sub))
         });
         let token = mint(
