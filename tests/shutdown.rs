@@ -148,3 +148,68 @@ async fn sigterm_drains_in_order_and_exits() {
     let names: Vec<&str> = page.users.iter().map(|u| u.name.as_str()).collect();
     assert_eq!(names, ["First", "Second"]);
 }
+
+/// Log lines are written by a thread of their own, so the last calls' lines,
+/// audit lines included, must still be out when the process exits.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_call_and_change_is_logged_by_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(&["--store", "memory"], dir.path());
+    let client = admin_client(&server.url);
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        let created = client
+            .create_user(
+                create_request(
+                    "Logged",
+                    &format!("logged{i}@example.com"),
+                    UserRole::Viewer,
+                ),
+                None,
+            )
+            .await
+            .unwrap();
+        ids.push(created.id);
+    }
+    let missing = client
+        .get_user("0190c0de-0000-7000-8000-000000000000")
+        .await;
+    assert_eq!(missing.unwrap_err().code(), Code::NotFound);
+
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (status, log) = tokio::task::spawn_blocking(move || server.wait_with_log())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+
+    for id in &ids {
+        assert_eq!(
+            log.iter()
+                .filter(|l| l.contains("user created") && l.contains(id.as_str()))
+                .count(),
+            1,
+            "the audit line of {id}"
+        );
+    }
+    let finished = |method: &str, code: &str| {
+        log.iter()
+            .filter(|l| {
+                l.contains("rpc finished")
+                    && l.contains(&format!(
+                        "method=\"/techoral.users.v1.UserService/{method}\""
+                    ))
+                    && l.contains(&format!("code=\"{code}\""))
+            })
+            .count()
+    };
+    assert_eq!(finished("CreateUser", "OK"), 50);
+    assert_eq!(finished("GetUser", "NOT_FOUND"), 1);
+    assert!(log.last().unwrap().contains("usersvc stopped"), "{log:?}");
+}

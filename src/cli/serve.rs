@@ -125,7 +125,7 @@ fn parse_store(value: &str) -> Result<String, String> {
 }
 
 pub async fn run(args: ServeArgs) -> Result<(), Failure> {
-    crate::telemetry::init(args.log_json);
+    let _log = crate::telemetry::init(args.log_json);
     let public_methods: Vec<String> = args
         .public_methods
         .into_iter()

@@ -11,6 +11,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_usersvc");
 pub struct ServerProcess {
     pub child: Child,
     pub url: String,
+    /// Reads the log, and returns every line of it at its end.
+    reader: Option<std::thread::JoinHandle<Vec<String>>>,
 }
 
 impl ServerProcess {
@@ -46,12 +48,15 @@ impl ServerProcess {
         // it afterwards so the server never blocks on a full pipe.
         let (tx, rx) = mpsc::channel();
         let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
+            let mut log = Vec::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("addr=").nth(1) {
                     let _ = tx.send(addr.split_whitespace().next().unwrap().to_owned());
                 }
+                log.push(line);
             }
+            log
         });
         let addr = rx
             .recv_timeout(Duration::from_secs(30))
@@ -59,7 +64,15 @@ impl ServerProcess {
         ServerProcess {
             child,
             url: format!("http://{addr}"),
+            reader: Some(reader),
         }
+    }
+
+    /// Waits for the process to exit, then for the end of its log.
+    pub fn wait_with_log(&mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let status = self.child.wait().unwrap();
+        let log = self.reader.take().expect("waited once").join().unwrap();
+        (status, log)
     }
 
     /// SIGKILL: no shutdown, no flushing, as a crash or an OOM kill.
