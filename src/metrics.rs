@@ -9,13 +9,14 @@
 //! The telemetry layer feeds the call metrics, so every RPC kind is counted.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use http_body_util::Full;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -76,6 +77,30 @@ fn labels(path: &str) -> Option<[&str; 3]> {
     Some([kind, service, method])
 }
 
+/// A method this server serves, as found once when its call starts.
+#[derive(Clone, Copy, Debug)]
+pub struct Method(usize);
+
+/// gRPC has 17 codes, 0 to 16.
+const CODES: usize = 17;
+
+/// One method's series. Resolving them by label takes a hash and a lock,
+/// which on every call cost GetUser about 2% (see BENCHMARKS.md); here they
+/// are resolved on a method's first call, and a code's on its first use,
+/// so that only what has happened is exported, as before.
+#[derive(Default)]
+struct MethodSeries {
+    calls: OnceLock<CallSeries>,
+    handled: [OnceLock<IntCounter>; CODES],
+}
+
+struct CallSeries {
+    started: IntCounter,
+    handling: Histogram,
+    received: IntCounter,
+    sent: IntCounter,
+}
+
 pub struct Metrics {
     registry: Registry,
     started: IntCounterVec,
@@ -85,6 +110,7 @@ pub struct Metrics {
     sent: IntCounterVec,
     watch_streams: IntGauge,
     store_errors: IntCounterVec,
+    methods: Vec<MethodSeries>,
 }
 
 impl Metrics {
@@ -151,34 +177,57 @@ impl Metrics {
             sent,
             watch_streams,
             store_errors,
+            methods: METHOD_TYPES
+                .iter()
+                .map(|_| MethodSeries::default())
+                .collect(),
         })
     }
 
-    pub fn call_started(&self, path: &str) {
-        if let Some(labels) = labels(path) {
-            self.started.with_label_values(&labels).inc();
-        }
+    /// The method at `path`; `None` for a path this server does not serve,
+    /// which is not counted (as go-grpc-prometheus does not).
+    pub fn method(path: &str) -> Option<Method> {
+        METHOD_TYPES
+            .iter()
+            .position(|(p, _)| *p == path)
+            .map(Method)
+    }
+
+    fn calls(&self, method: Method) -> &CallSeries {
+        self.methods[method.0].calls.get_or_init(|| {
+            let labels = labels(METHOD_TYPES[method.0].0).expect("a served method");
+            CallSeries {
+                started: self.started.with_label_values(&labels),
+                handling: self.handling.with_label_values(&labels),
+                received: self.received.with_label_values(&labels),
+                sent: self.sent.with_label_values(&labels),
+            }
+        })
+    }
+
+    pub fn call_started(&self, method: Method) {
+        self.calls(method).started.inc();
     }
 
     pub fn call_finished(
         &self,
-        path: &str,
+        method: Method,
         code: Code,
         elapsed: Duration,
         received: u64,
         sent: u64,
     ) {
-        let Some(labels) = labels(path) else { return };
-        let code = code_label(code);
-        let [kind, service, method] = labels;
-        self.handled
-            .with_label_values(&[kind, service, method, &code])
-            .inc();
-        self.handling
-            .with_label_values(&labels)
-            .observe(elapsed.as_secs_f64());
-        self.received.with_label_values(&labels).inc_by(received);
-        self.sent.with_label_values(&labels).inc_by(sent);
+        let calls = self.calls(method);
+        calls.handling.observe(elapsed.as_secs_f64());
+        calls.received.inc_by(received);
+        calls.sent.inc_by(sent);
+        // A `Code`'s value is its number, 0 to 16.
+        let handled = self.methods[method.0].handled[code as usize].get_or_init(|| {
+            let [kind, service, name] = labels(METHOD_TYPES[method.0].0).expect("a served method");
+            self.handled
+                .with_label_values(&[kind, service, name, &code_label(code)])
+        });
+        handled.inc();
     }
 
     /// The text exposition format, with the open watch streams counted now.

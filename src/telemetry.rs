@@ -28,7 +28,7 @@ use tonic::Code;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Method, Metrics};
 
 /// The request header a client may set to correlate its logs with ours.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -97,7 +97,8 @@ pub struct Telemetry<S> {
 
 /// What is known of one call while it runs. Logged when dropped.
 struct Call {
-    metrics: Option<Arc<Metrics>>,
+    /// The metrics, and the method they count this call under.
+    metrics: Option<(Arc<Metrics>, Method)>,
     path: http::uri::PathAndQuery,
     peer: Option<SocketAddr>,
     request_id: Option<HeaderValue>,
@@ -131,8 +132,8 @@ impl Drop for Call {
             self.received.load(Ordering::Relaxed),
             self.sent.load(Ordering::Relaxed),
         );
-        if let Some(metrics) = &self.metrics {
-            metrics.call_finished(self.path.path(), code, elapsed, received, sent);
+        if let Some((metrics, method)) = &self.metrics {
+            metrics.call_finished(*method, code, elapsed, received, sent);
         }
         tracing::info!(
             target: "usersvc::rpc",
@@ -163,13 +164,19 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let path = request
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let metrics = self.metrics.as_ref().and_then(|metrics| {
+            let method = Metrics::method(path.path())?;
+            metrics.call_started(method);
+            Some((Arc::clone(metrics), method))
+        });
         let call = Arc::new(Call {
-            metrics: self.metrics.clone(),
-            path: request
-                .uri()
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+            metrics,
+            path,
             peer: request
                 .extensions()
                 .get::<TcpConnectInfo>()
@@ -186,9 +193,6 @@ where
             sent: AtomicU64::new(0),
             code: AtomicI32::new(-1),
         });
-        if let Some(metrics) = &call.metrics {
-            metrics.call_started(call.path.path());
-        }
         let request = request.map(|body| CountedBody::new(body, Arc::clone(&call), false));
         ResponseFuture {
             inner: self.inner.call(request),
