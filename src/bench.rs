@@ -307,23 +307,30 @@ async fn watch(
             tally
         }));
     }
+    // Open loop: each write starts on its tick whether or not the last has
+    // been answered, so a slow CreateUser cannot lower the rate offered.
     let interval = Duration::from_secs_f64(1.0 / f64::from(load.write_rate.max(1)));
     let mut ticker = tokio::time::interval(interval);
     let stop = measure_from + load.duration;
     let mut writes = 0u64;
-    let mut errors = BTreeMap::new();
+    let mut answers = tokio::task::JoinSet::new();
     while Instant::now() < stop {
         ticker.tick().await;
         let request = new_user(run, writes);
         sent.lock()
             .expect("not poisoned")
             .insert(request.name.clone(), Instant::now());
-        if let Err(status) = writer.create_user(request, None).await {
+        let writer = writer.clone();
+        answers.spawn(async move { writer.create_user(request, None).await.err() });
+        writes += 1;
+    }
+    let mut errors = BTreeMap::new();
+    while let Some(answer) = answers.join_next().await {
+        if let Some(status) = answer.map_err(|e| e.to_string())? {
             *errors
                 .entry(crate::error::code_name(status.code()).to_owned())
                 .or_default() += 1;
         }
-        writes += 1;
     }
     tokio::time::sleep(Duration::from_millis(500)).await; // the last deliveries
     let _ = stop_watchers.send(true);
