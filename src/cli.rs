@@ -126,7 +126,11 @@ impl From<tonic::Status> for Failure {
 /// Parses the command line, runs the command and says how to exit.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let layout = match &cli.command {
+        Command::Serve(args) => args.runtime,
+        _ => serve::RuntimeLayout::MultiThread,
+    };
+    let runtime = match layout.build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the runtime: {error}");

@@ -150,11 +150,16 @@ async fn sigterm_drains_in_order_and_exits() {
 }
 
 /// Log lines are written by a thread of their own, so the last calls' lines,
-/// audit lines included, must still be out when the process exits.
+/// audit lines included, must still be out when the process exits. The
+/// server runs on the one-thread runtime a one-CPU machine gets, so that
+/// layout serves and shuts down under test too.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_call_and_change_is_logged_by_exit() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = ServerProcess::start(&["--store", "memory"], dir.path());
+    let mut server = ServerProcess::start(
+        &["--store", "memory", "--runtime", "current-thread"],
+        dir.path(),
+    );
     let client = admin_client(&server.url);
     let mut ids = Vec::new();
     for i in 0..50 {

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use super::Failure;
 use super::token::SecretArgs;
@@ -107,6 +107,38 @@ pub struct ServeArgs {
     /// Log JSON lines instead of text. The level comes from RUST_LOG (default info).
     #[arg(long, env = "USERSVC_LOG_JSON")]
     log_json: bool,
+    /// How calls are spread over threads: `multi-thread` (a worker per CPU
+    /// the process may use), `current-thread` (all on one thread), or `auto`:
+    /// current-thread when the process may use one CPU, else multi-thread.
+    #[arg(long, env = "USERSVC_RUNTIME", value_enum, default_value_t = RuntimeLayout::Auto)]
+    pub runtime: RuntimeLayout,
+}
+
+/// The tokio runtime the server runs on. On one CPU a multi-thread runtime
+/// still has two threads taking turns (the worker, and the main thread
+/// accepting connections), and a woken task is handed between them; one
+/// thread doing everything served GetUser about 13% faster there, with a
+/// quarter of the watch latency (BENCHMARKS.md has the measurements).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeLayout {
+    Auto,
+    MultiThread,
+    CurrentThread,
+}
+
+impl RuntimeLayout {
+    pub fn build(self) -> std::io::Result<tokio::runtime::Runtime> {
+        let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+        match self {
+            RuntimeLayout::Auto if one_cpu => tokio::runtime::Builder::new_current_thread(),
+            RuntimeLayout::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+            RuntimeLayout::Auto | RuntimeLayout::MultiThread => {
+                tokio::runtime::Builder::new_multi_thread()
+            }
+        }
+        .enable_all()
+        .build()
+    }
 }
 
 /// Checks a `--store` value's form, so that a typo exits before anything binds.
