@@ -43,6 +43,9 @@ pub struct Load {
     /// Callers per connection.
     pub concurrency: usize,
     pub duration: Duration,
+    /// Calls to measure after the warm-up; the run then ends at this count
+    /// rather than after `duration`.
+    pub count: Option<u64>,
     pub warmup: Duration,
     /// Users created before a get or list run.
     pub seed_users: usize,
@@ -170,6 +173,8 @@ pub async fn run(config: &ClientConfig, load: &Load) -> Result<Report, String> {
         _ => Vec::new(),
     });
     let counter = Arc::new(AtomicU64::new(1_000_000));
+    // Calls started after the warm-up, against `load.count`.
+    let measured = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let measure_from = start + load.warmup;
     let stop = measure_from + load.duration;
@@ -177,19 +182,28 @@ pub async fn run(config: &ClientConfig, load: &Load) -> Result<Report, String> {
     for _ in 0..load.connections.max(1) {
         let connection = client(config)?;
         for caller in 0..load.concurrency.max(1) {
-            let (client, ids, counter, load) = (
+            let (client, ids, counter, measured, load) = (
                 connection.clone(),
                 Arc::clone(&ids),
                 Arc::clone(&counter),
+                Arc::clone(&measured),
                 load.clone(),
             );
             callers.push(tokio::spawn(async move {
                 let mut tally = Tally::default();
                 let mut i = caller;
-                while Instant::now() < stop {
+                loop {
                     let started = Instant::now();
+                    let counts = started >= measure_from;
+                    let done = match load.count {
+                        Some(count) => counts && measured.fetch_add(1, Ordering::Relaxed) >= count,
+                        None => started >= stop,
+                    };
+                    if done {
+                        break;
+                    }
                     let outcome = one_call(&client, &load, &ids, i, run_id, &counter).await;
-                    if started >= measure_from {
+                    if counts {
                         tally.record(started, outcome);
                     }
                     i = i.wrapping_add(7919);
@@ -202,7 +216,10 @@ pub async fn run(config: &ClientConfig, load: &Load) -> Result<Report, String> {
     for caller in callers {
         total.merge(caller.await.map_err(|e| e.to_string())?);
     }
-    let seconds = load.duration.as_secs_f64();
+    let seconds = match load.count {
+        Some(_) => measure_from.elapsed().as_secs_f64(),
+        None => load.duration.as_secs_f64(),
+    };
     let calls = total.latencies_us.len() as u64;
     Ok(Report {
         scenario: load.scenario,

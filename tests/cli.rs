@@ -396,3 +396,35 @@ fn bench_drives_every_scenario_and_reports_json() {
         assert!(0 < p50 && p50 <= p99 && p99 <= max, "{report}");
     }
 }
+
+#[test]
+fn bench_count_measures_exactly_that_many_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with_generated_secret(
+        &["--store", "memory", "--rate-limit", "0"],
+        dir.path(),
+    );
+    let token = token_for(dir.path(), "admin");
+    let bench = |scenario: &str, count: &str| {
+        Command::new(BIN)
+            .args(["bench", scenario, "--count", count, "--warmup", "100ms"])
+            .args(["--connections", "2", "--concurrency", "3", "--users", "20"])
+            .args(["--output", "json"])
+            .env("USERSVC_ADDR", &server.url)
+            .env("USERSVC_TOKEN", &token)
+            .output()
+            .unwrap()
+    };
+    for (scenario, count) in [("get", 250), ("create", 40)] {
+        let output = bench(scenario, &count.to_string());
+        let report: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+        assert_eq!(report["calls"], count, "{report}");
+        assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    }
+    let refused = bench("watch", "10");
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--count is for get"),
+        "{refused:?}"
+    );
+}

@@ -23,6 +23,10 @@ pub struct BenchArgs {
     /// How long to measure, as 10s.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// Calls to measure instead of a duration (not for watch, which runs
+    /// for its duration at its write rate).
+    #[arg(long, conflicts_with = "duration")]
+    count: Option<u64>,
     /// How long to run first without counting.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     warmup: Duration,
@@ -67,12 +71,18 @@ fn print(report: &Report, output: Output) -> Result<(), Failure> {
 }
 
 pub async fn run(args: BenchArgs) -> Result<(), Failure> {
+    if args.count.is_some() && args.scenario == Scenario::Watch {
+        return Err(Failure::Usage(
+            "--count is for get, create, list and bulk; watch runs for --duration".into(),
+        ));
+    }
     let config = args.connect.config(None);
     let load = Load {
         scenario: args.scenario,
         connections: args.connections,
         concurrency: args.concurrency,
         duration: args.duration,
+        count: args.count,
         warmup: args.warmup,
         seed_users: args.users,
         batch: args.batch,
