@@ -126,8 +126,11 @@ impl From<tonic::Status> for Failure {
 /// Parses the command line, runs the command and says how to exit.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The load generator is pinned to one CPU as the server is, and gains
+    // from the same layout there.
     let layout = match &cli.command {
         Command::Serve(args) => args.runtime,
+        Command::Bench(_) => serve::RuntimeLayout::Auto,
         _ => serve::RuntimeLayout::MultiThread,
     };
     let runtime = match layout.build() {
