@@ -77,12 +77,12 @@ bench-tools:
 	@command -v h2load >/dev/null || (apt-get update -qq && apt-get install -y -qq nghttp2-client)
 
 bench: python-env bench-tools
-	$(CARGO) build --release
+	$(CARGO) build --release --bin usersvc --example bare_tonic
 	$(PY) tests/bench/run.py
 
 ## The same in under two minutes, for use while developing.
 bench-quick: python-env bench-tools
-	$(CARGO) build --release
+	$(CARGO) build --release --bin usersvc --example bare_tonic
 	$(PY) tests/bench/run.py --quick
 
 ## Criterion micro-benchmarks of encoding and decoding each message.

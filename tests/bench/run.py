@@ -70,8 +70,18 @@ def usersvc(store, tmp, flags=()):
 
 
 def grpcio_peer():
-    proc = subprocess.Popen(["taskset", "-c", "0", PYTHON, "server.py"], cwd=os.path.join(ROOT, "tests", "python"),
-                            stdout=subprocess.PIPE, text=True)
+    return peer([PYTHON, "server.py"], os.path.join(ROOT, "tests", "python"))
+
+
+def tonic_peer():
+    """The same generated-shape server code with none of usersvc's layers
+    (tests/bench/bare_tonic.rs)."""
+    return peer([os.path.join(ROOT, "target", "release", "examples", "bare_tonic")], ROOT)
+
+
+def peer(command, cwd):
+    """A peer server on CPU 0 that prints `PORT <n>` once it listens."""
+    proc = subprocess.Popen(["taskset", "-c", "0", *command], cwd=cwd, stdout=subprocess.PIPE, text=True)
     port = int(proc.stdout.readline().split()[1])
 
     class Peer:
@@ -154,6 +164,10 @@ def main():
     peer_list = bench(peer_url, "list", "--connections", "1", "--concurrency", "1", "--users", "10000")
     peer_bulk = bench(peer_url, "bulk", "--connections", "1", "--concurrency", "1", "--batch", "1000")
     peer.stop()
+    bare, bare_url = tonic_peer()
+    bare_get = bench(bare_url, "get", *get_args)
+    bare_list = bench(bare_url, "list", "--connections", "1", "--concurrency", "1", "--users", "10000")
+    bare.stop()
 
     # Memory on a server of its own, so that no earlier load inflates it.
     server, url = usersvc("memory", tmp)
@@ -197,6 +211,8 @@ def main():
     result("GetUser p99", mem["get"]["latency_us"]["p99"], "µs", "grpcio", peer_get["latency_us"]["p99"], 10, higher_is_better=False)
     result("ListUsers users/s", mem["list"]["items_per_second"], "users/s", "grpcio", peer_list["items_per_second"])
     result("ListUsers from memory", mem["list"]["items_per_second"], "users/s", bound=(">=", 1_000_000))
+    result("GetUser req/s, all layers on", mem["get"]["calls_per_second"], "req/s", "bare tonic", bare_get["calls_per_second"])
+    result("ListUsers users/s", mem["list"]["items_per_second"], "users/s", "bare tonic", bare_list["items_per_second"], 1)
     result("BulkCreateUsers users/s", mem["bulk"]["items_per_second"], "users/s", "grpcio", peer_bulk["items_per_second"])
     result("BulkCreateUsers into memory", mem["bulk"]["items_per_second"], "users/s", bound=(">=", 350_000))
     if "sqlite" in measured:
@@ -246,7 +262,9 @@ def write_report():
         f"server on CPU 0 and load generator on CPU 1 (taskset), so the server's default runtime is one thread; "
         "auth (a token on every call), logging at info (to a file) and metrics on.",
         "- Commands: `usersvc bench get --connections 4 --concurrency 16`, `usersvc bench list|bulk --connections 1 --concurrency 1`, "
-        "`usersvc bench watch --connections 10 --watchers 1000 --write-rate 1000`; the peer is `tests/python/server.py` (grpcio).",
+        "`usersvc bench watch --connections 10 --watchers 1000 --write-rate 1000`; the peers are `tests/python/server.py` (grpcio) "
+        "and `tests/bench/bare_tonic.rs` (usersvc's generated-shape server code on tonic's defaults, without usersvc's layers: "
+        "the stand-in for a stock tonic-build server, since tonic-build may not be in the dependency tree).",
         "",
         "![ratios](tests/bench/benchmarks.svg)",
         "",
