@@ -198,7 +198,7 @@ def main():
                                     capture_output=True, text=True, env=dict(os.environ, USERSVC_TOKEN=TOKEN)).stdout
             h2load_rps = h2load_get(url, json.loads(listed)["id"])
             if h2load_rps:
-                result("GetUser req/s by h2load, to check the load tool", h2load_rps, "req/s", "usersvc bench", measured[name]["get"]["calls_per_second"])
+                result("GetUser req/s by h2load (which sends no token), to check the load tool", h2load_rps, "req/s", "usersvc bench", measured[name]["get"]["calls_per_second"])
             watch = bench(url, "watch", "--connections", "10", "--watchers", "1000", "--write-rate", "1000")
             result("WatchUserEvents p99 delivery, 1000 watchers at 1000 writes/s", watch["latency_us"]["p99"] / 1000, "ms", bound=("<", 10))
             result("WatchUserEvents deliveries (of 1,000,000/s offered)", watch["items_per_second"], "per s")
@@ -211,8 +211,8 @@ def main():
     result("GetUser p99", mem["get"]["latency_us"]["p99"], "µs", "grpcio", peer_get["latency_us"]["p99"], 10, higher_is_better=False)
     result("ListUsers users/s", mem["list"]["items_per_second"], "users/s", "grpcio", peer_list["items_per_second"])
     result("ListUsers from memory", mem["list"]["items_per_second"], "users/s", bound=(">=", 1_000_000))
-    result("GetUser req/s, all layers on", mem["get"]["calls_per_second"], "req/s", "bare tonic", bare_get["calls_per_second"])
-    result("ListUsers users/s", mem["list"]["items_per_second"], "users/s", "bare tonic", bare_list["items_per_second"], 1)
+    result("GetUser req/s, against usersvc without its layers", mem["get"]["calls_per_second"], "req/s", "bare tonic", bare_get["calls_per_second"])
+    result("ListUsers users/s, against a Vec streamed by bare tonic", mem["list"]["items_per_second"], "users/s", "bare tonic", bare_list["items_per_second"], 1)
     result("BulkCreateUsers users/s", mem["bulk"]["items_per_second"], "users/s", "grpcio", peer_bulk["items_per_second"])
     result("BulkCreateUsers into memory", mem["bulk"]["items_per_second"], "users/s", bound=(">=", 350_000))
     if "sqlite" in measured:
