@@ -227,10 +227,12 @@ def main():
 
 def chart():
     bars = [r for r in RESULTS if r["ratio"] is not None]
-    width, row = 720, 28
+    # Bars start after the longest label (about 6.5 px a character).
+    left = 20 + max(int(6.5 * len(f'{r["name"]} / {r["peer"]}')) for r in bars)
+    width, row = left + 400, 28
     height = 40 + row * len(bars)
     top = max([r["ratio"] for r in bars] + [r["target"] or 0 for r in bars] + [1])
-    scale = (width - 330) / top
+    scale = (width - left - 10) / top
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
              '<text x="10" y="20" font-weight="bold">Ratio to the peer measured in the same run (longer is better)</text>']
     for i, r in enumerate(bars):
@@ -238,10 +240,10 @@ def chart():
         w = max(1, r["ratio"] * scale)
         colour = "#2a9d8f" if r["met"] in (True, None) else "#e76f51"
         parts.append(f'<text x="10" y="{y + 14}">{r["name"]} / {r["peer"]}</text>')
-        parts.append(f'<rect x="320" y="{y}" width="{w:.1f}" height="18" fill="{colour}"/>')
-        parts.append(f'<text x="{325 + w:.1f}" y="{y + 14}">{r["ratio"]:.2f}x</text>')
+        parts.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="18" fill="{colour}"/>')
+        parts.append(f'<text x="{left + 5 + w:.1f}" y="{y + 14}">{r["ratio"]:.2f}x</text>')
         if r["target"]:
-            x = 320 + r["target"] * scale
+            x = left + r["target"] * scale
             parts.append(f'<line x1="{x:.1f}" y1="{y - 2}" x2="{x:.1f}" y2="{y + 20}" stroke="black" stroke-dasharray="3,2"/>')
     parts.append("</svg>")
     with open(os.path.join(ROOT, "tests", "bench", "benchmarks.svg"), "w") as f:
