@@ -78,11 +78,12 @@ impl MemoryStore {
 }
 
 impl Indexes {
-    fn insert(&mut self, user: NewUser) -> User {
+    /// Adds `user`, whose `Email::unique_key` is `email_key`.
+    fn insert(&mut self, user: NewUser, email_key: String) -> User {
         let user = user.into_user(UserId::generate(), clock::unix_seconds());
         let position = self.next_position;
         self.next_position += 1;
-        self.emails.insert(user.email.unique_key(), user.id.clone());
+        self.emails.insert(email_key, user.id.clone());
         self.positions.insert(user.id.clone(), position);
         self.users.insert(position, user.clone());
         user
@@ -123,30 +124,36 @@ impl UserStore for MemoryStore {
             let position = indexes.positions[id];
             return Ok(Created::Replayed(indexes.users[&position].clone()));
         }
-        if indexes.emails.contains_key(&user.email.unique_key()) {
+        let email_key = user.email.unique_key();
+        if indexes.emails.contains_key(&email_key) {
             return Err(StoreError::EmailTaken(user.email.as_str().to_owned()));
         }
-        let created = indexes.insert(user.clone());
+        let created = indexes.insert(user.clone(), email_key);
         if let Some(key) = key {
             indexes.key_of.insert(created.id.clone(), key.clone());
             indexes.keys.insert(key, (user, created.id.clone()));
         }
-        self.events.publish(EventKind::Created, created.clone());
+        self.events.publish(EventKind::Created, &created);
         Ok(Created::New(created))
     }
 
     async fn create_many(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
         super::repeated_email(&users)?;
+        let email_keys: Vec<String> = users.iter().map(|u| u.email.unique_key()).collect();
         let mut indexes = self.write();
-        if let Some(index) = users
+        if let Some(index) = email_keys
             .iter()
-            .position(|u| indexes.emails.contains_key(&u.email.unique_key()))
+            .position(|key| indexes.emails.contains_key(key))
         {
             return Err(StoreError::email_taken_at(index, &users[index]));
         }
-        let users: Vec<User> = users.into_iter().map(|user| indexes.insert(user)).collect();
+        let users: Vec<User> = users
+            .into_iter()
+            .zip(email_keys)
+            .map(|(user, key)| indexes.insert(user, key))
+            .collect();
         for user in &users {
-            self.events.publish(EventKind::Created, user.clone());
+            self.events.publish(EventKind::Created, user);
         }
         Ok(users)
     }
@@ -175,7 +182,7 @@ impl UserStore for MemoryStore {
         let user = indexes.entry(id)?;
         patch.apply(user);
         let user = user.clone();
-        self.events.publish(EventKind::Updated, user.clone());
+        self.events.publish(EventKind::Updated, &user);
         Ok(user)
     }
 
@@ -190,7 +197,7 @@ impl UserStore for MemoryStore {
         if let Some(key) = indexes.key_of.remove(id) {
             indexes.keys.remove(&key);
         }
-        self.events.publish(EventKind::Deleted, user.clone());
+        self.events.publish(EventKind::Deleted, &user);
         Ok(user)
     }
 

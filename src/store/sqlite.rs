@@ -144,7 +144,7 @@ impl UserStore for SqliteStore {
             .execute(&self.pool)
             .await
             .map_err(|e| sql::write_error(e, Some(&user.email)))?;
-        self.events.publish(EventKind::Created, created.clone());
+        self.events.publish(EventKind::Created, &created);
         Ok(Created::New(created))
     }
 
@@ -188,7 +188,7 @@ impl UserStore for SqliteStore {
         }
         tx.commit().await.map_err(sql::failure)?;
         for user in &created {
-            self.events.publish(EventKind::Created, user.clone());
+            self.events.publish(EventKind::Created, user);
         }
         Ok(created)
     }
@@ -214,7 +214,7 @@ impl UserStore for SqliteStore {
         .execute(&self.pool)
         .await
         .map_err(|e| sql::write_error(e, new_email.as_ref()))?;
-        self.events.publish(EventKind::Updated, user.clone());
+        self.events.publish(EventKind::Updated, &user);
         Ok(user)
     }
 
@@ -231,7 +231,7 @@ impl UserStore for SqliteStore {
             Some(row) => row.user()?.1,
             None => return Err(StoreError::NotFound(id.clone())),
         };
-        self.events.publish(EventKind::Deleted, user.clone());
+        self.events.publish(EventKind::Deleted, &user);
         Ok(user)
     }
 
