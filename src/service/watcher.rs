@@ -11,7 +11,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::stream::{self, Stream};
-use tokio::sync::broadcast::{Receiver, error::RecvError};
+use tokio::sync::broadcast::Receiver;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::watch;
 use tonic::{Status, Streaming};
 
@@ -94,8 +95,14 @@ impl Watcher {
                         return Some(Ok(pb::UserEvent::from(&*event)));
                     }
                 }
-                // Empty, lagged or closed: the select below says which.
-                Err(_) => break,
+                // try_recv moves past the lost events as it reports them,
+                // so the lag must be answered here: recv would not repeat it.
+                Err(TryRecvError::Lagged(skipped)) => {
+                    self.done = true;
+                    return Some(Err(Error::WatcherLagged { skipped }));
+                }
+                // Empty or closed: the select below waits, or ends.
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
             }
         }
         self.streak = 0;
@@ -171,4 +178,68 @@ pub fn stream(
         let item = watcher.next().await?;
         Some((item.map_err(Status::from), watcher))
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+    use http_body::Frame;
+    use prost::Message;
+    use tonic::Code;
+
+    use super::*;
+    use crate::domain::{NewUser, UserId};
+    use crate::events::EventKind;
+
+    /// A request body that subscribes to everything, then stays open.
+    fn subscribed_to_all() -> Streaming<pb::EventStreamRequest> {
+        let message = pb::EventStreamRequest {
+            user_id: "*".into(),
+        }
+        .encode_to_vec();
+        let mut framed = vec![0];
+        framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&message);
+        let frames = stream::iter([Ok::<_, Status>(Frame::data(Bytes::from(framed)))])
+            .chain(stream::pending());
+        Streaming::new_request(
+            tonic_prost::ProstDecoder::<pb::EventStreamRequest>::default(),
+            http_body_util::StreamBody::new(frames),
+            None,
+            None,
+        )
+    }
+
+    fn user(n: usize) -> crate::domain::User {
+        NewUser::parse(pb::CreateUserRequest {
+            name: format!("u{n}"),
+            email: format!("u{n}@example.com"),
+            role: pb::UserRole::Viewer as i32,
+            bio: None,
+        })
+        .unwrap()
+        .into_user(UserId::generate(), 0)
+    }
+
+    /// A watcher that falls behind between two events it takes straight off
+    /// the bus is told so, rather than skipping what it lost.
+    #[tokio::test]
+    async fn falling_behind_mid_streak_ends_the_stream_with_resource_exhausted() {
+        let bus = EventBus::new(4);
+        let (_stop, stopping) = watch::channel(false);
+        let mut events = stream(subscribed_to_all(), bus.clone(), stopping);
+        assert_eq!(events.next().await.unwrap().unwrap().event_type, SUBSCRIBED);
+
+        bus.publish(EventKind::Created, &user(0));
+        let first = events.next().await.unwrap().unwrap();
+        assert_eq!(pb::User::decode(first.payload).unwrap().name, "u0");
+
+        for n in 1..=10 {
+            bus.publish(EventKind::Created, &user(n));
+        }
+        let status = events.next().await.unwrap().unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(events.next().await.is_none(), "nothing after the error");
+    }
 }
