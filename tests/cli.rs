@@ -324,14 +324,7 @@ fn sigterm_stops_the_server_and_ends_open_watches() {
     let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
     assert!(lines.next().unwrap().unwrap().contains("subscribed"));
 
-    let pid = server.process.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    server.process.terminate();
     let status = server.process.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 

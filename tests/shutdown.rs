@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::process::ServerProcess;
@@ -66,14 +65,7 @@ async fn sigterm_drains_in_order_and_exits() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let pid = server.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    server.terminate();
 
     // 1. Health says NOT_SERVING.
     let next = tokio::time::timeout(Duration::from_secs(10), health.message())
@@ -181,14 +173,7 @@ async fn every_call_and_change_is_logged_by_exit() {
         .await;
     assert_eq!(missing.unwrap_err().code(), Code::NotFound);
 
-    let pid = server.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    server.terminate();
     let (status, log) = tokio::task::spawn_blocking(move || server.wait_with_log())
         .await
         .unwrap();

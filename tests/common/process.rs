@@ -75,6 +75,13 @@ impl ServerProcess {
         (status, log)
     }
 
+    /// SIGTERM: the graceful shutdown an orchestrator asks for.
+    pub fn terminate(&self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid}: {sent:?}");
+    }
+
     /// SIGKILL: no shutdown, no flushing, as a crash or an OOM kill.
     pub fn kill9(mut self) {
         self.child.kill().unwrap();
