@@ -151,16 +151,16 @@ impl RateLimiter {
     }
 
     /// Takes a token for `caller`, or says how long until one is there.
-    fn take(&self, limit: RateLimit, caller: &str) -> Result<(), Duration> {
+    fn take(&self, limit: RateLimit, caller: String) -> Result<(), Duration> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(caller) {
+        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&caller) {
             let (rate, burst) = (limit.per_second, limit.burst);
             buckets.retain(|_, b| {
                 b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst
             });
         }
-        let bucket = buckets.entry(caller.to_owned()).or_insert(Bucket {
+        let bucket = buckets.entry(caller).or_insert(Bucket {
             tokens: limit.burst,
             updated: now,
         });
@@ -208,7 +208,7 @@ impl Gate for RateLimiter {
         });
         match limit {
             Some(limit) => self
-                .take(limit, &caller(request))
+                .take(limit, caller(request))
                 .map_err(|wait| Status::from(Error::RateLimited { retry_after: wait })),
             None => Ok(()),
         }
