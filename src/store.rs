@@ -59,16 +59,15 @@ impl StoreError {
     }
 }
 
-/// Refuses a batch in which an email repeats, naming the repeat's index:
-/// the same in every store, before any of them looks at what is stored.
-pub fn repeated_email(users: &[NewUser]) -> Result<(), StoreError> {
-    let mut seen = std::collections::HashSet::with_capacity(users.len());
-    match users
-        .iter()
-        .position(|user| !seen.insert(user.email.unique_key()))
-    {
+/// Each user's `Email::unique_key`, computed once for the store to check and
+/// write, refusing a batch in which one repeats, with the repeat's index: the
+/// same in every store, before any of them looks at what is stored.
+pub fn email_keys(users: &[NewUser]) -> Result<Vec<String>, StoreError> {
+    let keys: Vec<String> = users.iter().map(|u| u.email.unique_key()).collect();
+    let mut seen = std::collections::HashSet::with_capacity(keys.len());
+    match keys.iter().position(|key| !seen.insert(key.as_str())) {
         Some(index) => Err(StoreError::email_taken_at(index, &users[index])),
-        None => Ok(()),
+        None => Ok(keys),
     }
 }
 

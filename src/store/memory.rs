@@ -138,8 +138,7 @@ impl UserStore for MemoryStore {
     }
 
     async fn create_many(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
-        super::repeated_email(&users)?;
-        let email_keys: Vec<String> = users.iter().map(|u| u.email.unique_key()).collect();
+        let email_keys = super::email_keys(&users)?;
         let mut indexes = self.write();
         if let Some(index) = email_keys
             .iter()

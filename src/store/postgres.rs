@@ -258,9 +258,8 @@ impl UserStore for PostgresStore {
     }
 
     async fn create_many(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
-        super::repeated_email(&users)?;
+        let keys = super::email_keys(&users)?;
         let mut tx = self.begin_write().await?;
-        let keys: Vec<String> = users.iter().map(|u| u.email.unique_key()).collect();
         let taken: Vec<String> =
             sqlx::query_scalar("SELECT email_key FROM users WHERE email_key = ANY($1)")
                 .bind(&keys)

@@ -150,13 +150,13 @@ impl UserStore for SqliteStore {
 
     async fn create_many(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
         let _write = self.write.lock().await;
-        super::repeated_email(&users)?;
-        for (chunk_start, chunk) in users.chunks(ROWS_PER_INSERT).enumerate() {
+        let email_keys = super::email_keys(&users)?;
+        for (chunk_start, chunk) in email_keys.chunks(ROWS_PER_INSERT).enumerate() {
             let mut query =
                 QueryBuilder::<Sqlite>::new("SELECT email_key FROM users WHERE email_key IN (");
             let mut keys = query.separated(", ");
-            for user in chunk {
-                keys.push_bind(user.email.unique_key());
+            for key in chunk {
+                keys.push_bind(key.as_str());
             }
             query.push(")");
             let taken: Vec<String> = query
@@ -164,10 +164,7 @@ impl UserStore for SqliteStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(sql::failure)?;
-            if let Some(offset) = chunk
-                .iter()
-                .position(|u| taken.contains(&u.email.unique_key()))
-            {
+            if let Some(offset) = chunk.iter().position(|key| taken.contains(key)) {
                 let index = chunk_start * ROWS_PER_INSERT + offset;
                 return Err(StoreError::email_taken_at(index, &users[index]));
             }
