@@ -78,12 +78,12 @@ bench-tools:
 
 bench: python-env bench-tools
 	$(CARGO) build --release --bin usersvc --example bare_tonic
-	$(PY) tests/bench/run.py
+	$(PY) benches/run.py
 
 ## The same in under two minutes, for use while developing.
 bench-quick: python-env bench-tools
 	$(CARGO) build --release --bin usersvc --example bare_tonic
-	$(PY) tests/bench/run.py --quick
+	$(PY) benches/run.py --quick
 
 ## Criterion micro-benchmarks of encoding and decoding each message.
 bench-codec:

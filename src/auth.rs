@@ -1,11 +1,11 @@
 //! Who may call what: JWT checking and minting, and the permission table.
 //!
-//! The check runs in a tower layer (`auth::layer`) in front of every route, so
-//! unary and streaming RPCs alike pass through it before a handler is called.
-//! Handlers find the caller's claims, as `Arc<Claims>`, in the request
-//! extensions.
+//! The check runs in a tower layer (`server::layers::auth`) in front of every
+//! route, so unary and streaming RPCs alike pass through it before a handler
+//! is called. Handlers find the [`Caller`], claims included, in the request
+//! extensions. Nothing here knows gRPC statuses: `crate::error` gives an
+//! [`AuthError`] its code.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,12 +13,13 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 
 use crate::clock;
 use crate::domain::Role;
+use crate::pb::Method;
 
 mod cache;
-pub mod layer;
+mod caller;
 pub mod secret;
 
-pub use layer::{AuthLayer, Authorizer};
+pub use caller::Caller;
 pub use secret::Secret;
 
 /// Clock skew tolerated on `exp` and `nbf`, between hosts whose clocks differ.
@@ -72,69 +73,66 @@ pub enum Access {
     Roles(&'static [Role]),
 }
 
-/// The permission table: what each method of `UserService` needs.
-const TABLE: &[(&str, Access)] = &[
-    ("GetUser", Access::Authenticated),
-    ("CreateUser", Access::Roles(&[Role::Admin, Role::Editor])),
-    ("ListUsers", Access::Authenticated),
-    (
-        "BulkCreateUsers",
-        Access::Roles(&[Role::Admin, Role::Editor]),
-    ),
-    ("WatchUserEvents", Access::Authenticated),
-    ("UpdateUser", Access::Roles(&[Role::Admin, Role::Editor])),
-    ("DeleteUser", Access::Roles(&[Role::Admin])),
-];
+/// The permission table: what each method of `UserService` needs. A match,
+/// not a list, so that a method added to `pb::METHODS` does not compile
+/// until it is given its access here.
+pub fn access(method: Method) -> Access {
+    const WRITERS: Access = Access::Roles(&[Role::Admin, Role::Editor]);
+    match method {
+        Method::GetUser => Access::Authenticated,
+        Method::CreateUser => WRITERS,
+        Method::ListUsers => Access::Authenticated,
+        Method::BulkCreateUsers => WRITERS,
+        Method::WatchUserEvents => Access::Authenticated,
+        Method::UpdateUser => WRITERS,
+        Method::DeleteUser => Access::Roles(&[Role::Admin]),
+    }
+}
 
 /// The methods that are public unless configured otherwise, as in the
 /// original contract.
-pub const DEFAULT_PUBLIC_METHODS: &[&str] = &["GetUser"];
+pub const DEFAULT_PUBLIC_METHODS: &[Method] = &[Method::GetUser];
 
-/// The permission table with the configured public methods, keyed by path.
+/// The permission table with the configured public methods.
 #[derive(Clone, Debug)]
 pub struct Policy {
-    by_path: HashMap<String, (&'static str, Access)>,
+    public: Vec<Method>,
 }
 
 impl Policy {
+    /// The table, with `public` opened to anyone.
+    pub fn new(public: Vec<Method>) -> Self {
+        Self { public }
+    }
+
     /// The table, with `public` (method names such as `GetUser`) opened to
     /// anyone. An unknown name is an error, so that a typo cannot silently
     /// leave a method closed, or an operator believe one is open.
-    pub fn new<S: AsRef<str>>(public: &[S]) -> Result<Self, String> {
-        for name in public {
-            let name = name.as_ref();
-            if !TABLE.iter().any(|(method, _)| *method == name) {
-                return Err(format!("unknown method {name:?} in public methods"));
-            }
-        }
-        let by_path = TABLE
+    pub fn parse<S: AsRef<str>>(public: &[S]) -> Result<Self, String> {
+        public
             .iter()
-            .map(|&(method, access)| {
-                let open = public.iter().any(|p| p.as_ref() == method);
-                let access = if open { Access::Public } else { access };
-                (
-                    format!("/{}/{method}", crate::pb::SERVICE_NAME),
-                    (method, access),
-                )
+            .map(|name| {
+                let name = name.as_ref();
+                Method::from_name(name)
+                    .ok_or_else(|| format!("unknown method {name:?} in public methods"))
             })
-            .collect();
-        Ok(Self { by_path })
+            .collect::<Result<_, _>>()
+            .map(Self::new)
     }
 
-    /// What `path` needs. Paths outside `UserService`'s table (health,
-    /// reflection, and unknown methods, which are answered UNIMPLEMENTED) are
-    /// public.
-    pub fn lookup(&self, path: &str) -> (&'static str, Access) {
-        self.by_path
-            .get(path)
-            .copied()
-            .unwrap_or(("", Access::Public))
+    /// What `method` needs.
+    pub fn lookup(&self, method: Method) -> Access {
+        if self.public.contains(&method) {
+            Access::Public
+        } else {
+            access(method)
+        }
     }
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Self::new(DEFAULT_PUBLIC_METHODS).expect("default public methods exist")
+        Self::new(DEFAULT_PUBLIC_METHODS.to_vec())
     }
 }
 
@@ -365,15 +363,9 @@ mod tests {
 
     #[test]
     fn unknown_public_method_is_refused() {
-        assert!(Policy::new(&["GetUsers"]).is_err());
-        let policy = Policy::new(&["ListUsers"]).unwrap();
-        assert_eq!(
-            policy.lookup("/techoral.users.v1.UserService/ListUsers").1,
-            Access::Public
-        );
-        assert_eq!(
-            policy.lookup("/techoral.users.v1.UserService/GetUser").1,
-            Access::Authenticated
-        );
+        assert!(Policy::parse(&["GetUsers"]).is_err());
+        let policy = Policy::parse(&["ListUsers"]).unwrap();
+        assert_eq!(policy.lookup(Method::ListUsers), Access::Public);
+        assert_eq!(policy.lookup(Method::GetUser), Access::Authenticated);
     }
 }

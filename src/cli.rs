@@ -5,12 +5,15 @@
 //! Client errors print the gRPC code and message on one line and exit 1;
 //! invalid arguments exit 2 before anything is bound or sent.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::auth::{Expect, Secret, secret::Source};
 use crate::client::{Client, ClientConfig};
+use crate::domain::Role;
 
 mod bench;
 mod bulk_create;
@@ -83,6 +86,55 @@ struct ConnectArgs {
     key: Option<std::path::PathBuf>,
 }
 
+/// Where the signing secret comes from; shared by `serve` and `token`.
+#[derive(Debug, Args)]
+struct SecretArgs {
+    /// File holding the JWT secret (HS256, at least 32 bytes).
+    #[arg(long, env = "USERSVC_JWT_SECRET_FILE")]
+    jwt_secret_file: Option<PathBuf>,
+    /// The JWT secret itself; only from the environment, never a flag, so it
+    /// stays out of `ps` and shell history.
+    #[arg(skip = std::env::var("USERSVC_JWT_SECRET").ok())]
+    jwt_secret: Option<String>,
+    /// Directory for the generated secret when neither of the above is set.
+    #[arg(long, env = "USERSVC_DATA_DIR", default_value_os_t = default_data_dir())]
+    data_dir: PathBuf,
+    /// Issuer that tokens carry and the server requires (`iss`).
+    #[arg(long, env = "USERSVC_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// Audience that tokens carry and the server requires (`aud`).
+    #[arg(long, env = "USERSVC_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+}
+
+impl SecretArgs {
+    fn resolve(&self) -> Result<(Secret, Source), Failure> {
+        Secret::resolve(
+            self.jwt_secret_file.as_deref(),
+            self.jwt_secret.as_deref(),
+            &self.data_dir,
+        )
+        .map_err(|e| Failure::Usage(format!("cannot load the JWT secret: {e}")))
+    }
+
+    fn expect(&self) -> Expect {
+        Expect {
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+        }
+    }
+}
+
+fn parse_role(value: &str) -> Result<Role, String> {
+    Role::from_name(value)
+        .ok_or_else(|| format!("unknown role {value:?}: expected admin, editor or viewer"))
+}
+
+/// The data directory's default, relative to where the server runs.
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+
 /// Deadline of a client call when `--timeout` is not given.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -97,7 +149,7 @@ impl ConnectArgs {
         let mut config = ClientConfig::new(self.addr.clone());
         config.token = self.token.clone();
         config.timeout = self.timeout.or(timeout);
-        config.tls = crate::tls::ClientTls {
+        config.tls = crate::client::ClientTls {
             ca: self.ca.clone(),
             cert: self.cert.clone(),
             key: self.key.clone(),

@@ -16,9 +16,12 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, IntoStreamingRequest, Request, Status};
 
 use crate::pb;
+use crate::pb::IDEMPOTENCY_KEY;
 use crate::pb::client::UserServiceClient;
-use crate::service::IDEMPOTENCY_KEY;
-use crate::tls::ClientTls;
+
+mod tls;
+
+pub use tls::ClientTls;
 
 /// When and how often to try a call again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,8 +7,11 @@
 
 use std::fmt;
 
-use crate::error::{FieldViolation, Violations};
 use crate::pb;
+
+mod violations;
+
+pub use violations::{FieldViolation, Violations};
 
 /// Longest user name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;

@@ -6,76 +6,12 @@
 //! that picks a code or a message for the caller. Internal causes are logged
 //! here and never sent: a caller learns "store unavailable", not a SQL error.
 
-use std::fmt;
-
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::auth::AuthError;
-use crate::domain::UserId;
+use crate::domain::{FieldViolation, UserId, Violations};
 use crate::store::StoreError;
-
-/// One invalid field of a request, as a `google.rpc.BadRequest` names it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldViolation {
-    pub field: String,
-    pub description: String,
-}
-
-impl FieldViolation {
-    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            description: description.into(),
-        }
-    }
-}
-
-/// Every invalid field of one request.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Violations(Vec<FieldViolation>);
-
-impl Violations {
-    /// Keeps `result`'s value, or records its error against `field`.
-    pub fn check<T, E: Into<String>>(&mut self, field: &str, result: Result<T, E>) -> Option<T> {
-        result
-            .map_err(|description| self.0.push(FieldViolation::new(field, description)))
-            .ok()
-    }
-
-    /// Keeps `result`'s value, or records its violation.
-    pub fn push_err<T>(&mut self, result: Result<T, FieldViolation>) -> Option<T> {
-        result.map_err(|violation| self.0.push(violation)).ok()
-    }
-
-    /// `Ok` when nothing was recorded.
-    pub fn into_result(self) -> Result<(), Violations> {
-        if self.0.is_empty() { Ok(()) } else { Err(self) }
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &FieldViolation> {
-        self.0.iter()
-    }
-
-    /// The same violations, as fields of a repeated request at `prefix`
-    /// (`name` becomes `requests[3].name`).
-    fn nested(&self, prefix: &str) -> Vec<FieldViolation> {
-        self.0
-            .iter()
-            .map(|v| FieldViolation::new(format!("{prefix}.{}", v.field), &*v.description))
-            .collect()
-    }
-}
-
-impl fmt::Display for Violations {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, v) in self.0.iter().enumerate() {
-            let sep = if i == 0 { "" } else { "; " };
-            write!(f, "{sep}invalid {}: {}", v.field, v.description)?;
-        }
-        Ok(())
-    }
-}
 
 /// A failed call, whatever layer it failed in.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +39,8 @@ pub enum Error {
     WatcherLagged { skipped: u64 },
     #[error("rate limit exceeded; retry in {} ms", retry_after.as_millis().max(1))]
     RateLimited { retry_after: std::time::Duration },
+    #[error("unknown method {0}")]
+    UnknownMethod(String),
     #[error("server shutting down")]
     ShuttingDown,
     #[error("store unavailable")]
@@ -149,6 +87,7 @@ impl Error {
             | Error::BulkResponseTooLarge(_) => Code::ResourceExhausted,
             Error::Cancelled => Code::Cancelled,
             Error::StoreUnavailable(_) | Error::ShuttingDown => Code::Unavailable,
+            Error::UnknownMethod(_) => Code::Unimplemented,
             Error::Internal(_) => Code::Internal,
         }
     }
@@ -156,7 +95,7 @@ impl Error {
     /// The violations to attach as a `google.rpc.BadRequest`, if any.
     fn violations(&self) -> Option<Vec<FieldViolation>> {
         match self {
-            Error::InvalidArgument(violations) => Some(violations.0.clone()),
+            Error::InvalidArgument(violations) => Some(violations.iter().cloned().collect()),
             Error::BulkItem { index, source } => match &**source {
                 Error::InvalidArgument(violations) => {
                     Some(violations.nested(&format!("requests[{index}]")))
@@ -165,6 +104,20 @@ impl Error {
             },
             _ => None,
         }
+    }
+}
+
+/// What tonic's codec says when a message is over the limit.
+pub const TOO_LARGE: &str = "message length too large";
+
+/// The status to answer for an error reading a request stream: a message
+/// over the size limit is RESOURCE_EXHAUSTED, as the gRPC spec says, where
+/// tonic's codec answers OUT_OF_RANGE.
+pub fn oversized_is_exhausted(status: Status) -> Status {
+    if status.code() == Code::OutOfRange && status.message().contains(TOO_LARGE) {
+        Status::resource_exhausted(status.message())
+    } else {
+        status
     }
 }
 

@@ -1,49 +1,41 @@
 //! usersvc: a gRPC user directory with no code generator.
 //!
 //! The contract is `proto/user_service.proto`; the wire types and the tonic
-//! server and client for it are written by hand in [`pb`]. A call travels:
+//! server and client for it are written by hand in [`pb`]. Dependencies point
+//! down this table and never up:
 //!
-//! | step | module |
+//! | module | what it owns |
 //! |---|---|
-//! | one log line per call, message counts, metrics | [`telemetry`], [`metrics`] |
-//! | token and permission check | [`auth`] (a [`guard`]) |
-//! | per-caller rate limit, oversized requests | [`limits`] |
-//! | noticing a request stream cut off | [`inbound`] |
-//! | bytes to messages, routing | [`pb::server`] |
-//! | wire types to validated domain types | [`domain`] |
-//! | the decision, per RPC | [`service`] |
-//! | storage | [`store`] |
-//! | announcing changes to watchers | [`events`] |
-//! | every failure to a gRPC status | [`error`] |
+//! | [`cli`] | the `usersvc` command: one file per subcommand |
+//! | [`loadgen`] | the load generator behind `usersvc bench` |
+//! | [`client`] | retries, tokens and TLS around [`pb::client`] |
+//! | [`server`] | build and run: listener, TLS, shutdown, health, reflection, metrics, and the tower layers in [`server::layers`] |
+//! | [`service`] | the `UserService` implementation: one method per RPC |
+//! | [`error`] | the error enum and the one table from every error to a gRPC status |
+//! | [`auth`] | tokens, the permission table, and the [`auth::Caller`] |
+//! | [`store`] | the `UserStore` trait and its memory, SQLite and PostgreSQL implementations |
+//! | [`events`] | the event bus behind the watch streams |
+//! | [`domain`] | validated types (`UserId`, `Email`, `UserName`, `Role`) and their violations |
+//! | [`pb`] | wire types in the .proto's order, the `METHODS` table, the server and client |
+//! | [`clock`] | the time of day, in the units the contract uses |
 //!
-//! [`health`] answers load balancers' probes and [`reflection`] describes the
-//! API; [`tls`] configures rustls. [`server`] assembles it all on a bound
-//! listener, [`shutdown`] says when to stop, [`client`] adds retries, tokens
-//! and TLS to [`pb::client`], [`bench`] is the load generator, and [`cli`] is the `usersvc`
-//! command.
+//! A call travels down the layers and back: [`server::layers`] wrap it,
+//! [`pb::server`] decodes it, [`domain`] validates it, [`service`] decides,
+//! [`store`] persists, [`events`] announces, and [`error`] answers failures.
 #![forbid(unsafe_code)]
 
 pub mod auth;
-pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod domain;
 pub mod error;
 pub mod events;
-pub mod guard;
-pub mod health;
-pub mod inbound;
-pub mod limits;
-pub mod metrics;
+pub mod loadgen;
 pub mod pb;
-pub mod reflection;
 pub mod server;
 pub mod service;
-pub mod shutdown;
 pub mod store;
-pub mod telemetry;
-pub mod tls;
 
 /// A boxed error for causes we log but do not match on.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

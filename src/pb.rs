@@ -9,8 +9,104 @@
 pub mod client;
 pub mod server;
 
+/// The service's full name, written once for the consts below.
+macro_rules! service_name {
+    () => {
+        "techoral.users.v1.UserService"
+    };
+}
+
 /// The full name of the service, as it appears in every method path.
-pub const SERVICE_NAME: &str = "techoral.users.v1.UserService";
+pub const SERVICE_NAME: &str = service_name!();
+
+/// The metadata key that makes a CreateUser safe to retry (see the .proto).
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// How a method's messages flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MethodKind {
+    Unary,
+    ServerStreaming,
+    ClientStreaming,
+    BidiStreaming,
+}
+
+/// One row of [`METHODS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MethodInfo {
+    pub method: Method,
+    /// As in the .proto: `GetUser`.
+    pub name: &'static str,
+    /// As on the wire: `/techoral.users.v1.UserService/GetUser`.
+    pub path: &'static str,
+    pub kind: MethodKind,
+}
+
+/// Declares [`Method`] and [`METHODS`] from one list, so that the two
+/// cannot disagree.
+macro_rules! methods {
+    ($($method:ident: $kind:ident,)*) => {
+        /// The RPCs of `UserService`, in the .proto's order. Whatever must
+        /// know every method (the router, the permission table) matches on
+        /// this enum, so a new method does not compile until each has
+        /// decided what to do with it.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Method {
+            $($method,)*
+        }
+
+        /// Every method of `UserService`: the one table of names, paths and
+        /// kinds that the router, the client, the permission table, the
+        /// rate limit and the metrics read.
+        pub const METHODS: &[MethodInfo] = &[
+            $(MethodInfo {
+                method: Method::$method,
+                name: stringify!($method),
+                path: concat!("/", service_name!(), "/", stringify!($method)),
+                kind: MethodKind::$kind,
+            },)*
+        ];
+    };
+}
+
+methods! {
+    GetUser: Unary,
+    CreateUser: Unary,
+    ListUsers: ServerStreaming,
+    BulkCreateUsers: ClientStreaming,
+    WatchUserEvents: BidiStreaming,
+    UpdateUser: Unary,
+    DeleteUser: Unary,
+}
+
+impl Method {
+    /// The method's row in [`METHODS`].
+    pub fn info(self) -> &'static MethodInfo {
+        &METHODS[self as usize]
+    }
+
+    pub fn name(self) -> &'static str {
+        self.info().name
+    }
+
+    pub fn path(self) -> &'static str {
+        self.info().path
+    }
+
+    pub fn kind(self) -> MethodKind {
+        self.info().kind
+    }
+
+    /// The method served at `path`; `None` for any other path.
+    pub fn from_path(path: &str) -> Option<Method> {
+        METHODS.iter().find(|m| m.path == path).map(|m| m.method)
+    }
+
+    /// The method called `name` in the .proto.
+    pub fn from_name(name: &str) -> Option<Method> {
+        METHODS.iter().find(|m| m.name == name).map(|m| m.method)
+    }
+}
 
 /// What a user may do. Carried on the wire as its number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]

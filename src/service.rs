@@ -5,23 +5,19 @@
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::Claims;
-use crate::domain::{NewUser, UserId, UserPatch};
-use crate::error::{Error, Violations};
-use crate::inbound::StreamEnd;
-use crate::limits::oversized_is_exhausted;
-use crate::pb;
+use crate::auth::Caller;
+use crate::domain::{NewUser, UserId, UserPatch, Violations};
+use crate::error::{Error, oversized_is_exhausted};
+use crate::pb::{self, IDEMPOTENCY_KEY};
 use crate::store::{Created, IdempotencyKey, UserStore};
-use crate::tls::ClientIdentity;
 
 mod list;
-mod watcher;
+mod stream_end;
+mod watch;
 
-/// The metadata key that makes a CreateUser safe to retry.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub use stream_end::StreamEnd;
 
 /// Tunables of the service itself, as opposed to the transport's.
 #[derive(Clone, Debug)]
@@ -31,9 +27,10 @@ pub struct Limits {
     /// Most items one BulkCreateUsers call may carry: the whole batch is one
     /// transaction and is held in memory until it commits.
     pub max_bulk_items: usize,
-    /// Largest response message; BulkCreateUsers refuses a batch whose
-    /// answer would not fit, before storing any of it.
-    pub max_response_bytes: usize,
+    /// Largest request or response message, as gRPC's usual 4 MiB default.
+    /// The codec refuses a larger request, and BulkCreateUsers refuses a
+    /// batch whose answer would not fit, before storing any of it.
+    pub max_message_bytes: usize,
 }
 
 impl Default for Limits {
@@ -41,7 +38,7 @@ impl Default for Limits {
         Self {
             list_page_size: 256,
             max_bulk_items: 100_000,
-            max_response_bytes: crate::server::MAX_MESSAGE_BYTES,
+            max_message_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -53,11 +50,15 @@ pub struct Directory {
     limits: Limits,
     /// Turns true when the server begins to shut down, so that long-lived
     /// streams end with UNAVAILABLE instead of holding the shutdown open.
-    stopping: watch::Receiver<bool>,
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Directory {
-    pub fn new(store: Arc<dyn UserStore>, limits: Limits, stopping: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        store: Arc<dyn UserStore>,
+        limits: Limits,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         Self {
             store,
             limits,
@@ -71,18 +72,12 @@ fn repeated_field_len(len: usize) -> usize {
     prost::encoding::key_len(1) + prost::encoding::encoded_len_varint(len as u64) + len
 }
 
-/// Who made the call, for the audit log: the token's subject, else the
-/// client certificate's.
+/// Who made the call, for the audit log.
 fn actor<T>(request: &Request<T>) -> &str {
-    let extensions = request.extensions();
-    match (
-        extensions.get::<Arc<Claims>>(),
-        extensions.get::<ClientIdentity>(),
-    ) {
-        (Some(claims), _) => &claims.sub,
-        (None, Some(identity)) => &identity.subject,
-        (None, None) => "anonymous",
-    }
+    request
+        .extensions()
+        .get::<Caller>()
+        .map_or("anonymous", Caller::actor)
 }
 
 fn parse_id(user_id: String) -> Result<UserId, Error> {
@@ -179,8 +174,8 @@ impl pb::server::UserService for Directory {
             })?;
             // Refuse before committing what could not be acknowledged.
             response_bytes += repeated_field_len(user.max_encoded_len());
-            if response_bytes > self.limits.max_response_bytes {
-                return Err(Error::BulkResponseTooLarge(self.limits.max_response_bytes).into());
+            if response_bytes > self.limits.max_message_bytes {
+                return Err(Error::BulkResponseTooLarge(self.limits.max_message_bytes).into());
             }
             batch.push(user);
         }
@@ -195,13 +190,13 @@ impl pb::server::UserService for Directory {
         }))
     }
 
-    type WatchUserEventsStream = watcher::EventStream;
+    type WatchUserEventsStream = watch::EventStream;
 
     async fn watch_user_events(
         &self,
         request: Request<Streaming<pb::EventStreamRequest>>,
     ) -> Result<Response<Self::WatchUserEventsStream>, Status> {
-        Ok(Response::new(watcher::stream(
+        Ok(Response::new(watch::stream(
             request.into_inner(),
             self.store.events().clone(),
             self.stopping.clone(),

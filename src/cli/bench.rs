@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::output::Output;
 use super::{ConnectArgs, Failure};
-use crate::bench::{self, Load, Report, Scenario};
+use crate::loadgen::{self, Load, Report, Scenario};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -89,6 +89,6 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
         watchers: args.watchers,
         write_rate: args.write_rate,
     };
-    let report = bench::run(&config, &load).await.map_err(Failure::Other)?;
+    let report = loadgen::run(&config, &load).await.map_err(Failure::Other)?;
     print(&report, args.connect.output)
 }

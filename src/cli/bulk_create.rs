@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tokio_stream::StreamExt;
 
 use super::output::Output;
-use super::token::parse_role;
+use super::parse_role;
 use super::{ConnectArgs, Failure};
 use crate::pb;
 

@@ -1,18 +1,61 @@
 //! `usersvc serve`: every server setting as a flag with a `USERSVC_*`
-//! environment variable, then `server::serve` until SIGINT or SIGTERM.
+//! environment variable, then the server until SIGINT or SIGTERM.
+//!
+//! The flags' defaults are read from the library's `Default` impls
+//! (`Settings::new`, `TransportSettings`, `Limits`, `StoreOptions`,
+//! `RateLimit`), so that `usersvc serve` with no flags and a server built
+//! in a test from `Settings::new` run the same configuration.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::sync::{Arc, LazyLock};
 
 use clap::{Args, ValueEnum};
+use humantime::Duration;
 
-use super::Failure;
-use super::token::SecretArgs;
-use crate::limits::RateLimit;
-use crate::server::{self, Settings, TransportLimits};
+use super::{Failure, SecretArgs, default_data_dir};
+use crate::auth::DEFAULT_PUBLIC_METHODS;
+use crate::pb::Method;
+use crate::server::layers::rate_limit::RateLimit;
+use crate::server::tls::ServerTls;
+use crate::server::{Application, Settings, TransportSettings};
 use crate::service::Limits;
 use crate::store::{self, StoreOptions, Synchronous};
-use crate::tls::ServerTls;
+
+/// The library's defaults, for the flags' `default_value_t`.
+struct Defaults {
+    settings: Settings,
+    store: StoreOptions,
+    rate: RateLimit,
+}
+
+static DEFAULTS: LazyLock<Defaults> = LazyLock::new(|| Defaults {
+    settings: Settings::new(
+        Arc::new(store::MemoryStore::new()),
+        crate::auth::Secret::from_bytes(Vec::new()),
+    ),
+    store: StoreOptions::default(),
+    rate: RateLimit::default(),
+});
+
+fn transport() -> &'static TransportSettings {
+    &DEFAULTS.settings.transport
+}
+
+fn limits() -> &'static Limits {
+    &DEFAULTS.settings.limits
+}
+
+/// The default store: one SQLite file in the data directory.
+fn default_store() -> String {
+    format!("sqlite://{}/users.db", default_data_dir().display())
+}
+
+fn default_public_methods() -> Vec<String> {
+    DEFAULT_PUBLIC_METHODS
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect()
+}
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -21,38 +64,33 @@ pub struct ServeArgs {
     addr: SocketAddr,
     /// Where users are kept: `sqlite://PATH` (embedded, one file),
     /// `postgres://USER@HOST/DB` (several replicas), or `memory` (lost on exit).
-    #[arg(long, env = "USERSVC_STORE", default_value = "sqlite://data/users.db", value_parser = parse_store)]
+    #[arg(long, env = "USERSVC_STORE", default_value_t = default_store(), value_parser = parse_store)]
     store: String,
     /// SQLite durability: `full` syncs every commit to disk before answering;
     /// `normal` survives a crash of usersvc but may lose the last commits to a
     /// power loss.
-    #[arg(long, env = "USERSVC_SQLITE_SYNCHRONOUS", value_enum, default_value_t = Synchronous::Full)]
+    #[arg(long, env = "USERSVC_SQLITE_SYNCHRONOUS", value_enum, default_value_t = DEFAULTS.store.sqlite_synchronous)]
     sqlite_synchronous: Synchronous,
     /// Longest wait for a database connection or statement, as 5s.
-    #[arg(long, env = "USERSVC_DB_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
-    db_timeout: std::time::Duration,
+    #[arg(long, env = "USERSVC_DB_TIMEOUT", default_value_t = DEFAULTS.store.db_timeout.into())]
+    db_timeout: Duration,
     #[command(flatten)]
     secret: SecretArgs,
     /// Methods that need no token, comma-separated (e.g. GetUser,ListUsers).
     /// Empty makes every method need one.
-    #[arg(
-        long,
-        env = "USERSVC_PUBLIC_METHODS",
-        value_delimiter = ',',
-        default_value = "GetUser"
-    )]
+    #[arg(long, env = "USERSVC_PUBLIC_METHODS", value_delimiter = ',', default_values_t = default_public_methods())]
     public_methods: Vec<String>,
     /// Events kept for a slow watcher before it is dropped with RESOURCE_EXHAUSTED.
-    #[arg(long, env = "USERSVC_WATCH_BUFFER", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    watch_buffer: u32,
+    #[arg(long, env = "USERSVC_WATCH_BUFFER", default_value_t = DEFAULTS.store.watch_buffer, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    watch_buffer: usize,
     /// Most items in one BulkCreateUsers call.
-    #[arg(long, env = "USERSVC_MAX_BULK_ITEMS", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
-    max_bulk_items: u32,
+    #[arg(long, env = "USERSVC_MAX_BULK_ITEMS", default_value_t = limits().max_bulk_items, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=u64::from(u32::MAX)))]
+    max_bulk_items: usize,
     /// How long shutdown waits for calls in flight, as 10s or 1m.
-    #[arg(long, env = "USERSVC_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
-    shutdown_grace: std::time::Duration,
+    #[arg(long, env = "USERSVC_SHUTDOWN_GRACE", default_value_t = DEFAULTS.settings.shutdown_grace.into())]
+    shutdown_grace: Duration,
     /// Serve gRPC server reflection (for grpcurl and Postman): true or false.
-    #[arg(long, env = "USERSVC_REFLECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "USERSVC_REFLECTION", default_value_t = DEFAULTS.settings.reflection, action = clap::ArgAction::Set)]
     reflection: bool,
     /// Serve Prometheus metrics over HTTP on this address (off unless given).
     #[arg(long, env = "USERSVC_METRICS_ADDR")]
@@ -67,42 +105,38 @@ pub struct ServeArgs {
     #[arg(long, env = "USERSVC_CLIENT_CA", requires = "tls_cert")]
     client_ca: Option<std::path::PathBuf>,
     /// HTTP/2 streams one connection may have open; more are refused.
-    #[arg(long, env = "USERSVC_MAX_CONCURRENT_STREAMS", default_value_t = 200)]
+    #[arg(long, env = "USERSVC_MAX_CONCURRENT_STREAMS", default_value_t = transport().max_concurrent_streams)]
     max_concurrent_streams: u32,
     /// Streams reset for protocol errors on one connection before GOAWAY.
-    #[arg(
-        long,
-        env = "USERSVC_MAX_LOCAL_ERROR_RESET_STREAMS",
-        default_value_t = 1024
-    )]
+    #[arg(long, env = "USERSVC_MAX_LOCAL_ERROR_RESET_STREAMS", default_value_t = transport().max_local_error_reset_streams)]
     max_local_error_reset_streams: usize,
     /// Streams a client may open and reset before they are accepted (rapid reset) before GOAWAY.
-    #[arg(long, env = "USERSVC_MAX_PENDING_RESET_STREAMS", default_value_t = 20)]
+    #[arg(long, env = "USERSVC_MAX_PENDING_RESET_STREAMS", default_value_t = transport().max_pending_accept_reset_streams)]
     max_pending_reset_streams: usize,
     /// Largest request header list, in bytes.
-    #[arg(long, env = "USERSVC_MAX_HEADER_LIST_SIZE", default_value_t = 16384)]
+    #[arg(long, env = "USERSVC_MAX_HEADER_LIST_SIZE", default_value_t = transport().max_header_list_size)]
     max_header_list_size: u32,
     /// Largest request or response message, in bytes.
-    #[arg(long, env = "USERSVC_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    #[arg(long, env = "USERSVC_MAX_MESSAGE_BYTES", default_value_t = limits().max_message_bytes)]
     max_message_bytes: usize,
     /// HTTP/2 keepalive PING interval on idle connections.
-    #[arg(long, env = "USERSVC_KEEPALIVE_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
-    keepalive_interval: std::time::Duration,
+    #[arg(long, env = "USERSVC_KEEPALIVE_INTERVAL", default_value_t = transport().keepalive_interval.into())]
+    keepalive_interval: Duration,
     /// How long to wait for a keepalive PING's answer before closing.
-    #[arg(long, env = "USERSVC_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
-    keepalive_timeout: std::time::Duration,
+    #[arg(long, env = "USERSVC_KEEPALIVE_TIMEOUT", default_value_t = transport().keepalive_timeout.into())]
+    keepalive_timeout: Duration,
     /// Close connections gracefully after this long, so clients rebalance.
-    #[arg(long, env = "USERSVC_MAX_CONNECTION_AGE", default_value = "1h", value_parser = humantime::parse_duration)]
-    max_connection_age: std::time::Duration,
+    #[arg(long, env = "USERSVC_MAX_CONNECTION_AGE", default_value_t = transport().max_connection_age.into())]
+    max_connection_age: Duration,
     /// Deadline of a call that sets none (until its response starts).
-    #[arg(long, env = "USERSVC_DEFAULT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    default_timeout: std::time::Duration,
+    #[arg(long, env = "USERSVC_DEFAULT_TIMEOUT", default_value_t = transport().default_timeout.into())]
+    default_timeout: Duration,
     /// Calls per second one caller (token subject, certificate or address)
     /// may make to UserService; 0 turns the limit off.
-    #[arg(long, env = "USERSVC_RATE_LIMIT", default_value_t = 1000.0)]
+    #[arg(long, env = "USERSVC_RATE_LIMIT", default_value_t = DEFAULTS.rate.per_second)]
     rate_limit: f64,
     /// Calls one caller may make at once before the rate applies.
-    #[arg(long, env = "USERSVC_RATE_BURST", default_value_t = 2000.0)]
+    #[arg(long, env = "USERSVC_RATE_BURST", default_value_t = DEFAULTS.rate.burst)]
     rate_burst: f64,
     /// Log JSON lines instead of text. The level comes from RUST_LOG (default info).
     #[arg(long, env = "USERSVC_LOG_JSON")]
@@ -157,97 +191,103 @@ fn parse_store(value: &str) -> Result<String, String> {
     }
 }
 
-pub async fn run(args: ServeArgs) -> Result<(), Failure> {
-    let _log = crate::telemetry::init(args.log_json);
-    let public_methods: Vec<String> = args
-        .public_methods
-        .into_iter()
-        .filter(|m| !m.is_empty())
-        .collect();
-    crate::auth::Policy::new(&public_methods).map_err(Failure::Usage)?;
+/// Builds the server the flags describe, bound and ready to run.
+pub async fn build(args: ServeArgs) -> Result<Application, Failure> {
     let (secret, source) = args.secret.resolve()?;
     tracing::info!(?source, "JWT secret loaded");
     let options = StoreOptions {
-        watch_buffer: args.watch_buffer as usize,
+        watch_buffer: args.watch_buffer,
         sqlite_synchronous: args.sqlite_synchronous,
-        db_timeout: args.db_timeout,
+        db_timeout: args.db_timeout.into(),
     };
     let store = store::open(&args.store, &options)
         .await
         .map_err(|e| Failure::Other(format!("cannot open the store: {e}")))?;
-    let settings = Settings {
+    let mut settings = settings(&args, Settings::new(store, secret))?;
+    if let Some(tls) = &settings.tls {
+        tls.config().map_err(Failure::Usage)?;
+    }
+    if let Some(addr) = args.metrics_addr {
+        let listener = bind(addr).await?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| Failure::Other(e.to_string()))?;
+        tracing::info!(metrics_addr = %local, "serving Prometheus metrics");
+        settings.metrics_listener = Some(Arc::new(listener));
+    }
+    let listener = bind(args.addr).await?;
+    let app = Application::build(listener, settings)
+        .await
+        .map_err(|e| Failure::Other(e.to_string()))?;
+    tracing::info!(addr = %app.local_addr(), store = %redacted(&args.store), "usersvc listening");
+    Ok(app)
+}
+
+/// The settings the flags describe, over `defaults` (a store and a secret
+/// with every other setting at its default).
+fn settings(args: &ServeArgs, defaults: Settings) -> Result<Settings, Failure> {
+    let public_methods = args
+        .public_methods
+        .iter()
+        .filter(|m| !m.is_empty())
+        .map(|name| {
+            Method::from_name(name)
+                .ok_or_else(|| Failure::Usage(format!("unknown method {name:?} in public methods")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(ServerTls {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.client_ca.clone(),
+        }),
+        _ => None,
+    };
+    Ok(Settings {
         expect: args.secret.expect(),
         public_methods,
-        shutdown_grace: args.shutdown_grace,
-        max_message_bytes: args.max_message_bytes,
+        shutdown_grace: args.shutdown_grace.into(),
         rate_limit: (args.rate_limit > 0.0).then_some(RateLimit {
             per_second: args.rate_limit,
             burst: args.rate_burst.max(1.0),
         }),
-        transport: TransportLimits {
+        transport: TransportSettings {
             max_concurrent_streams: args.max_concurrent_streams,
             max_local_error_reset_streams: args.max_local_error_reset_streams,
             max_pending_accept_reset_streams: args.max_pending_reset_streams,
             max_header_list_size: args.max_header_list_size,
-            keepalive_interval: args.keepalive_interval,
-            keepalive_timeout: args.keepalive_timeout,
-            max_connection_age: args.max_connection_age,
-            default_timeout: args.default_timeout,
+            keepalive_interval: args.keepalive_interval.into(),
+            keepalive_timeout: args.keepalive_timeout.into(),
+            max_connection_age: args.max_connection_age.into(),
+            default_timeout: args.default_timeout.into(),
         },
         reflection: args.reflection,
         limits: Limits {
-            max_bulk_items: args.max_bulk_items as usize,
-            ..Limits::default()
+            max_bulk_items: args.max_bulk_items,
+            max_message_bytes: args.max_message_bytes,
+            ..defaults.limits.clone()
         },
-        ..Settings::new(store, secret)
-    };
-    let metrics_listener = match args.metrics_addr {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| Failure::Other(format!("cannot listen on {addr}: {e}")))?;
-            let local = listener
-                .local_addr()
-                .map_err(|e| Failure::Other(e.to_string()))?;
-            tracing::info!(metrics_addr = %local, "serving Prometheus metrics");
-            Some(std::sync::Arc::new(listener))
-        }
-        None => None,
-    };
-    let tls = match (args.tls_cert, args.tls_key) {
-        (Some(cert), Some(key)) => {
-            let tls = ServerTls {
-                cert,
-                key,
-                client_ca: args.client_ca,
-            };
-            tls.config().map_err(Failure::Usage)?;
-            Some(tls)
-        }
-        _ => None,
-    };
-    let settings = Settings {
-        metrics_listener,
         tls,
-        ..settings
-    };
-    let listener = tokio::net::TcpListener::bind(args.addr)
-        .await
-        .map_err(|e| Failure::Other(format!("cannot listen on {}: {e}", args.addr)))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| Failure::Other(e.to_string()))?;
-    tracing::info!(addr = %local, store = %redacted(&args.store), "usersvc listening");
-    server::serve(listener, settings, crate::shutdown::signal())
+        ..defaults
+    })
+}
+
+/// `usersvc serve`: builds the server, and runs it until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs) -> Result<(), Failure> {
+    let _log = crate::server::logging::init(args.log_json);
+    build(args)
+        .await?
+        .run_until_stopped(crate::server::shutdown::signal())
         .await
         .map_err(|e| Failure::Other(e.to_string()))?;
     tracing::info!("usersvc stopped");
     Ok(())
 }
 
-/// The data directory's default, relative to where the server runs.
-pub fn default_data_dir() -> PathBuf {
-    PathBuf::from("data")
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Failure> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure::Other(format!("cannot listen on {addr}: {e}")))
 }
 
 /// The store address without a password, for the log.
@@ -261,5 +301,82 @@ fn redacted(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::Cli;
+
+    fn serve_args(flags: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(["usersvc", "serve"].iter().chain(flags)).unwrap();
+        match cli.command {
+            super::super::Command::Serve(args) => *args,
+            _ => unreachable!("parsed as serve"),
+        }
+    }
+
+    fn library_defaults() -> Settings {
+        Settings::new(
+            Arc::new(store::MemoryStore::new()),
+            crate::auth::Secret::from_bytes(Vec::new()),
+        )
+    }
+
+    /// `usersvc serve` with no flags runs what `Settings::new` describes, so
+    /// a test server built from `Settings::new` runs production's defaults.
+    #[test]
+    fn serve_without_flags_runs_the_library_defaults() {
+        let args = serve_args(&[]);
+        let ours = settings(&args, library_defaults()).unwrap();
+        let theirs = library_defaults();
+        assert_eq!(ours.transport, theirs.transport);
+        assert_eq!(ours.rate_limit, theirs.rate_limit);
+        assert_eq!(ours.public_methods, theirs.public_methods);
+        assert_eq!(ours.shutdown_grace, theirs.shutdown_grace);
+        assert_eq!(ours.reflection, theirs.reflection);
+        assert_eq!(ours.expect, theirs.expect);
+        assert_eq!(
+            (ours.limits.max_bulk_items, ours.limits.max_message_bytes),
+            (
+                theirs.limits.max_bulk_items,
+                theirs.limits.max_message_bytes
+            )
+        );
+        assert!(ours.tls.is_none() && ours.metrics_listener.is_none());
+        let store = StoreOptions::default();
+        assert_eq!(args.watch_buffer, store.watch_buffer);
+        assert_eq!(args.sqlite_synchronous, store.sqlite_synchronous);
+        assert_eq!(std::time::Duration::from(args.db_timeout), store.db_timeout);
+    }
+
+    #[test]
+    fn flags_override_the_defaults() {
+        let args = serve_args(&[
+            "--rate-limit",
+            "0",
+            "--public-methods",
+            "GetUser,ListUsers",
+            "--default-timeout",
+            "2s",
+            "--max-message-bytes",
+            "1000",
+        ]);
+        let ours = settings(&args, library_defaults()).unwrap();
+        assert_eq!(ours.rate_limit, None);
+        assert_eq!(ours.public_methods, [Method::GetUser, Method::ListUsers]);
+        assert_eq!(
+            ours.transport.default_timeout,
+            std::time::Duration::from_secs(2)
+        );
+        assert_eq!(ours.limits.max_message_bytes, 1000);
+        let args = serve_args(&["--public-methods", "GetUsers"]);
+        assert!(matches!(
+            settings(&args, library_defaults()),
+            Err(Failure::Usage(message)) if message.contains("GetUsers")
+        ));
     }
 }

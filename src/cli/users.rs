@@ -3,7 +3,7 @@
 use clap::Args;
 
 use super::output::UserPrinter;
-use super::token::parse_role;
+use super::parse_role;
 use super::{ConnectArgs, DEFAULT_TIMEOUT, Failure};
 use crate::domain::Role;
 use crate::pb;

@@ -13,16 +13,9 @@ use tonic_prost::ProstCodec;
 
 use super::{
     CreateUserRequest, DeleteUserRequest, DeleteUserResponse, EventStreamRequest, GetUserRequest,
-    GetUserResponse, ListUsersRequest, ListUsersResponse, SERVICE_NAME, UpdateUserRequest, User,
-    UserEvent,
+    GetUserResponse, ListUsersRequest, ListUsersResponse, Method, SERVICE_NAME, UpdateUserRequest,
+    User, UserEvent,
 };
-
-/// A method's name and its full path, built at compile time.
-macro_rules! method {
-    ($name:literal) => {
-        ($name, concat!("/techoral.users.v1.UserService/", $name))
-    };
-}
 
 /// Calls a `techoral.users.v1.UserService` server.
 #[derive(Debug, Clone)]
@@ -88,7 +81,7 @@ where
         request: impl IntoRequest<GetUserRequest>,
     ) -> Result<Response<GetUserResponse>, Status> {
         let (path, req) = self
-            .prepare(method!("GetUser"), request.into_request())
+            .prepare(Method::GetUser, request.into_request())
             .await?;
         self.inner.unary(req, path, ProstCodec::default()).await
     }
@@ -98,7 +91,7 @@ where
         request: impl IntoRequest<CreateUserRequest>,
     ) -> Result<Response<User>, Status> {
         let (path, req) = self
-            .prepare(method!("CreateUser"), request.into_request())
+            .prepare(Method::CreateUser, request.into_request())
             .await?;
         self.inner.unary(req, path, ProstCodec::default()).await
     }
@@ -108,7 +101,7 @@ where
         request: impl IntoRequest<ListUsersRequest>,
     ) -> Result<Response<Streaming<User>>, Status> {
         let (path, req) = self
-            .prepare(method!("ListUsers"), request.into_request())
+            .prepare(Method::ListUsers, request.into_request())
             .await?;
         self.inner
             .server_streaming(req, path, ProstCodec::default())
@@ -120,7 +113,7 @@ where
         request: impl IntoStreamingRequest<Message = CreateUserRequest>,
     ) -> Result<Response<ListUsersResponse>, Status> {
         let (path, req) = self
-            .prepare(method!("BulkCreateUsers"), request.into_streaming_request())
+            .prepare(Method::BulkCreateUsers, request.into_streaming_request())
             .await?;
         self.inner
             .client_streaming(req, path, ProstCodec::default())
@@ -132,7 +125,7 @@ where
         request: impl IntoStreamingRequest<Message = EventStreamRequest>,
     ) -> Result<Response<Streaming<UserEvent>>, Status> {
         let (path, req) = self
-            .prepare(method!("WatchUserEvents"), request.into_streaming_request())
+            .prepare(Method::WatchUserEvents, request.into_streaming_request())
             .await?;
         self.inner.streaming(req, path, ProstCodec::default()).await
     }
@@ -142,7 +135,7 @@ where
         request: impl IntoRequest<UpdateUserRequest>,
     ) -> Result<Response<User>, Status> {
         let (path, req) = self
-            .prepare(method!("UpdateUser"), request.into_request())
+            .prepare(Method::UpdateUser, request.into_request())
             .await?;
         self.inner.unary(req, path, ProstCodec::default()).await
     }
@@ -152,7 +145,7 @@ where
         request: impl IntoRequest<DeleteUserRequest>,
     ) -> Result<Response<DeleteUserResponse>, Status> {
         let (path, req) = self
-            .prepare(method!("DeleteUser"), request.into_request())
+            .prepare(Method::DeleteUser, request.into_request())
             .await?;
         self.inner.unary(req, path, ProstCodec::default()).await
     }
@@ -161,17 +154,17 @@ where
     /// the `GrpcMethod` extension that tonic's layers read.
     async fn prepare<M>(
         &mut self,
-        (method, path): (&'static str, &'static str),
+        method: Method,
         mut request: Request<M>,
     ) -> Result<(http::uri::PathAndQuery, Request<M>), Status> {
         self.inner
             .ready()
             .await
             .map_err(|e| Status::unknown(format!("Service was not ready: {}", e.into())))?;
-        let path = http::uri::PathAndQuery::from_static(path);
+        let path = http::uri::PathAndQuery::from_static(method.path());
         request
             .extensions_mut()
-            .insert(GrpcMethod::new(SERVICE_NAME, method));
+            .insert(GrpcMethod::new(SERVICE_NAME, method.name()));
         Ok((path, request))
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Where generated code spells out one adapter struct per method, this file
 //! hands `tonic::server::Grpc` a `tower::service_fn`, which tonic accepts as
-//! any of its four service kinds. The routing table is the only per-method code.
+//! any of its four service kinds. The routing table is the only per-method code,
+//! and it matches on [`Method`], so it names every method of `pb::METHODS`.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,7 +18,8 @@ use tonic_prost::ProstCodec;
 
 use super::{
     CreateUserRequest, DeleteUserRequest, DeleteUserResponse, EventStreamRequest, GetUserRequest,
-    GetUserResponse, ListUsersRequest, ListUsersResponse, UpdateUserRequest, User, UserEvent,
+    GetUserResponse, ListUsersRequest, ListUsersResponse, Method, UpdateUserRequest, User,
+    UserEvent,
 };
 
 /// The RPCs of `techoral.users.v1.UserService`, in the .proto's order.
@@ -179,29 +181,20 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        match req.uri().path() {
-            "/techoral.users.v1.UserService/GetUser" => {
-                route!(self, req, unary, T::get_user)
-            }
-            "/techoral.users.v1.UserService/CreateUser" => {
-                route!(self, req, unary, T::create_user)
-            }
-            "/techoral.users.v1.UserService/ListUsers" => {
-                route!(self, req, server_streaming, T::list_users)
-            }
-            "/techoral.users.v1.UserService/BulkCreateUsers" => {
+        match Method::from_path(req.uri().path()) {
+            Some(Method::GetUser) => route!(self, req, unary, T::get_user),
+            Some(Method::CreateUser) => route!(self, req, unary, T::create_user),
+            Some(Method::ListUsers) => route!(self, req, server_streaming, T::list_users),
+            Some(Method::BulkCreateUsers) => {
                 route!(self, req, client_streaming, T::bulk_create_users)
             }
-            "/techoral.users.v1.UserService/WatchUserEvents" => {
+            Some(Method::WatchUserEvents) => {
                 route!(self, req, streaming, T::watch_user_events)
             }
-            "/techoral.users.v1.UserService/UpdateUser" => {
-                route!(self, req, unary, T::update_user)
-            }
-            "/techoral.users.v1.UserService/DeleteUser" => {
-                route!(self, req, unary, T::delete_user)
-            }
-            path => {
+            Some(Method::UpdateUser) => route!(self, req, unary, T::update_user),
+            Some(Method::DeleteUser) => route!(self, req, unary, T::delete_user),
+            None => {
+                let path = req.uri().path();
                 let status = Status::unimplemented(format!("unknown method {path}"));
                 Box::pin(async move { Ok(status.into_http()) })
             }

@@ -1,0 +1,301 @@
+"""`make bench`: usersvc against its peers, measured side by side in one run
+on this machine, written to BENCHMARKS.md with a generated SVG chart.
+
+The server under test runs on CPU 0 and the load generator on CPU 1
+(taskset). Auth, logging (to a file) and metrics stay on. Every figure is
+a ratio to a peer measured in the same run; absolute numbers are shown but
+mean little across machines.
+
+Usage: python benches/run.py [--quick]
+"""
+
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "usersvc")
+PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
+SECRET = "bench-secret-bench-secret-bench-secret!!"
+QUICK = "--quick" in sys.argv
+DURATION = "2s" if QUICK else "8s"
+WARMUP = "1s" if QUICK else "2s"
+PG_ADMIN = os.environ.get("USERSVC_PG_ADMIN", "postgres://root@127.0.0.1:5432/test")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+
+class Process:
+    def __init__(self, args, cpu, env=None, wait_port=None, log=None):
+        self.log = open(log or os.devnull, "w")
+        self.proc = subprocess.Popen(["taskset", "-c", str(cpu), *args], stdout=subprocess.PIPE, stderr=self.log,
+                                     env=dict(os.environ, **(env or {})), text=True)
+        if wait_port:
+            for _ in range(300):
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", wait_port)) == 0:
+                        return
+                time.sleep(0.05)
+            raise RuntimeError(f"{args[0]} did not listen on {wait_port}")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def usersvc(store, tmp, flags=()):
+    port = free_port()
+    args = [BIN, "serve", "--addr", f"127.0.0.1:{port}", "--store", store, "--data-dir", tmp, "--rate-limit", "0",
+            "--metrics-addr", f"127.0.0.1:{free_port()}", "--watch-buffer", "65536", *flags]
+    server = Process(args, 0, {"USERSVC_JWT_SECRET": SECRET, "RUST_LOG": "info"}, port, os.path.join(tmp, "usersvc.log"))
+    return server, f"http://127.0.0.1:{port}"
+
+
+def grpcio_peer():
+    return peer([PYTHON, "server.py"], os.path.join(ROOT, "tests", "python"))
+
+
+def tonic_peer():
+    """The same generated-shape server code with none of usersvc's layers
+    (examples/bare_tonic.rs)."""
+    return peer([os.path.join(ROOT, "target", "release", "examples", "bare_tonic")], ROOT)
+
+
+def peer(command, cwd):
+    """A peer server on CPU 0 that prints `PORT <n>` once it listens."""
+    proc = subprocess.Popen(["taskset", "-c", "0", *command], cwd=cwd, stdout=subprocess.PIPE, text=True)
+    port = int(proc.stdout.readline().split()[1])
+
+    class Peer:
+        def stop(self):
+            proc.terminate()
+            proc.wait(timeout=15)
+
+    peer = Peer()
+    peer.proc = proc
+    return peer, f"http://127.0.0.1:{port}"
+
+
+def token():
+    out = subprocess.run([BIN, "token", "--sub", "bench", "--role", "admin", "--ttl", "1h"],
+                         env=dict(os.environ, USERSVC_JWT_SECRET=SECRET), check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def bench(url, scenario, *extra):
+    cmd = ["taskset", "-c", "1", BIN, "bench", scenario, "--addr", url, "--duration", DURATION, "--warmup", WARMUP,
+           "--output", "json", *extra]
+    out = subprocess.run(cmd, env=dict(os.environ, USERSVC_TOKEN=TOKEN), check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def postgres_url():
+    db = f"usersvc_bench_{int(time.time())}"
+    if subprocess.run(["psql", PG_ADMIN, "-qc", f"CREATE DATABASE {db}"], capture_output=True).returncode != 0:
+        return None, None
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + db, db
+
+
+def h2load_get(url, user_id):
+    """GetUser through h2load, to check the load tool's own numbers."""
+    if not subprocess.run(["which", "h2load"], capture_output=True).returncode == 0:
+        return None
+    message = b"\x0a" + bytes([len(user_id)]) + user_id.encode()
+    body = b"\x00" + len(message).to_bytes(4, "big") + message
+    with tempfile.NamedTemporaryFile(delete=False) as f:
+        f.write(body)
+    seconds = int(DURATION.rstrip("s"))
+    cmd = ["taskset", "-c", "1", "h2load", "-D", str(seconds), "-c", "4", "-m", "16", "-d", f.name,
+           "-H", "content-type: application/grpc", "-H", "te: trailers",
+           f"{url}/techoral.users.v1.UserService/GetUser"]
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    match = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    return float(match.group(1)) if match else None
+
+
+RESULTS = []
+
+
+def result(name, value, unit, peer_name=None, peer_value=None, target=None, higher_is_better=True, bound=None):
+    """One figure; `target` is a minimum ratio to the peer, `bound` an
+    absolute limit such as ("<", 20)."""
+    ratio = None
+    if peer_value:
+        ratio = value / peer_value if higher_is_better else peer_value / value
+    met = None if target is None or ratio is None else ratio >= target
+    if bound:
+        op, limit = bound
+        met = value < limit if op == "<" else value >= limit
+    RESULTS.append(dict(name=name, value=value, unit=unit, peer=peer_name, peer_value=peer_value, ratio=ratio,
+                        target=target, bound=bound, met=met))
+    shown = f"{name}: {value:,.0f} {unit}"
+    if ratio is not None:
+        shown += f" vs {peer_name} {peer_value:,.0f}: {ratio:.2f}x"
+    print(shown, flush=True)
+
+
+def main():
+    global TOKEN
+    TOKEN = token()
+    tmp = tempfile.mkdtemp(prefix="usersvc-bench-")
+    get_args = ["--connections", "4", "--concurrency", "16", "--users", "1000"]
+
+    # usersvc (memory) against the grpcio server with the seed's behaviour.
+    peer, peer_url = grpcio_peer()
+    peer_get = bench(peer_url, "get", *get_args)
+    peer_list = bench(peer_url, "list", "--connections", "1", "--concurrency", "1", "--users", "10000")
+    peer_bulk = bench(peer_url, "bulk", "--connections", "1", "--concurrency", "1", "--batch", "1000")
+    peer.stop()
+    bare, bare_url = tonic_peer()
+    bare_get = bench(bare_url, "get", *get_args)
+    bare_list = bench(bare_url, "list", "--connections", "1", "--concurrency", "1", "--users", "10000")
+    bare.stop()
+
+    # Memory on a server of its own, so that no earlier load inflates it.
+    server, url = usersvc("memory", tmp)
+    time.sleep(0.5)
+    result("idle RSS", rss_kib(server.proc.pid) / 1024, "MiB", bound=("<", 20))
+    watchers = subprocess.Popen(["taskset", "-c", "1", BIN, "bench", "watch", "--addr", url, "--connections", "100",
+                                 "--watchers", "10000", "--write-rate", "10", "--duration", "6s", "--warmup", "0s",
+                                 "--output", "json"], env=dict(os.environ, USERSVC_TOKEN=TOKEN), stdout=subprocess.PIPE)
+    time.sleep(5)
+    result("RSS with 10,000 watch streams", rss_kib(server.proc.pid) / 1024, "MiB", bound=("<", 200))
+    watchers.wait(timeout=60)
+    server.stop()
+
+    stores = {"memory": "memory", "sqlite": f"sqlite://{tmp}/users.db"}
+    pg, pg_db = postgres_url()
+    if pg:
+        stores["postgres"] = pg
+    measured = {}
+    for name, store in stores.items():
+        server, url = usersvc(store, tmp)
+        measured[name] = {
+            "get": bench(url, "get", *get_args),
+            "list": bench(url, "list", "--connections", "1", "--concurrency", "1", "--users", "10000"),
+            "bulk": bench(url, "bulk", "--connections", "1", "--concurrency", "1", "--batch", "1000"),
+        }
+        if name == "memory":
+            listed = subprocess.run([BIN, "list", "--addr", url, "--limit", "1", "--output", "json"], check=True,
+                                    capture_output=True, text=True, env=dict(os.environ, USERSVC_TOKEN=TOKEN)).stdout
+            h2load_rps = h2load_get(url, json.loads(listed)["id"])
+            if h2load_rps:
+                result("GetUser req/s by h2load (which sends no token), to check the load tool", h2load_rps, "req/s", "usersvc bench", measured[name]["get"]["calls_per_second"])
+            watch = bench(url, "watch", "--connections", "10", "--watchers", "1000", "--write-rate", "1000")
+            result("WatchUserEvents p99 delivery, 1000 watchers at 1000 writes/s", watch["latency_us"]["p99"] / 1000, "ms", bound=("<", 10))
+            result("WatchUserEvents deliveries (of 1,000,000/s offered)", watch["items_per_second"], "per s")
+        server.stop()
+    if pg_db:
+        subprocess.run(["psql", PG_ADMIN, "-qc", f"DROP DATABASE IF EXISTS {pg_db} WITH (FORCE)"], capture_output=True)
+
+    mem = measured["memory"]
+    result("GetUser req/s", mem["get"]["calls_per_second"], "req/s", "grpcio", peer_get["calls_per_second"], 10)
+    result("GetUser p99", mem["get"]["latency_us"]["p99"], "µs", "grpcio", peer_get["latency_us"]["p99"], 10, higher_is_better=False)
+    result("ListUsers users/s", mem["list"]["items_per_second"], "users/s", "grpcio", peer_list["items_per_second"])
+    result("ListUsers from memory", mem["list"]["items_per_second"], "users/s", bound=(">=", 1_000_000))
+    result("GetUser req/s, against usersvc without its layers", mem["get"]["calls_per_second"], "req/s", "bare tonic", bare_get["calls_per_second"])
+    result("ListUsers users/s, against a Vec streamed by bare tonic", mem["list"]["items_per_second"], "users/s", "bare tonic", bare_list["items_per_second"], 1)
+    result("BulkCreateUsers users/s", mem["bulk"]["items_per_second"], "users/s", "grpcio", peer_bulk["items_per_second"])
+    result("BulkCreateUsers into memory", mem["bulk"]["items_per_second"], "users/s", bound=(">=", 350_000))
+    if "sqlite" in measured:
+        result("BulkCreateUsers into SQLite (FULL)", measured["sqlite"]["bulk"]["items_per_second"], "users/s", bound=(">=", 50_000))
+    for name in stores:
+        if name == "memory":
+            continue
+        for scenario, key in (("get", "calls_per_second"), ("list", "items_per_second"), ("bulk", "items_per_second")):
+            result(f"{scenario} on {name}", measured[name][scenario][key], "per s", "memory", mem[scenario][key])
+    write_report()
+
+
+def chart():
+    bars = [r for r in RESULTS if r["ratio"] is not None]
+    # Bars start after the longest label (about 6.5 px a character).
+    left = 20 + max(int(6.5 * len(f'{r["name"]} / {r["peer"]}')) for r in bars)
+    width, row = left + 400, 28
+    height = 40 + row * len(bars)
+    top = max([r["ratio"] for r in bars] + [r["target"] or 0 for r in bars] + [1])
+    scale = (width - left - 10) / top
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+             '<text x="10" y="20" font-weight="bold">Ratio to the peer measured in the same run (longer is better)</text>']
+    for i, r in enumerate(bars):
+        y = 34 + i * row
+        w = max(1, r["ratio"] * scale)
+        colour = "#2a9d8f" if r["met"] in (True, None) else "#e76f51"
+        parts.append(f'<text x="10" y="{y + 14}">{r["name"]} / {r["peer"]}</text>')
+        parts.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="18" fill="{colour}"/>')
+        parts.append(f'<text x="{left + 5 + w:.1f}" y="{y + 14}">{r["ratio"]:.2f}x</text>')
+        if r["target"]:
+            x = left + r["target"] * scale
+            parts.append(f'<line x1="{x:.1f}" y1="{y - 2}" x2="{x:.1f}" y2="{y + 20}" stroke="black" stroke-dasharray="3,2"/>')
+    parts.append("</svg>")
+    with open(os.path.join(ROOT, "benches", "benchmarks.svg"), "w") as f:
+        f.write("\n".join(parts) + "\n")
+
+
+def write_report():
+    chart()
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    cpu = re.search(r"model name\s*:\s*(.*)", open("/proc/cpuinfo").read()).group(1)
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`make bench-quick` for a short run), down to the log of changes, which is kept.",
+        "",
+        f"- Machine: {os.cpu_count()} × {cpu}, {platform.system()} {platform.release()}; {rustc}",
+        f"- Run: {'quick' if QUICK else 'full'}, {DURATION} per measurement after {WARMUP} of warm-up, "
+        f"server on CPU 0 and load generator on CPU 1 (taskset), so the server's default runtime is one thread; "
+        "auth (a token on every call), logging at info (to a file) and metrics on.",
+        "- Commands: `usersvc bench get --connections 4 --concurrency 16`, `usersvc bench list|bulk --connections 1 --concurrency 1`, "
+        "`usersvc bench watch --connections 10 --watchers 1000 --write-rate 1000`; the peers are `tests/python/server.py` (grpcio) "
+        "and `examples/bare_tonic.rs` (usersvc's generated-shape server code on tonic's defaults, without usersvc's layers: "
+        "the stand-in for a stock tonic-build server, since tonic-build may not be in the dependency tree).",
+        "",
+        "![ratios](benches/benchmarks.svg)",
+        "",
+        "| measurement | usersvc | peer | peer value | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in RESULTS:
+        peer_value = f"{r['peer_value']:,.0f}" if r["peer_value"] else ""
+        ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else ""
+        target = f"≥ {r['target']}x" if r["target"] else ""
+        if r["bound"]:
+            target = f"{'<' if r['bound'][0] == '<' else '≥'} {r['bound'][1]:,} {r['unit']}"
+        met = {True: "yes", False: "**no**", None: ""}[r["met"]]
+        lines.append(f"| {r['name']} | {r['value']:,.1f} {r['unit']} | {r['peer'] or ''} | {peer_value} | {ratio} | {target} | {met} |")
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    kept = ""
+    if os.path.exists(path):
+        text = open(path).read()
+        if KEEP in text:
+            kept = text[text.index(KEEP):]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+        if kept:
+            f.write("\n" + kept)
+
+
+# What follows this line in BENCHMARKS.md is written by hand, and kept.
+KEEP = "<!-- Written by hand below this line; make bench keeps it. -->"
+
+
+if __name__ == "__main__":
+    main()

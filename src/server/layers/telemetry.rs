@@ -1,0 +1,319 @@
+//! The logging layer: one line per RPC of every kind, written when the call
+//! is over, with its method, peer, gRPC code, duration and message counts.
+//!
+//! The layer wraps the request and response bodies and counts gRPC messages
+//! by their 5-byte length prefixes as they pass, so it needs no knowledge of
+//! the message types and costs no decoding. Both bodies share one `Call`;
+//! when the last of them is dropped the call is over, which for a stream is
+//! its end and not its first response, and the line is written then. A call
+//! that ends without a status (the client went away) is logged as CANCELLED.
+//!
+//! The same line's numbers feed the Prometheus metrics, when they are on.
+//!
+//! The layer also echoes `x-request-id` into the response headers, so a
+//! client can match its logs with ours.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use http_body::{Body, Frame, SizeHint};
+use tonic::Code;
+use tower::{Layer, Service};
+
+use crate::auth::Caller;
+use crate::server::metrics::{Metrics, Series};
+
+/// The request header a client may set to correlate its logs with ours.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Adds per-call logging, and metrics when given, in front of a service.
+#[derive(Clone, Default)]
+pub struct TelemetryLayer {
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl TelemetryLayer {
+    pub fn new(metrics: Option<Arc<Metrics>>) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> Layer<S> for TelemetryLayer {
+    type Service = Telemetry<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Telemetry {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// [`TelemetryLayer`] applied to a service.
+#[derive(Clone)]
+pub struct Telemetry<S> {
+    inner: S,
+    metrics: Option<Arc<Metrics>>,
+}
+
+/// What is known of one call while it runs. Logged when dropped.
+struct Call {
+    /// The metrics, and the method they count this call under.
+    metrics: Option<(Arc<Metrics>, Series)>,
+    path: http::uri::PathAndQuery,
+    peer: Option<SocketAddr>,
+    request_id: Option<HeaderValue>,
+    start: Instant,
+    received: AtomicU64,
+    sent: AtomicU64,
+    /// The gRPC status code, once the response has carried one; -1 before.
+    code: AtomicI32,
+}
+
+impl Call {
+    fn record_status(&self, headers: &HeaderMap) {
+        let code = headers
+            .get("grpc-status")
+            .and_then(|value| value.to_str().ok()?.parse::<i32>().ok());
+        if let Some(code) = code {
+            self.code.store(code, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        let code = match self.code.load(Ordering::Relaxed) {
+            -1 => Code::Cancelled,
+            code => Code::from_i32(code),
+        };
+        let request_id = self.request_id.as_ref().and_then(|id| id.to_str().ok());
+        let elapsed = self.start.elapsed();
+        let (received, sent) = (
+            self.received.load(Ordering::Relaxed),
+            self.sent.load(Ordering::Relaxed),
+        );
+        if let Some((metrics, method)) = &self.metrics {
+            metrics.call_finished(*method, code, elapsed, received, sent);
+        }
+        tracing::info!(
+            target: "usersvc::rpc",
+            method = self.path.path(),
+            peer = self.peer.map(tracing::field::display),
+            code = crate::error::code_name(code),
+            duration_us = elapsed.as_micros() as u64,
+            messages_in = received,
+            messages_out = sent,
+            request_id,
+            "rpc finished",
+        );
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Telemetry<S>
+where
+    S: Service<http::Request<CountedBody<ReqBody>>, Response = http::Response<ResBody>>,
+    ReqBody: Body<Data = Bytes>,
+    ResBody: Body<Data = Bytes>,
+{
+    type Response = http::Response<CountedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        let path = request
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let metrics = self.metrics.as_ref().and_then(|metrics| {
+            let method = Metrics::series(path.path())?;
+            metrics.call_started(method);
+            Some((Arc::clone(metrics), method))
+        });
+        let call = Arc::new(Call {
+            metrics,
+            path,
+            peer: Caller::of(&mut request).peer,
+            request_id: request.headers().get(&REQUEST_ID).cloned(),
+            start: Instant::now(),
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            code: AtomicI32::new(-1),
+        });
+        let request = request.map(|body| CountedBody::new(body, Arc::clone(&call), false));
+        ResponseFuture {
+            inner: self.inner.call(request),
+            call: Some(call),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner response, with its body counted and its request id echoed.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        call: Option<Arc<Call>>,
+    }
+}
+
+impl<F, ResBody, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<http::Response<ResBody>, E>>,
+{
+    type Output = Result<http::Response<CountedBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let call = this.call.take().expect("polled after completion");
+        Poll::Ready(result.map(|mut response| {
+            // A trailers-only response (an error before any message) carries
+            // its status in the headers.
+            call.record_status(response.headers());
+            if let Some(id) = &call.request_id {
+                response
+                    .headers_mut()
+                    .insert(REQUEST_ID.clone(), id.clone());
+            }
+            response.map(|body| CountedBody::new(body, call, true))
+        }))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A body that counts the gRPC messages passing through it.
+    pub struct CountedBody<B> {
+        #[pin]
+        inner: B,
+        call: Arc<Call>,
+        prefix: MessagePrefixes,
+        // True for the response body, whose trailers carry the status.
+        outbound: bool,
+    }
+}
+
+impl<B> CountedBody<B> {
+    fn new(inner: B, call: Arc<Call>, outbound: bool) -> Self {
+        Self {
+            inner,
+            call,
+            prefix: MessagePrefixes::default(),
+            outbound,
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for CountedBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if let Some(Ok(frame)) = &frame {
+            if let Some(data) = frame.data_ref() {
+                let messages = this.prefix.feed(data);
+                let counter = if *this.outbound {
+                    &this.call.sent
+                } else {
+                    &this.call.received
+                };
+                counter.fetch_add(messages, Ordering::Relaxed);
+            } else if let Some(trailers) = frame.trailers_ref().filter(|_| *this.outbound) {
+                this.call.record_status(trailers);
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Finds gRPC message boundaries in a byte stream split at arbitrary points:
+/// each message is a flag byte, a 4-byte big-endian length, then the message.
+#[derive(Clone, Copy, Debug, Default)]
+struct MessagePrefixes {
+    /// Bytes of the current prefix seen so far (0 to 4).
+    prefix_seen: u8,
+    /// The length, as far as its bytes have been seen.
+    length: u32,
+    /// Bytes of the current message still to skip.
+    remaining: u64,
+}
+
+impl MessagePrefixes {
+    /// Consumes `data` and returns how many messages began in it.
+    fn feed(&mut self, mut data: &[u8]) -> u64 {
+        let mut started = 0;
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let skip = usize::try_from(self.remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
+                self.remaining -= skip as u64;
+                data = &data[skip..];
+                continue;
+            }
+            if self.prefix_seen > 0 {
+                self.length = (self.length << 8) | u32::from(data[0]);
+            }
+            data = &data[1..];
+            self.prefix_seen += 1;
+            if self.prefix_seen == 5 {
+                started += 1;
+                self.remaining = u64::from(self.length);
+                self.prefix_seen = 0;
+                self.length = 0;
+            }
+        }
+        started
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(messages: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for message in messages {
+            out.push(0);
+            out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+            out.extend_from_slice(message);
+        }
+        out
+    }
+
+    #[test]
+    fn counts_messages_whole_and_split_at_every_byte() {
+        let bytes = framed(&[b"abc", b"", &[7u8; 300], b"z"]);
+        assert_eq!(MessagePrefixes::default().feed(&bytes), 4);
+        for split in 0..bytes.len() {
+            let mut prefixes = MessagePrefixes::default();
+            let (a, b) = bytes.split_at(split);
+            assert_eq!(prefixes.feed(a) + prefixes.feed(b), 4, "split at {split}");
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! Prometheus metrics, on an admin address of their own (`--metrics-addr`).
+//!
+//! The names and labels are go-grpc-prometheus's, so existing gRPC
+//! dashboards and alerts work unchanged: `grpc_server_started_total`,
+//! `grpc_server_handled_total` (by `grpc_code`), `grpc_server_handling_seconds`,
+//! `grpc_server_msg_received_total` and `grpc_server_msg_sent_total`, each by
+//! `grpc_type`, `grpc_service` and `grpc_method`. Ours add
+//! `usersvc_watch_streams_open` and `usersvc_store_errors_total`.
+//! The telemetry layer feeds the call metrics, so every RPC kind is counted.
+
+use std::convert::Infallible;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http_body_util::Full;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::Code;
+
+use crate::domain::{NewUser, User, UserId, UserPatch};
+use crate::events::EventBus;
+use crate::pb::{METHODS, MethodKind};
+use crate::store::{Created, IdempotencyKey, Page, PageQuery, StoreError, UserStore};
+
+/// The methods of the other services this server has (health and
+/// reflection), with their go-grpc-prometheus `grpc_type`. UserService's
+/// come from `pb::METHODS`.
+const OTHER_METHODS: &[(&str, &str)] = &[
+    ("/grpc.health.v1.Health/Check", "unary"),
+    ("/grpc.health.v1.Health/Watch", "server_stream"),
+    (
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "bidi_stream",
+    ),
+    (
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        "bidi_stream",
+    ),
+];
+
+/// go-grpc-prometheus's name for a kind of method.
+fn type_label(kind: MethodKind) -> &'static str {
+    match kind {
+        MethodKind::Unary => "unary",
+        MethodKind::ServerStreaming => "server_stream",
+        MethodKind::ClientStreaming => "client_stream",
+        MethodKind::BidiStreaming => "bidi_stream",
+    }
+}
+
+/// Every method this server has, with its `grpc_type`: UserService's, then
+/// the others'.
+fn served() -> impl Iterator<Item = (&'static str, &'static str)> {
+    METHODS
+        .iter()
+        .map(|m| (m.path, type_label(m.kind)))
+        .chain(OTHER_METHODS.iter().copied())
+}
+
+/// The path and `grpc_type` of the method counted as `series`.
+fn served_at(series: Series) -> (&'static str, &'static str) {
+    served().nth(series.0).expect("a served method")
+}
+
+/// The `grpc_type` of the method at `path`; `None` for a path this server
+/// does not serve, which is not counted (as go-grpc-prometheus does not).
+pub fn grpc_type(path: &str) -> Option<&'static str> {
+    served().find(|(p, _)| *p == path).map(|(_, t)| t)
+}
+
+/// A code as Go's `codes.Code.String()` spells it: `OK`, `NotFound`.
+fn code_label(code: Code) -> String {
+    match code {
+        Code::Ok => "OK".to_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The labels of one method: type, service, method.
+fn labels(path: &str) -> Option<[&str; 3]> {
+    let kind = grpc_type(path)?;
+    let (service, method) = path.trim_start_matches('/').split_once('/')?;
+    Some([kind, service, method])
+}
+
+/// The series of a method this server serves, as found once when its call
+/// starts.
+#[derive(Clone, Copy, Debug)]
+pub struct Series(usize);
+
+/// gRPC has 17 codes, 0 to 16.
+const CODES: usize = 17;
+
+/// One method's series. Resolving them by label takes a hash and a lock,
+/// which on every call cost GetUser about 2% (see BENCHMARKS.md); here they
+/// are resolved on a method's first call, and a code's on its first use,
+/// so that only what has happened is exported, as before.
+#[derive(Default)]
+struct MethodSeries {
+    calls: OnceLock<CallSeries>,
+    handled: [OnceLock<IntCounter>; CODES],
+}
+
+struct CallSeries {
+    started: IntCounter,
+    handling: Histogram,
+    received: IntCounter,
+    sent: IntCounter,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    started: IntCounterVec,
+    handled: IntCounterVec,
+    handling: HistogramVec,
+    received: IntCounterVec,
+    sent: IntCounterVec,
+    watch_streams: IntGauge,
+    store_errors: IntCounterVec,
+    methods: Vec<MethodSeries>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let call = ["grpc_type", "grpc_service", "grpc_method"];
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let counter = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(counter.clone()))
+                .expect("registered once");
+            counter
+        };
+        let started = counter(
+            "grpc_server_started_total",
+            "Total number of RPCs started on the server.",
+            &call,
+        );
+        let handled = counter(
+            "grpc_server_handled_total",
+            "Total number of RPCs completed on the server, regardless of success or failure.",
+            &["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
+        );
+        let received = counter(
+            "grpc_server_msg_received_total",
+            "Total number of RPC stream messages received on the server.",
+            &call,
+        );
+        let sent = counter(
+            "grpc_server_msg_sent_total",
+            "Total number of gRPC stream messages sent by the server.",
+            &call,
+        );
+        let store_errors = counter(
+            "usersvc_store_errors_total",
+            "Store calls that failed: unavailable (worth a retry) or internal.",
+            &["kind"],
+        );
+        let handling = HistogramVec::new(
+            HistogramOpts::new(
+                "grpc_server_handling_seconds",
+                "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+            ),
+            &call,
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(handling.clone()))
+            .expect("registered once");
+        let watch_streams = IntGauge::new(
+            "usersvc_watch_streams_open",
+            "WatchUserEvents streams open now.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(watch_streams.clone()))
+            .expect("registered once");
+        Arc::new(Self {
+            registry,
+            started,
+            handled,
+            handling,
+            received,
+            sent,
+            watch_streams,
+            store_errors,
+            methods: served().map(|_| MethodSeries::default()).collect(),
+        })
+    }
+
+    /// The method at `path`; `None` for a path this server does not serve,
+    /// which is not counted (as go-grpc-prometheus does not).
+    pub fn series(path: &str) -> Option<Series> {
+        served().position(|(p, _)| p == path).map(Series)
+    }
+
+    fn calls(&self, method: Series) -> &CallSeries {
+        self.methods[method.0].calls.get_or_init(|| {
+            let labels = labels(served_at(method).0).expect("a served method");
+            CallSeries {
+                started: self.started.with_label_values(&labels),
+                handling: self.handling.with_label_values(&labels),
+                received: self.received.with_label_values(&labels),
+                sent: self.sent.with_label_values(&labels),
+            }
+        })
+    }
+
+    pub fn call_started(&self, method: Series) {
+        self.calls(method).started.inc();
+    }
+
+    pub fn call_finished(
+        &self,
+        method: Series,
+        code: Code,
+        elapsed: Duration,
+        received: u64,
+        sent: u64,
+    ) {
+        let calls = self.calls(method);
+        calls.handling.observe(elapsed.as_secs_f64());
+        calls.received.inc_by(received);
+        calls.sent.inc_by(sent);
+        // A `Code`'s value is its number, 0 to 16.
+        let handled = self.methods[method.0].handled[code as usize].get_or_init(|| {
+            let [kind, service, name] = labels(served_at(method).0).expect("a served method");
+            self.handled
+                .with_label_values(&[kind, service, name, &code_label(code)])
+        });
+        handled.inc();
+    }
+
+    /// The text exposition format, with the open watch streams counted now.
+    pub fn render(&self, events: &EventBus) -> String {
+        self.watch_streams
+            .set(i64::try_from(events.watchers()).unwrap_or(i64::MAX));
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+
+    fn store_failed(&self, error: &StoreError) {
+        match error {
+            StoreError::Unavailable(_) => {
+                self.store_errors.with_label_values(&["unavailable"]).inc()
+            }
+            StoreError::Internal(_) => self.store_errors.with_label_values(&["internal"]).inc(),
+            _ => {}
+        }
+    }
+}
+
+/// Serves `GET /metrics` (any path, in fact) on `listener` until `stopping`.
+pub async fn serve(
+    listener: Arc<TcpListener>,
+    metrics: Arc<Metrics>,
+    events: EventBus,
+    mut stopping: watch::Receiver<bool>,
+) {
+    use hyper::service::service_fn;
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "metrics listener failed to accept");
+                    continue;
+                }
+            },
+            _ = stopping.wait_for(|stopping| *stopping) => return,
+        };
+        let (metrics, events) = (Arc::clone(&metrics), events.clone());
+        tokio::spawn(async move {
+            let respond = service_fn(move |_request| {
+                let body = metrics.render(&events);
+                async move {
+                    let response = http::Response::builder()
+                        .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                        .body(Full::new(bytes::Bytes::from(body)))
+                        .expect("a valid response");
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, respond)
+                .await;
+        });
+    }
+}
+
+/// A store that counts its failures in `usersvc_store_errors_total`.
+pub struct MeteredStore {
+    inner: Arc<dyn UserStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredStore {
+    pub fn new(inner: Arc<dyn UserStore>, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+
+    fn count<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(error) = &result {
+            self.metrics.store_failed(error);
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl UserStore for MeteredStore {
+    fn events(&self) -> &EventBus {
+        self.inner.events()
+    }
+    async fn check(&self) -> Result<(), StoreError> {
+        self.inner.check().await
+    }
+    async fn create(
+        &self,
+        user: NewUser,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Created, StoreError> {
+        self.count(self.inner.create(user, key).await)
+    }
+    async fn create_many(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
+        self.count(self.inner.create_many(users).await)
+    }
+    async fn get(&self, id: &UserId) -> Result<User, StoreError> {
+        self.count(self.inner.get(id).await)
+    }
+    async fn update(&self, id: &UserId, patch: UserPatch) -> Result<User, StoreError> {
+        self.count(self.inner.update(id, patch).await)
+    }
+    async fn delete(&self, id: &UserId) -> Result<User, StoreError> {
+        self.count(self.inner.delete(id).await)
+    }
+    async fn list_page(&self, query: PageQuery) -> Result<Page, StoreError> {
+        self.count(self.inner.list_page(query).await)
+    }
+}

@@ -1,0 +1,104 @@
+//! Everything a server needs besides its listener, with the defaults that
+//! `usersvc serve` shows in its `--help`: each default is written here once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use super::layers::rate_limit::RateLimit;
+use super::tls::ServerTls;
+use crate::auth::{DEFAULT_PUBLIC_METHODS, Expect, Secret};
+use crate::pb::Method;
+use crate::service::Limits;
+use crate::store::UserStore;
+
+/// The connections' settings: HTTP/2 protections that tonic leaves off by
+/// default, keepalive, connection age, and the default deadline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransportSettings {
+    /// Streams one connection may have open at once; more are refused
+    /// with REFUSED_STREAM (tonic's default: unlimited).
+    pub max_concurrent_streams: u32,
+    /// Streams the server may reset for a connection's protocol errors
+    /// before it sends GOAWAY (tonic's default since 0.14.3: unlimited,
+    /// the RUSTSEC-2024-0003 class of attack).
+    pub max_local_error_reset_streams: usize,
+    /// Streams a client may open and reset before they are accepted, before
+    /// GOAWAY: the rapid-reset attack (CVE-2023-44487).
+    pub max_pending_accept_reset_streams: usize,
+    /// Largest request header list, in bytes.
+    pub max_header_list_size: u32,
+    /// HTTP/2 PING interval on idle connections, and how long to wait for
+    /// the answer before closing.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// Connections are closed (gracefully) after this long, so that clients
+    /// rebalance across replicas.
+    pub max_connection_age: Duration,
+    /// Deadline of a call that brings none of its own, until its response
+    /// starts (streams then run on); DEADLINE_EXCEEDED when it passes.
+    pub default_timeout: Duration,
+}
+
+impl Default for TransportSettings {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 200,
+            max_local_error_reset_streams: 1024,
+            max_pending_accept_reset_streams: 20,
+            max_header_list_size: 16 * 1024,
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(20),
+            max_connection_age: Duration::from_secs(3600),
+            default_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything a server needs besides its listener.
+#[derive(Clone)]
+pub struct Settings {
+    pub store: Arc<dyn UserStore>,
+    pub secret: Secret,
+    /// Issuer and audience that tokens must carry, when set.
+    pub expect: Expect,
+    /// Methods that need no token.
+    pub public_methods: Vec<Method>,
+    /// The service's own limits, message size included.
+    pub limits: Limits,
+    /// How long shutdown waits for calls in flight before dropping them.
+    pub shutdown_grace: Duration,
+    /// How often health checks the store.
+    pub health_interval: Duration,
+    /// Whether to serve gRPC server reflection.
+    pub reflection: bool,
+    /// Where to serve Prometheus metrics; none when `None`.
+    pub metrics_listener: Option<Arc<TcpListener>>,
+    /// TLS, and mTLS when it names a client CA; plaintext when `None`.
+    pub tls: Option<ServerTls>,
+    pub transport: TransportSettings,
+    /// Calls per caller; unlimited when `None`.
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl Settings {
+    /// The defaults, around a store and a secret: what `usersvc serve`
+    /// runs with when given no flags.
+    pub fn new(store: Arc<dyn UserStore>, secret: Secret) -> Self {
+        Self {
+            store,
+            secret,
+            expect: Expect::default(),
+            public_methods: DEFAULT_PUBLIC_METHODS.to_vec(),
+            limits: Limits::default(),
+            shutdown_grace: Duration::from_secs(10),
+            health_interval: Duration::from_secs(1),
+            reflection: true,
+            metrics_listener: None,
+            tls: None,
+            transport: TransportSettings::default(),
+            rate_limit: Some(RateLimit::default()),
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! Smoke tests of the built `usersvc` binary: a real `serve` process, and
+//! the client commands run as a user would run them.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use crate::support::process::{BIN, ServerProcess};
+
+/// A `usersvc serve` process with a SQLite store and a generated secret in
+/// a directory of its own.
+struct Server {
+    process: ServerProcess,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let store = format!("sqlite://{}/users.db", dir.path().display());
+        let process = ServerProcess::start_with_generated_secret(&["--store", &store], dir.path());
+        Server {
+            url: process.url.clone(),
+            process,
+            dir,
+        }
+    }
+
+    /// Runs a client command against this server, with `token` if given.
+    fn run(&self, args: &[&str], token: Option<&str>) -> Output {
+        self.command(args, token).output().unwrap()
+    }
+
+    fn command(&self, args: &[&str], token: Option<&str>) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .env("USERSVC_ADDR", &self.url)
+            .env_remove("USERSVC_TOKEN");
+        if let Some(token) = token {
+            command.env("USERSVC_TOKEN", token);
+        }
+        command
+    }
+
+    /// Mints a token with the secret the server generated in its data dir.
+    fn token(&self, role: &str) -> String {
+        token_for(self.dir.path(), role)
+    }
+}
+
+fn token_for(data_dir: &Path, role: &str) -> String {
+    let output = Command::new(BIN)
+        .args([
+            "token",
+            "--sub",
+            "cli-test",
+            "--role",
+            role,
+            "--ttl",
+            "10m",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env_remove("USERSVC_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_user_goes_through_create_get_list_update_and_delete() {
+    let server = Server::start();
+    let admin = server.token("admin");
+    let admin = Some(admin.as_str());
+
+    let created = stdout(&server.run(
+        &[
+            "create",
+            "--name",
+            "Ann",
+            "--email",
+            "ann@example.com",
+            "--role",
+            "editor",
+            "--bio",
+            "hi",
+            "--output",
+            "json",
+        ],
+        admin,
+    ));
+    let user = &json_lines(&created)[0];
+    let id = user["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (
+            user["name"].as_str(),
+            user["role"].as_str(),
+            user["bio"].as_str()
+        ),
+        (Some("Ann"), Some("editor"), Some("hi"))
+    );
+
+    // GetUser is public: no token.
+    let table = stdout(&server.run(&["get", &id], None));
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(
+        table.contains(&id) && table.contains("ann@example.com"),
+        "{table}"
+    );
+
+    let listed = json_lines(&stdout(
+        &server.run(&["list", "--role", "EDITOR", "--output", "json"], admin),
+    ));
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"].as_str(), Some(id.as_str()));
+
+    let updated = json_lines(&stdout(&server.run(
+        &[
+            "update", &id, "--name", "Ann B", "--bio", "", "--output", "json",
+        ],
+        admin,
+    )));
+    assert_eq!(updated[0]["name"].as_str(), Some("Ann B"));
+    assert!(
+        updated[0].get("bio").is_none(),
+        "bio removed: {}",
+        updated[0]
+    );
+
+    stdout(&server.run(&["delete", &id], admin));
+    let gone = server.run(&["get", &id], None);
+    assert_eq!(gone.status.code(), Some(1));
+    let stderr = String::from_utf8(gone.stderr).unwrap();
+    assert_eq!(stderr, format!("error: NOT_FOUND: user {id} not found\n"));
+}
+
+#[test]
+fn errors_print_code_and_message_on_one_line_and_exit_non_zero() {
+    let server = Server::start();
+    let no_token = server.run(&["list"], None);
+    assert_eq!(no_token.status.code(), Some(1));
+    let stderr = String::from_utf8(no_token.stderr).unwrap();
+    assert!(
+        stderr.starts_with("error: UNAUTHENTICATED: missing authorization"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1);
+
+    let viewer = server.token("viewer");
+    let denied = server.run(
+        &["create", "--name", "X", "--email", "x@example.com"],
+        Some(&viewer),
+    );
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(
+        String::from_utf8(denied.stderr)
+            .unwrap()
+            .starts_with("error: PERMISSION_DENIED: ")
+    );
+
+    let bad_role = server.run(
+        &[
+            "create",
+            "--name",
+            "X",
+            "--email",
+            "x@example.com",
+            "--role",
+            "king",
+        ],
+        Some(&viewer),
+    );
+    assert_eq!(bad_role.status.code(), Some(2), "a usage error");
+}
+
+#[test]
+fn bulk_create_reads_csv_from_stdin_and_json_lines_from_a_file() {
+    let server = Server::start();
+    let admin = server.token("admin");
+
+    let mut child = server
+        .command(&["bulk-create", "-"], Some(&admin))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"name,email,role,bio\nAnn,ann@example.com,admin,\nBob,bob@example.com,,likes tea\n",
+        )
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&output), "created 2 users\n");
+
+    let file = server.dir.path().join("more.jsonl");
+    std::fs::write(&file, "{\"name\":\"Cy\",\"email\":\"cy@example.com\"}\n{\"name\":\"Di\",\"email\":\"di@example.com\",\"role\":\"USER_ROLE_EDITOR\"}\n").unwrap();
+    let output = server.run(
+        &["bulk-create", file.to_str().unwrap(), "--output", "json"],
+        Some(&admin),
+    );
+    let summary: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(summary["total_count"], 2);
+
+    let listed = json_lines(&stdout(
+        &server.run(&["list", "--output", "json"], Some(&admin)),
+    ));
+    let names: Vec<_> = listed.iter().map(|u| u["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Ann", "Bob", "Cy", "Di"]);
+    assert_eq!(listed[1]["bio"].as_str(), Some("likes tea"));
+
+    // A duplicate inside the file: nothing is created, and the index is named.
+    std::fs::write(&file, "{\"name\":\"Ed\",\"email\":\"ed@example.com\"}\n{\"name\":\"Ed\",\"email\":\"ED@example.com\"}\n").unwrap();
+    let output = server.run(&["bulk-create", file.to_str().unwrap()], Some(&admin));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8(output.stderr)
+            .unwrap()
+            .starts_with("error: ALREADY_EXISTS: item 1:")
+    );
+    assert_eq!(
+        json_lines(&stdout(
+            &server.run(&["list", "--output", "json"], Some(&admin))
+        ))
+        .len(),
+        4
+    );
+}
+
+#[test]
+fn watch_prints_events_as_they_happen() {
+    let server = Server::start();
+    let admin = server.token("admin");
+    let mut watch = server
+        .command(&["watch", "*", "--output", "json"], Some(&admin))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let subscribed: serde_json::Value =
+        serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(subscribed["event_type"], "subscribed");
+
+    stdout(&server.run(
+        &["create", "--name", "Fay", "--email", "fay@example.com"],
+        Some(&admin),
+    ));
+    let event: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(event["event_type"], "user_created");
+    assert_eq!(event["user"]["name"], "Fay");
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
+
+#[test]
+fn invalid_serve_settings_exit_2_before_binding() {
+    let output = Command::new(BIN)
+        .args(["serve", "--store", "bogus"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("unknown store \"bogus\""), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--public-methods",
+            "GetUsers",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8(output.stderr)
+            .unwrap()
+            .contains("unknown method \"GetUsers\"")
+    );
+}
+
+#[test]
+fn sigterm_stops_the_server_and_ends_open_watches() {
+    let mut server = Server::start();
+    let admin = server.token("admin");
+    let mut watch = server
+        .command(&["watch", "*", "--output", "json"], Some(&admin))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().contains("subscribed"));
+
+    server.process.terminate();
+    let status = server.process.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+
+    let output = watch.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr, "error: UNAVAILABLE: server shutting down\n");
+}
+
+#[test]
+fn bench_drives_every_scenario_and_reports_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with_generated_secret(
+        &["--store", "memory", "--rate-limit", "0"],
+        dir.path(),
+    );
+    let token = token_for(dir.path(), "admin");
+    for scenario in ["get", "create", "list", "bulk", "watch"] {
+        let output = Command::new(BIN)
+            .args([
+                "bench",
+                scenario,
+                "--duration",
+                "300ms",
+                "--warmup",
+                "100ms",
+                "--connections",
+                "1",
+                "--concurrency",
+                "2",
+            ])
+            .args([
+                "--users",
+                "50",
+                "--batch",
+                "20",
+                "--watchers",
+                "3",
+                "--write-rate",
+                "100",
+                "--output",
+                "json",
+            ])
+            .env("USERSVC_ADDR", &server.url)
+            .env("USERSVC_TOKEN", &token)
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+        assert_eq!(report["scenario"], scenario);
+        assert!(report["calls"].as_u64().unwrap() > 0, "{report}");
+        assert!(
+            report["items_per_second"].as_f64().unwrap() > 0.0,
+            "{report}"
+        );
+        assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+        let l = &report["latency_us"];
+        let (p50, p99, max) = (
+            l["p50"].as_u64().unwrap(),
+            l["p99"].as_u64().unwrap(),
+            l["max"].as_u64().unwrap(),
+        );
+        assert!(0 < p50 && p50 <= p99 && p99 <= max, "{report}");
+    }
+}
+
+#[test]
+fn bench_count_measures_exactly_that_many_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with_generated_secret(
+        &["--store", "memory", "--rate-limit", "0"],
+        dir.path(),
+    );
+    let token = token_for(dir.path(), "admin");
+    let bench = |scenario: &str, count: &str| {
+        Command::new(BIN)
+            .args(["bench", scenario, "--count", count, "--warmup", "100ms"])
+            .args(["--connections", "2", "--concurrency", "3", "--users", "20"])
+            .args(["--output", "json"])
+            .env("USERSVC_ADDR", &server.url)
+            .env("USERSVC_TOKEN", &token)
+            .output()
+            .unwrap()
+    };
+    for (scenario, count) in [("get", 250), ("create", 40)] {
+        let output = bench(scenario, &count.to_string());
+        let report: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+        assert_eq!(report["calls"], count, "{report}");
+        assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    }
+    let refused = bench("watch", "10");
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--count is for get"),
+        "{refused:?}"
+    );
+}

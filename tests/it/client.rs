@@ -1,0 +1,188 @@
+//! The library client's promises: idempotent creates, and retries on
+//! UNAVAILABLE for calls that are safe to repeat.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::support::{create_request, spawn_app, spawn_app_with, spawn_on};
+use tonic::Code;
+use usersvc::client::{Client, ClientConfig, RetryPolicy};
+use usersvc::domain::Role;
+use usersvc::pb::UserRole;
+
+#[tokio::test]
+async fn same_key_and_request_returns_the_same_user_once() {
+    let app = spawn_app().await;
+    let client = app.admin();
+    let request = create_request("Ivy", "ivy@example.com", UserRole::Editor);
+    let first = client
+        .create_user(request.clone(), Some("key-1"))
+        .await
+        .unwrap();
+    let again = client.create_user(request, Some("key-1")).await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(app.list_all().await, vec![first]);
+}
+
+#[tokio::test]
+async fn a_replay_announces_nothing_new() {
+    let app = spawn_app().await;
+    let client = app.admin();
+    let request = create_request("Jo", "jo@example.com", UserRole::Viewer);
+    client
+        .create_user(request.clone(), Some("key-2"))
+        .await
+        .unwrap();
+
+    let subscriptions = tokio_stream::StreamExt::chain(
+        tokio_stream::iter(vec![usersvc::pb::EventStreamRequest {
+            user_id: "*".into(),
+        }]),
+        tokio_stream::pending(),
+    );
+    let mut events = client.watch_user_events(subscriptions).await.unwrap();
+    assert_eq!(
+        events.message().await.unwrap().unwrap().event_type,
+        "subscribed"
+    );
+    client.create_user(request, Some("key-2")).await.unwrap();
+    let marker = app
+        .create("Marker", "marker@example.com", UserRole::Viewer)
+        .await;
+    let next = events.message().await.unwrap().unwrap();
+    assert_eq!(next.user_id, marker.id, "the replay published no event");
+}
+
+#[tokio::test]
+async fn same_key_with_a_different_request_is_already_exists() {
+    let app = spawn_app().await;
+    let client = app.admin();
+    client
+        .create_user(
+            create_request("Kay", "kay@example.com", UserRole::Viewer),
+            Some("key-3"),
+        )
+        .await
+        .unwrap();
+    let status = client
+        .create_user(
+            create_request("Kay", "other@example.com", UserRole::Viewer),
+            Some("key-3"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists);
+    assert!(
+        status.message().contains("idempotency key"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(app.list_all().await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_invalid_idempotency_key_is_invalid_argument() {
+    let app = spawn_app().await;
+    let status = app
+        .admin()
+        .create_user(
+            create_request("Lu", "lu@example.com", UserRole::Viewer),
+            Some(&"k".repeat(129)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        crate::support::bad_request_fields(&status),
+        ["idempotency-key"]
+    );
+}
+
+/// A client for `addr` that retries `attempts` times.
+fn retrying_client(addr: std::net::SocketAddr, attempts: u32) -> Client {
+    let mut config = ClientConfig::new(format!("http://{addr}"));
+    config.token = Some(crate::support::token(Role::Admin));
+    config.retry = RetryPolicy {
+        max_attempts: attempts,
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(200),
+    };
+    Client::new(config).unwrap()
+}
+
+/// A port nothing listens on yet, and a way to start a server there later.
+async fn free_port() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+#[tokio::test]
+async fn reads_and_keyed_creates_ride_out_a_briefly_unavailable_server() {
+    let addr = free_port().await;
+    let client = retrying_client(addr, 20);
+
+    let late_server = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        spawn_on(listener, crate::support::settings()).await
+    });
+    // Started before the server exists; succeeds once it does.
+    let created = client
+        .create_user(
+            create_request("Mo", "mo@example.com", UserRole::Viewer),
+            Some("key-4"),
+        )
+        .await
+        .unwrap();
+    let app = late_server.await.unwrap();
+    let fetched = client.get_user(&created.id).await.unwrap();
+    assert_eq!(fetched, created);
+    assert_eq!(app.list_all().await, vec![created]);
+}
+
+#[tokio::test]
+async fn keyed_creates_are_retried_on_unavailable_and_unkeyed_ones_are_not() {
+    let store = Arc::new(crate::support::store::ScriptedStore::default());
+    let app = spawn_app_with(|s| s.store = store.clone()).await;
+    let client = retrying_client(app.addr, 5);
+
+    store.failing_creates.store(2, Ordering::SeqCst);
+    let created = client
+        .create_user(
+            create_request("Ned", "ned@example.com", UserRole::Viewer),
+            Some("key-5"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.creates.load(Ordering::SeqCst),
+        3,
+        "two failures, then success"
+    );
+    assert_eq!(app.list_all().await, vec![created]);
+
+    store.failing_creates.store(2, Ordering::SeqCst);
+    let status = client
+        .create_user(
+            create_request("Oz", "oz@example.com", UserRole::Viewer),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(
+        status.message(),
+        "store unavailable",
+        "the cause stays in the server log"
+    );
+    assert_eq!(store.creates.load(Ordering::SeqCst), 4, "tried once");
+}
+
+#[tokio::test]
+async fn non_unavailable_errors_are_returned_at_once() {
+    let app = spawn_app_with(|_| {}).await;
+    let client = retrying_client(app.addr, 20);
+    let status = client.get_user("missing").await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+}

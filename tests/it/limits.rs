@@ -1,0 +1,106 @@
+//! Limits: an oversized request is RESOURCE_EXHAUSTED (not tonic's
+//! OUT_OF_RANGE), unary or streamed, and the server serves on afterwards.
+
+use crate::support::{create_request, spawn_app_with};
+use tokio_stream::StreamExt;
+use tonic::Code;
+use usersvc::pb::UserRole;
+
+#[tokio::test]
+async fn an_oversized_request_is_resource_exhausted_and_the_server_serves_on() {
+    let app = spawn_app_with(|s| s.limits.max_message_bytes = 10_000).await;
+    let client = app.admin();
+    let mut huge = create_request("Big", "big@example.com", UserRole::Viewer);
+    huge.bio = Some("x".repeat(20_000));
+
+    let status = client.create_user(huge.clone(), None).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("too large"),
+        "{}",
+        status.message()
+    );
+
+    let batch = vec![
+        create_request("Ok", "ok@example.com", UserRole::Viewer),
+        huge,
+    ];
+    let status = client
+        .bulk_create_users(tokio_stream::iter(batch))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        app.list_all().await.is_empty(),
+        "nothing from the batch was stored"
+    );
+
+    let user = client
+        .create_user(
+            create_request("Small", "small@example.com", UserRole::Viewer),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(client.get_user(&user.id).await.unwrap(), user);
+}
+
+#[tokio::test]
+async fn each_caller_has_its_own_rate_limit() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit = Some(usersvc::server::layers::rate_limit::RateLimit {
+            per_second: 0.01,
+            burst: 3.0,
+        })
+    })
+    .await;
+    let admin = app.admin();
+    for _ in 0..3 {
+        assert_eq!(
+            admin.get_user("nobody").await.unwrap_err().code(),
+            Code::NotFound
+        );
+    }
+    let status = admin.get_user("nobody").await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(
+        status
+            .message()
+            .starts_with("rate limit exceeded; retry in"),
+        "{}",
+        status.message()
+    );
+
+    // Another subject has a bucket of its own.
+    let editor = app.client(Some(usersvc::domain::Role::Editor));
+    assert_eq!(
+        editor.get_user("nobody").await.unwrap_err().code(),
+        Code::NotFound
+    );
+}
+
+#[tokio::test]
+async fn a_call_without_a_deadline_gets_the_default_one() {
+    let app =
+        spawn_app_with(|s| s.transport.default_timeout = std::time::Duration::from_millis(300))
+            .await;
+    // A bulk creation whose client never finishes its stream.
+    let items = tokio_stream::iter(vec![create_request(
+        "Slow",
+        "slow@example.com",
+        UserRole::Viewer,
+    )])
+    .chain(tokio_stream::pending());
+    let mut config = usersvc::client::ClientConfig::new(app.url());
+    config.token = Some(crate::support::token(usersvc::domain::Role::Admin));
+    config.timeout = None; // no grpc-timeout: the server's default applies
+    let client = usersvc::client::Client::new(config).unwrap();
+    let status = client.bulk_create_users(items).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status.message().contains("server's default"),
+        "{}",
+        status.message()
+    );
+    assert!(app.list_all().await.is_empty());
+}

@@ -1,0 +1,30 @@
+//! The integration tests, as one binary: each module is one concern, and
+//! `support` starts a real server on 127.0.0.1:0 and gives clients and
+//! tokens for it. One binary links the crate once instead of once per file.
+//!
+//! Logs are silent unless `TEST_LOG` is set.
+
+mod support;
+
+mod auth;
+mod cli;
+mod client;
+mod compression;
+mod contract;
+mod encoding;
+mod hardening;
+mod health;
+mod interop_python;
+mod limits;
+mod memory;
+mod metrics;
+mod outage;
+mod persistence;
+mod reflection;
+mod shutdown;
+mod store_contract;
+mod streaming;
+mod tls;
+mod unary;
+mod vectors;
+mod watch;

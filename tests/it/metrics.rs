@@ -1,0 +1,171 @@
+//! Prometheus metrics: a scrape after some calls shows go-grpc-prometheus's
+//! series with the right numbers.
+
+use std::sync::Arc;
+
+use crate::support::{create_request, spawn_app_with};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_stream::StreamExt;
+use usersvc::pb::{self, UserRole};
+
+/// GET /metrics over plain HTTP/1.1.
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+/// The value of the series whose line starts with `series`.
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
+fn series(name: &str, kind: &str, method: &str) -> String {
+    format!(
+        "{name}{{grpc_method=\"{method}\",grpc_service=\"techoral.users.v1.UserService\",grpc_type=\"{kind}\"}}"
+    )
+}
+
+#[tokio::test]
+async fn a_scrape_counts_calls_codes_messages_and_open_watches() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = listener.local_addr().unwrap();
+    let app = spawn_app_with(|s| s.metrics_listener = Some(Arc::new(listener))).await;
+    let client = app.admin();
+
+    let user = app.create("Ann", "ann@example.com", UserRole::Viewer).await;
+    client.get_user(&user.id).await.unwrap();
+    client.get_user("missing").await.unwrap_err();
+    let items: Vec<_> = (0..3)
+        .map(|i| create_request("B", &format!("b{i}@example.com"), UserRole::Viewer))
+        .collect();
+    client
+        .bulk_create_users(tokio_stream::iter(items))
+        .await
+        .unwrap();
+    let listed: Vec<_> = client
+        .list_users(pb::ListUsersRequest::default())
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    assert_eq!(listed.len(), 4);
+    let subscriptions = tokio_stream::iter(vec![pb::EventStreamRequest {
+        user_id: "*".into(),
+    }])
+    .chain(tokio_stream::pending());
+    let mut watch = client.watch_user_events(subscriptions).await.unwrap();
+    watch.message().await.unwrap().unwrap();
+
+    let text = scrape(metrics_addr).await;
+    let handled = |method: &str, kind: &str, code: &str| {
+        value(
+            &text,
+            &format!(
+                "grpc_server_handled_total{{grpc_code=\"{code}\",grpc_method=\"{method}\",grpc_service=\"techoral.users.v1.UserService\",grpc_type=\"{kind}\"}}"
+            ),
+        )
+    };
+    assert_eq!(handled("GetUser", "unary", "OK"), 1.0);
+    assert_eq!(handled("GetUser", "unary", "NotFound"), 1.0);
+    assert_eq!(handled("CreateUser", "unary", "OK"), 1.0);
+    assert_eq!(handled("BulkCreateUsers", "client_stream", "OK"), 1.0);
+    assert_eq!(
+        value(
+            &text,
+            &series("grpc_server_started_total", "unary", "GetUser")
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            &series(
+                "grpc_server_started_total",
+                "bidi_stream",
+                "WatchUserEvents"
+            )
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            &series(
+                "grpc_server_msg_received_total",
+                "client_stream",
+                "BulkCreateUsers"
+            )
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            &series("grpc_server_msg_sent_total", "server_stream", "ListUsers")
+        ),
+        4.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            &series("grpc_server_handling_seconds_count", "unary", "GetUser")
+        ),
+        2.0
+    );
+    assert_eq!(value(&text, "usersvc_watch_streams_open"), 1.0);
+
+    drop(watch);
+    drop(app);
+}
+
+#[tokio::test]
+async fn store_errors_are_counted_by_kind() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = listener.local_addr().unwrap();
+    let app = spawn_app_with(|s| {
+        let store = crate::support::store::ScriptedStore::default();
+        store
+            .broken_reads
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        s.store = Arc::new(store);
+        s.metrics_listener = Some(Arc::new(listener));
+    })
+    .await;
+    let client = app.admin();
+    for _ in 0..2 {
+        assert_eq!(
+            client.get_user("any").await.unwrap_err().code(),
+            tonic::Code::Unavailable
+        );
+    }
+    let mut listing = client
+        .list_users(pb::ListUsersRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        listing.message().await.unwrap_err().code(),
+        tonic::Code::Internal
+    );
+
+    let text = scrape(metrics_addr).await;
+    assert_eq!(
+        value(&text, "usersvc_store_errors_total{kind=\"unavailable\"}"),
+        2.0
+    );
+    assert_eq!(
+        value(&text, "usersvc_store_errors_total{kind=\"internal\"}"),
+        1.0
+    );
+}

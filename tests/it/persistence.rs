@@ -1,0 +1,210 @@
+//! Durability and replicas, with real processes: `kill -9` after an
+//! acknowledged write and in the middle of bulk creations, and two servers
+//! over one PostgreSQL database.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::process::ServerProcess;
+use crate::support::{admin_client, create_request};
+use rand::Rng;
+use sqlx::Connection;
+use tokio_stream::StreamExt;
+use usersvc::pb::{self, UserRole};
+use usersvc::store::{self, PageQuery, StoreOptions};
+
+/// The stores that outlive a process: a SQLite file in `dir`, and a fresh
+/// PostgreSQL schema unless PostgreSQL is announced skipped.
+async fn durable_stores(dir: &Path) -> Vec<(&'static str, String)> {
+    let mut stores = vec![("sqlite", format!("sqlite://{}/users.db", dir.display()))];
+    if let Some(url) = crate::support::postgres_url().await {
+        stores.push(("postgres", url));
+    }
+    stores
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_acknowledged_create_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, url) in durable_stores(dir.path()).await {
+        let server = ServerProcess::start(&["--store", &url], dir.path());
+        let created = admin_client(&server.url)
+            .create_user(
+                create_request("Durable", "durable@example.com", UserRole::Editor),
+                None,
+            )
+            .await
+            .unwrap();
+        server.kill9();
+
+        let server = ServerProcess::start(&["--store", &url], dir.path());
+        let fetched = admin_client(&server.url)
+            .get_user(&created.id)
+            .await
+            .unwrap();
+        assert_eq!(fetched, created, "{name}");
+    }
+}
+
+/// Names of the stored users that begin with `prefix`, read with the library.
+async fn stored_with(url: &str, prefix: &str) -> Vec<String> {
+    let store = store::open(url, &StoreOptions::default()).await.unwrap();
+    let page = store
+        .list_page(PageQuery {
+            role: None,
+            after: None,
+            skip: 0,
+            limit: usize::MAX >> 1,
+        })
+        .await
+        .unwrap();
+    page.users
+        .into_iter()
+        .map(|u| u.name.as_str().to_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+async fn sqlite_integrity(url: &str) -> String {
+    let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+    sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_creation_killed_at_random_points_is_all_or_nothing() {
+    const ROUNDS: usize = 20;
+    const BATCH: usize = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, url) in durable_stores(dir.path()).await {
+        let mut outcomes = (0, 0);
+        for round in 0..ROUNDS {
+            let server = ServerProcess::start(&["--store", &url], dir.path());
+            let prefix = format!("{name}-r{round}-");
+            let batch: Vec<pb::CreateUserRequest> = (0..BATCH)
+                .map(|i| {
+                    create_request(
+                        &format!("{prefix}{i}"),
+                        &format!("{prefix}{i}@example.com"),
+                        UserRole::Viewer,
+                    )
+                })
+                .collect();
+            let client = admin_client(&server.url);
+            let call =
+                tokio::spawn(
+                    async move { client.bulk_create_users(tokio_stream::iter(batch)).await },
+                );
+            let delay = rand::rng().random_range(0..60);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            server.kill9();
+            let acknowledged = call.await.unwrap().is_ok();
+
+            let names = stored_with(&url, &prefix).await;
+            let unique: HashSet<&String> = names.iter().collect();
+            assert_eq!(
+                unique.len(),
+                names.len(),
+                "{name} round {round}: duplicates"
+            );
+            assert!(
+                names.is_empty() || names.len() == BATCH,
+                "{name} round {round}: {} of {BATCH} stored",
+                names.len()
+            );
+            if acknowledged {
+                assert_eq!(
+                    names.len(),
+                    BATCH,
+                    "{name} round {round}: an acknowledged batch was lost"
+                );
+            }
+            if name == "sqlite" {
+                assert_eq!(sqlite_integrity(&url).await, "ok", "round {round}");
+            }
+            if names.is_empty() {
+                outcomes.0 += 1
+            } else {
+                outcomes.1 += 1
+            }
+        }
+        eprintln!(
+            "{name}: {} rounds left nothing, {} stored the whole batch",
+            outcomes.0, outcomes.1
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_over_one_postgres_share_users_and_events() {
+    let Some(url) = crate::support::postgres_url().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = ServerProcess::start(&["--store", &url], dir.path());
+    let b = ServerProcess::start(&["--store", &url], dir.path());
+    let (client_a, client_b) = (admin_client(&a.url), admin_client(&b.url));
+
+    let subscriptions = tokio_stream::iter(vec![pb::EventStreamRequest {
+        user_id: "*".into(),
+    }])
+    .chain(tokio_stream::pending());
+    let mut events_b = client_b.watch_user_events(subscriptions).await.unwrap();
+    assert_eq!(
+        events_b.message().await.unwrap().unwrap().event_type,
+        "subscribed"
+    );
+
+    let created = client_a
+        .create_user(
+            create_request("Replicated", "replicated@example.com", UserRole::Viewer),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        client_b.get_user(&created.id).await.unwrap(),
+        created,
+        "written on A, read on B"
+    );
+
+    let event = tokio::time::timeout(Duration::from_secs(10), events_b.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (event.event_type.as_str(), event.user_id.as_str()),
+        ("user_created", created.id.as_str())
+    );
+
+    // And the other way, with a bulk creation and a delete.
+    let bulk = client_b
+        .bulk_create_users(tokio_stream::iter(vec![create_request(
+            "Two",
+            "two@example.com",
+            UserRole::Viewer,
+        )]))
+        .await
+        .unwrap();
+    client_a.delete_user(&created.id).await.unwrap();
+    let mut kinds = Vec::new();
+    while kinds.len() < 2 {
+        let event = tokio::time::timeout(Duration::from_secs(10), events_b.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        kinds.push((event.event_type, event.user_id));
+    }
+    assert_eq!(
+        kinds,
+        [
+            ("user_created".into(), bulk.users[0].id.clone()),
+            ("user_deleted".into(), created.id.clone())
+        ]
+    );
+}

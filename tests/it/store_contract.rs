@@ -1,0 +1,421 @@
+//! One contract, every store: memory, SQLite and PostgreSQL give the same
+//! semantics. Each test runs its body against each store in turn.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use usersvc::domain::{Bio, Email, NewUser, Role, UserId, UserName, UserPatch};
+use usersvc::events::EventKind;
+use usersvc::store::{
+    self, Created, Cursor, IdempotencyKey, PageQuery, StoreError, StoreOptions, UserStore,
+};
+
+/// A way to open the same store again, as a restarted server would.
+struct Opened {
+    name: &'static str,
+    url: String,
+    store: Arc<dyn UserStore>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Opened {
+    async fn reopen(&self) -> Arc<dyn UserStore> {
+        store::open(&self.url, &StoreOptions::default())
+            .await
+            .unwrap()
+    }
+}
+
+/// Every store there is: memory, a fresh SQLite file, a fresh PostgreSQL
+/// schema (unless `make test` announced PostgreSQL skipped).
+async fn stores() -> Vec<Opened> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}/users.db", dir.path().display());
+    let mut stores = vec![
+        Opened {
+            name: "memory",
+            url: "memory".into(),
+            store: store::open("memory", &StoreOptions::default())
+                .await
+                .unwrap(),
+            _dir: None,
+        },
+        Opened {
+            name: "sqlite",
+            store: store::open(&sqlite, &StoreOptions::default())
+                .await
+                .unwrap(),
+            url: sqlite,
+            _dir: Some(dir),
+        },
+    ];
+    if let Some(url) = crate::support::postgres_url().await {
+        stores.push(Opened {
+            name: "postgres",
+            store: store::open(&url, &StoreOptions::default()).await.unwrap(),
+            url,
+            _dir: None,
+        });
+    }
+    stores
+}
+
+fn new_user(name: &str, email: &str, role: Role) -> NewUser {
+    NewUser {
+        name: UserName::parse(name).unwrap(),
+        email: Email::parse(email).unwrap(),
+        role,
+        bio: None,
+    }
+}
+
+async fn create(store: &dyn UserStore, name: &str, email: &str) -> usersvc::domain::User {
+    match store
+        .create(new_user(name, email, Role::Viewer), None)
+        .await
+        .unwrap()
+    {
+        Created::New(user) => user,
+        Created::Replayed(_) => panic!("no key, no replay"),
+    }
+}
+
+async fn all(store: &dyn UserStore) -> Vec<usersvc::domain::User> {
+    store
+        .list_page(PageQuery {
+            role: None,
+            after: None,
+            skip: 0,
+            limit: 100_000,
+        })
+        .await
+        .unwrap()
+        .users
+}
+
+#[tokio::test]
+async fn created_users_read_back_exactly_and_survive_a_reopen() {
+    for opened in stores().await {
+        let store = &*opened.store;
+        let mut user = new_user("Ann", "Ann@Example.com", Role::Editor);
+        user.bio = Some(Bio::parse("bïo ☺".into()).unwrap());
+        let Created::New(created) = store.create(user, None).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            store.get(&created.id).await.unwrap(),
+            created,
+            "{}",
+            opened.name
+        );
+        assert_eq!(
+            created.email.as_str(),
+            "Ann@Example.com",
+            "{}: case kept",
+            opened.name
+        );
+        if opened.name != "memory" {
+            let reopened = opened.reopen().await;
+            assert_eq!(
+                reopened.get(&created.id).await.unwrap(),
+                created,
+                "{}",
+                opened.name
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn emails_are_unique_without_regard_to_case_even_when_racing() {
+    for opened in stores().await {
+        let store = opened.store.clone();
+        create(&*store, "A", "same@example.com").await;
+        let err = store
+            .create(new_user("B", "SAME@example.com", Role::Viewer), None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::EmailTaken(_)),
+            "{}: {err:?}",
+            opened.name
+        );
+
+        // Concurrent creates of one new address: one wins, the rest are refused.
+        let racers: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .create(
+                            new_user(&format!("R{i}"), "race@EXAMPLE.com", Role::Viewer),
+                            None,
+                        )
+                        .await
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for racer in racers {
+            match racer.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(StoreError::EmailTaken(_)) => {}
+                Err(other) => panic!("{}: {other:?}", opened.name),
+            }
+        }
+        assert_eq!(ok, 1, "{}", opened.name);
+    }
+}
+
+#[tokio::test]
+async fn ids_are_unique_and_not_reused() {
+    for opened in stores().await {
+        let store = &*opened.store;
+        let mut ids = HashSet::new();
+        for i in 0..50 {
+            let user = create(store, "U", &format!("u{i}@example.com")).await;
+            assert!(ids.insert(user.id.clone()), "{}", opened.name);
+            if i % 2 == 0 {
+                store.delete(&user.id).await.unwrap();
+            }
+        }
+        assert_eq!(all(store).await.len(), 25, "{}", opened.name);
+    }
+}
+
+#[tokio::test]
+async fn bulk_creation_is_all_or_nothing_and_names_the_index() {
+    for opened in stores().await {
+        let store = &*opened.store;
+        create(store, "Old", "old@example.com").await;
+        let batch = |emails: &[&str]| {
+            emails
+                .iter()
+                .map(|e| new_user("B", e, Role::Viewer))
+                .collect::<Vec<_>>()
+        };
+
+        let err = store
+            .create_many(batch(&["a@example.com", "b@example.com", "A@example.com"]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Item { index: 2, .. }),
+            "{}: {err:?}",
+            opened.name
+        );
+        let err = store
+            .create_many(batch(&["a@example.com", "OLD@example.com"]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Item { index: 1, .. }),
+            "{}: {err:?}",
+            opened.name
+        );
+        assert_eq!(all(store).await.len(), 1, "{}: nothing stored", opened.name);
+
+        let emails: Vec<String> = (0..1_200).map(|i| format!("bulk{i}@example.com")).collect();
+        let refs: Vec<&str> = emails.iter().map(String::as_str).collect();
+        let created = store.create_many(batch(&refs)).await.unwrap();
+        assert_eq!(created.len(), 1_200, "{}", opened.name);
+        let listed = all(store).await;
+        assert_eq!(listed.len(), 1_201, "{}", opened.name);
+        assert_eq!(
+            &listed[1..],
+            &created[..],
+            "{}: creation order",
+            opened.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn idempotency_keys_replay_refuse_and_survive_a_reopen() {
+    for opened in stores().await {
+        let store = &*opened.store;
+        let key = IdempotencyKey::parse("key-1").unwrap();
+        let request = new_user("Kay", "kay@example.com", Role::Admin);
+        let Created::New(first) = store
+            .create(request.clone(), Some(key.clone()))
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        let again = store
+            .create(request.clone(), Some(key.clone()))
+            .await
+            .unwrap();
+        assert_eq!(again, Created::Replayed(first.clone()), "{}", opened.name);
+        let other = new_user("Kay", "other@example.com", Role::Admin);
+        let err = store.create(other, Some(key.clone())).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::IdempotencyKeyReused),
+            "{}: {err:?}",
+            opened.name
+        );
+        if opened.name != "memory" {
+            let reopened = opened.reopen().await;
+            let replay = reopened.create(request, Some(key)).await.unwrap();
+            assert_eq!(
+                replay,
+                Created::Replayed(first),
+                "{}: after a restart",
+                opened.name
+            );
+        }
+        assert_eq!(all(store).await.len(), 1, "{}", opened.name);
+    }
+}
+
+#[tokio::test]
+async fn pages_follow_creation_order_with_role_filter_skip_and_cursor() {
+    for opened in stores().await {
+        let store = &*opened.store;
+        let roles = [Role::Admin, Role::Editor, Role::Viewer];
+        let batch: Vec<_> = (0..30)
+            .map(|i| new_user(&format!("p{i}"), &format!("p{i}@example.com"), roles[i % 3]))
+            .collect();
+        store.create_many(batch).await.unwrap();
+
+        let mut names = Vec::new();
+        let mut after: Option<Cursor> = None;
+        loop {
+            let page = store
+                .list_page(PageQuery {
+                    role: Some(Role::Editor),
+                    after,
+                    skip: if after.is_none() { 1 } else { 0 },
+                    limit: 3,
+                })
+                .await
+                .unwrap();
+            names.extend(page.users.iter().map(|u| u.name.as_str().to_owned()));
+            if page.users.len() < 3 {
+                break;
+            }
+            after = page.next;
+        }
+        let expected: Vec<String> = (0..30)
+            .filter(|i| i % 3 == 1)
+            .skip(1)
+            .map(|i| format!("p{i}"))
+            .collect();
+        assert_eq!(names, expected, "{}", opened.name);
+    }
+}
+
+#[tokio::test]
+async fn updates_and_deletes_keep_the_indexes_right() {
+    for opened in stores().await {
+        let store = &*opened.store;
+        let ann = create(store, "Ann", "ann@example.com").await;
+        create(store, "Bob", "bob@example.com").await;
+        let patch = |email: &str| UserPatch {
+            name: None,
+            email: Some(Email::parse(email).unwrap()),
+            role: Some(Role::Admin),
+            bio: Some(None),
+        };
+
+        let err = store
+            .update(&ann.id, patch("BOB@example.com"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::EmailTaken(_)),
+            "{}: {err:?}",
+            opened.name
+        );
+        let moved = store
+            .update(&ann.id, patch("ann2@example.com"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (moved.email.as_str(), moved.role, moved.created_at),
+            ("ann2@example.com", Role::Admin, ann.created_at)
+        );
+        create(store, "New Ann", "ANN@example.com").await; // the old address is free
+
+        let missing = UserId::from_stored("missing".into());
+        assert!(matches!(
+            store.update(&missing, patch("x@example.com")).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.delete(&missing).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(
+            store.delete(&ann.id).await.unwrap(),
+            moved,
+            "{}",
+            opened.name
+        );
+        assert!(
+            matches!(store.get(&ann.id).await, Err(StoreError::NotFound(_))),
+            "{}",
+            opened.name
+        );
+        create(store, "Ann 3", "ann2@example.com").await; // freed by the delete
+    }
+}
+
+#[tokio::test]
+async fn every_committed_write_is_announced_in_order() {
+    for opened in stores().await {
+        let store = &*opened.store;
+        let mut events = store.events().subscribe();
+        let ann = create(store, "Ann", "ann@example.com").await;
+        let _ = store
+            .create(new_user("Dup", "ANN@example.com", Role::Viewer), None)
+            .await
+            .unwrap_err();
+        store
+            .create_many(vec![new_user("B", "b@example.com", Role::Viewer)])
+            .await
+            .unwrap();
+        let _ = store
+            .create_many(vec![new_user("B", "b@example.com", Role::Viewer)])
+            .await
+            .unwrap_err();
+        store
+            .update(
+                &ann.id,
+                UserPatch {
+                    name: Some(UserName::parse("Ann 2").unwrap()),
+                    email: None,
+                    role: None,
+                    bio: None,
+                },
+            )
+            .await
+            .unwrap();
+        store.delete(&ann.id).await.unwrap();
+
+        let mut seen = Vec::new();
+        while seen.len() < 4 {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{}: only {seen:?}", opened.name))
+                .unwrap();
+            seen.push(event.kind);
+        }
+        assert_eq!(
+            seen,
+            [
+                EventKind::Created,
+                EventKind::Created,
+                EventKind::Updated,
+                EventKind::Deleted
+            ],
+            "{}",
+            opened.name
+        );
+        // Nothing for the writes that failed.
+        let extra = tokio::time::timeout(Duration::from_millis(300), events.recv()).await;
+        assert!(extra.is_err(), "{}: {extra:?}", opened.name);
+    }
+}

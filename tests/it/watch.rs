@@ -1,0 +1,310 @@
+//! WatchUserEvents against a real server: subscriptions, real events,
+//! fan-out, and a watcher too slow to keep up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::support::{create_request, spawn_app, spawn_app_with};
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Streaming};
+use usersvc::events::EventBus;
+use usersvc::pb::{self, UserRole};
+use usersvc::store::MemoryStore;
+
+/// An open watch: the sender for more subscriptions, and the event stream.
+struct Watch {
+    subscriptions: mpsc::Sender<pb::EventStreamRequest>,
+    events: Streaming<pb::UserEvent>,
+}
+
+impl Watch {
+    async fn open(app: &crate::support::TestApp) -> Watch {
+        let (tx, rx) = mpsc::channel(16);
+        let events = app
+            .client(Some(usersvc::domain::Role::Viewer))
+            .watch_user_events(ReceiverStream::new(rx))
+            .await
+            .unwrap();
+        Watch {
+            subscriptions: tx,
+            events,
+        }
+    }
+
+    /// Subscribes and waits for the confirmation.
+    async fn subscribe(&mut self, user_id: &str) {
+        self.subscriptions
+            .send(pb::EventStreamRequest {
+                user_id: user_id.into(),
+            })
+            .await
+            .unwrap();
+        let ack = self.next().await;
+        assert_eq!(
+            (ack.event_type.as_str(), ack.user_id.as_str()),
+            ("subscribed", user_id)
+        );
+        assert!(ack.payload.is_empty());
+    }
+
+    async fn next(&mut self) -> pb::UserEvent {
+        tokio::time::timeout(Duration::from_secs(10), self.events.message())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("the stream is open")
+    }
+
+    /// Asserts that nothing arrives for a short while.
+    async fn assert_quiet(&mut self) {
+        let next = tokio::time::timeout(Duration::from_millis(200), self.events.message()).await;
+        assert!(next.is_err(), "unexpected event: {next:?}");
+    }
+}
+
+fn payload(event: &pb::UserEvent) -> pb::User {
+    pb::User::decode(event.payload.clone()).expect("payload is an encoded User")
+}
+
+#[tokio::test]
+async fn star_subscription_sees_create_update_and_delete_with_payloads() {
+    let app = spawn_app().await;
+    let mut watch = Watch::open(&app).await;
+    watch.subscribe("*").await;
+    let before = usersvc::clock::unix_millis();
+
+    let user = app.create("Ann", "ann@example.com", UserRole::Viewer).await;
+    let updated = app
+        .admin()
+        .update_user(pb::UpdateUserRequest {
+            user_id: user.id.clone(),
+            name: Some("Ann B".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    app.admin().delete_user(&user.id).await.unwrap();
+
+    let created = watch.next().await;
+    assert_eq!(
+        (created.event_type.as_str(), created.user_id.as_str()),
+        ("user_created", user.id.as_str())
+    );
+    assert_eq!(payload(&created), user);
+    assert!(created.timestamp >= before && created.timestamp <= usersvc::clock::unix_millis());
+
+    let changed = watch.next().await;
+    assert_eq!(changed.event_type, "user_updated");
+    assert_eq!(payload(&changed), updated);
+
+    let deleted = watch.next().await;
+    assert_eq!(deleted.event_type, "user_deleted");
+    assert_eq!(
+        payload(&deleted),
+        updated,
+        "the user as it was before deletion"
+    );
+}
+
+#[tokio::test]
+async fn a_user_subscription_sees_only_that_user_and_only_later_changes() {
+    let app = spawn_app().await;
+    let ann = app.create("Ann", "ann@example.com", UserRole::Viewer).await;
+    let bob = app.create("Bob", "bob@example.com", UserRole::Viewer).await;
+
+    let mut watch = Watch::open(&app).await;
+    watch.subscribe(&ann.id).await;
+    for (user, name) in [(&bob, "Bob 2"), (&ann, "Ann 2")] {
+        app.admin()
+            .update_user(pb::UpdateUserRequest {
+                user_id: user.id.clone(),
+                name: Some(name.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let event = watch.next().await;
+    assert_eq!(
+        (event.event_type.as_str(), event.user_id.as_str()),
+        ("user_updated", ann.id.as_str())
+    );
+    assert_eq!(payload(&event).name, "Ann 2");
+    watch.assert_quiet().await;
+
+    // Ping-pong: a second subscription on the same stream adds to the first.
+    watch.subscribe(&bob.id).await;
+    app.admin().delete_user(&bob.id).await.unwrap();
+    let event = watch.next().await;
+    assert_eq!(
+        (event.event_type.as_str(), event.user_id.as_str()),
+        ("user_deleted", bob.id.as_str())
+    );
+}
+
+#[tokio::test]
+async fn every_watcher_receives_every_event() {
+    let app = spawn_app().await;
+    let mut watchers = Vec::new();
+    for _ in 0..5 {
+        let mut watch = Watch::open(&app).await;
+        watch.subscribe("*").await;
+        watchers.push(watch);
+    }
+    let requests: Vec<_> = (0..10)
+        .map(|i| {
+            create_request(
+                &format!("u{i}"),
+                &format!("u{i}@example.com"),
+                UserRole::Viewer,
+            )
+        })
+        .collect();
+    let created = app
+        .admin()
+        .bulk_create_users(tokio_stream::iter(requests))
+        .await
+        .unwrap();
+    for watch in &mut watchers {
+        for user in &created.users {
+            let event = watch.next().await;
+            assert_eq!(
+                (event.event_type.as_str(), &payload(&event)),
+                ("user_created", user)
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn empty_subscription_is_invalid_argument() {
+    let app = spawn_app().await;
+    let mut watch = Watch::open(&app).await;
+    watch
+        .subscriptions
+        .send(pb::EventStreamRequest::default())
+        .await
+        .unwrap();
+    let status = watch.events.message().await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("user_id"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn closing_the_request_side_without_subscribing_ends_the_stream_ok() {
+    let app = spawn_app().await;
+    let mut events = app
+        .client(Some(usersvc::domain::Role::Viewer))
+        .watch_user_events(tokio_stream::iter(Vec::<pb::EventStreamRequest>::new()))
+        .await
+        .unwrap();
+    assert!(events.message().await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_slow_watcher_is_dropped_without_holding_back_writers_or_other_watchers() {
+    const BATCHES: usize = 100;
+    const BATCH: usize = 100;
+    let app =
+        spawn_app_with(|s| s.store = Arc::new(MemoryStore::with_events(EventBus::new(1024)))).await;
+
+    // The slow watcher never reads. Small HTTP/2 windows keep the transport
+    // from absorbing the backlog on its behalf.
+    let (slow_tx, slow_rx) = mpsc::channel(1);
+    let channel = tonic::transport::Endpoint::from_shared(app.url())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect_lazy();
+    let request = crate::support::with_token(
+        ReceiverStream::new(slow_rx),
+        &crate::support::token(usersvc::domain::Role::Viewer),
+    );
+    let mut slow_events = usersvc::pb::client::UserServiceClient::new(channel)
+        .watch_user_events(request)
+        .await
+        .unwrap()
+        .into_inner();
+    slow_tx
+        .send(pb::EventStreamRequest {
+            user_id: "*".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        slow_events.message().await.unwrap().unwrap().event_type,
+        "subscribed"
+    );
+
+    let mut fast = Watch::open(&app).await;
+    fast.subscribe("*").await;
+    let reader = tokio::spawn(async move {
+        let mut count = 0;
+        while count < BATCHES * BATCH {
+            let event = fast.next().await;
+            assert_eq!(payload(&event).name, format!("u{count}"), "in order");
+            count += 1;
+        }
+        count
+    });
+
+    // Writers go on while the slow watcher reads nothing.
+    let client = app.admin();
+    for batch in 0..BATCHES {
+        let requests: Vec<_> = (batch * BATCH..(batch + 1) * BATCH)
+            .map(|i| {
+                create_request(
+                    &format!("u{i}"),
+                    &format!("u{i}@example.com"),
+                    UserRole::Viewer,
+                )
+            })
+            .collect();
+        client
+            .bulk_create_users(tokio_stream::iter(requests))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        reader.await.unwrap(),
+        BATCHES * BATCH,
+        "the fast watcher saw every event"
+    );
+
+    // The slow watcher gets what was buffered for it, then a clear end.
+    let mut received = 0;
+    let status = loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), slow_events.message())
+            .await
+            .expect("the slow watcher's stream ends");
+        match next {
+            Ok(Some(_)) => received += 1,
+            Ok(None) => panic!("the slow watcher's stream ended without an error"),
+            Err(status) => break status,
+        }
+    };
+    assert!(received < BATCHES * BATCH, "received {received}");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(
+        status.message().contains("fell") && status.message().contains("behind"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_watches_and_listings_with_unavailable() {
+    let app = spawn_app().await;
+    let mut watch = Watch::open(&app).await;
+    watch.subscribe("*").await;
+
+    let stopped = tokio::spawn(app.stop());
+    let status = watch.events.message().await.unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::Unavailable, "server shutting down")
+    );
+    stopped.await.unwrap();
+}
