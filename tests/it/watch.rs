@@ -297,6 +297,42 @@ async fn a_slow_watcher_is_dropped_without_holding_back_writers_or_other_watcher
 #[tokio::test]
 async fn shutdown_ends_open_watches_and_listings_with_unavailable() {
     let app = spawn_app().await;
+    // A listing too long to fit in the connection's windows, read one user
+    // at a time, so that it is still running when shutdown begins.
+    const USERS: usize = 20_000;
+    let batch: Vec<_> = (0..USERS)
+        .map(|i| {
+            create_request(
+                &format!("User {i}"),
+                &format!("u{i}@example.com"),
+                pb::UserRole::Viewer,
+            )
+        })
+        .collect();
+    let admin = app.admin();
+    admin
+        .bulk_create_users(tokio_stream::iter(batch))
+        .await
+        .unwrap();
+    // HTTP/2's smallest windows, so that the server cannot send the whole
+    // listing ahead of the reader (hyper's client would allow 2 MiB).
+    let channel = tonic::transport::Endpoint::from_shared(app.url())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let admin_token = crate::support::token(usersvc::domain::Role::Admin);
+    let mut listing = pb::client::UserServiceClient::new(channel)
+        .list_users(crate::support::with_token(
+            pb::ListUsersRequest::default(),
+            &admin_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listing.message().await.unwrap().is_some());
     let mut watch = Watch::open(&app).await;
     watch.subscribe("*").await;
 
@@ -306,5 +342,19 @@ async fn shutdown_ends_open_watches_and_listings_with_unavailable() {
         (status.code(), status.message()),
         (Code::Unavailable, "server shutting down")
     );
+    let mut listed = 1;
+    let status = loop {
+        match listing.message().await {
+            Ok(Some(_)) => listed += 1,
+            Ok(None) => panic!("the listing ended OK after {listed} users, during shutdown"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::Unavailable, "server shutting down"),
+        "after {listed} users"
+    );
+    assert!(listed < USERS, "the whole listing arrived before shutdown");
     stopped.await.unwrap();
 }
