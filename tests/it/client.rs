@@ -181,8 +181,47 @@ async fn keyed_creates_are_retried_on_unavailable_and_unkeyed_ones_are_not() {
 
 #[tokio::test]
 async fn non_unavailable_errors_are_returned_at_once() {
-    let app = spawn_app_with(|_| {}).await;
+    let store = Arc::new(crate::support::store::ScriptedStore::default());
+    let app = spawn_app_with(|s| s.store = store.clone()).await;
     let client = retrying_client(app.addr, 20);
     let status = client.get_user("missing").await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(
+        store.gets.load(Ordering::SeqCst),
+        1,
+        "asked once, not retried"
+    );
+}
+
+#[tokio::test]
+async fn a_read_rides_out_a_store_outage_and_is_tried_once_per_attempt() {
+    let store = Arc::new(crate::support::store::ScriptedStore::default());
+    let app = spawn_app_with(|s| s.store = store.clone()).await;
+    let created = app.create("Rae", "rae@example.com", UserRole::Viewer).await;
+
+    // Three reads fail UNAVAILABLE; the fourth attempt gets the user.
+    store.failing_gets.store(3, Ordering::SeqCst);
+    let fetched = retrying_client(app.addr, 5)
+        .get_user(&created.id)
+        .await
+        .unwrap();
+    assert_eq!(fetched, created);
+    assert_eq!(
+        store.gets.load(Ordering::SeqCst),
+        4,
+        "three failures, then success"
+    );
+
+    // An outage longer than the attempts: UNAVAILABLE after exactly that many.
+    store.failing_gets.store(10, Ordering::SeqCst);
+    let status = retrying_client(app.addr, 3)
+        .get_user(&created.id)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(
+        store.gets.load(Ordering::SeqCst),
+        4 + 3,
+        "three attempts in all"
+    );
 }

@@ -17,8 +17,12 @@ pub struct ScriptedStore {
     pub creates: AtomicUsize,
     /// Pages of listings asked for.
     pub pages: AtomicUsize,
+    /// Gets asked for, failed ones included.
+    pub gets: AtomicUsize,
     /// How many of the next creates fail with UNAVAILABLE.
     pub failing_creates: AtomicUsize,
+    /// How many of the next gets fail with UNAVAILABLE.
+    pub failing_gets: AtomicUsize,
     /// While set, `get` is UNAVAILABLE and `list_page` is INTERNAL.
     pub broken_reads: AtomicBool,
 }
@@ -37,10 +41,7 @@ impl UserStore for ScriptedStore {
         key: Option<IdempotencyKey>,
     ) -> Result<Created, StoreError> {
         self.creates.fetch_add(1, Ordering::SeqCst);
-        let fail = self
-            .failing_creates
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        if fail.is_ok() {
+        if take_one(&self.failing_creates) {
             return Err(StoreError::Unavailable("database restarting".into()));
         }
         self.inner.create(user, key).await
@@ -49,7 +50,8 @@ impl UserStore for ScriptedStore {
         self.inner.create_many(users).await
     }
     async fn get(&self, id: &UserId) -> Result<User, StoreError> {
-        if self.broken_reads.load(Ordering::SeqCst) {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        if self.broken_reads.load(Ordering::SeqCst) || take_one(&self.failing_gets) {
             return Err(StoreError::Unavailable("connection refused".into()));
         }
         self.inner.get(id).await
@@ -67,4 +69,11 @@ impl UserStore for ScriptedStore {
         }
         self.inner.list_page(query).await
     }
+}
+
+/// Takes one from `count` if it is above zero; says whether it did.
+fn take_one(count: &AtomicUsize) -> bool {
+    count
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
