@@ -20,8 +20,12 @@ const SETTINGS: u8 = 0x4;
 const GOAWAY: u8 = 0x7;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
+const PING: u8 = 0x6;
+const NO_ERROR: u32 = 0x0;
 const REFUSED_STREAM: u32 = 0x7;
 const CANCEL: u32 = 0x8;
+const ENHANCE_YOUR_CALM: u32 = 0xb;
+const PING_PAYLOAD: &[u8] = b"usersvc!";
 
 /// An HTTP/2 connection spoken frame by frame.
 struct RawH2 {
@@ -164,12 +168,13 @@ async fn streams_past_the_limit_are_refused() {
     assert_healthy(&app).await;
 }
 
-#[tokio::test]
-async fn a_rapid_reset_burst_gets_goaway_and_others_are_served() {
-    let app = crate::support::spawn_app().await;
+/// Opens `count` streams and resets each at once, in one write, then sends
+/// a PING; returns the GOAWAY's error code if one came before the PING's
+/// answer, `None` if the connection was still in use after the burst.
+async fn rapid_resets(app: &crate::support::TestApp, count: u32) -> Option<u32> {
     let mut h2 = RawH2::connect(app.addr).await;
     let mut burst = Vec::new();
-    for i in 0..500u32 {
+    for i in 0..count {
         let stream = 1 + 2 * i;
         burst.extend(frame(
             HEADERS,
@@ -179,10 +184,42 @@ async fn a_rapid_reset_burst_gets_goaway_and_others_are_served() {
         ));
         burst.extend(frame(RST_STREAM, 0, stream, &CANCEL.to_be_bytes()));
     }
+    burst.extend(frame(PING, 0, 0, PING_PAYLOAD));
     h2.send(&burst).await;
-    let goaway = h2.read_until(|kind, _, _| kind == GOAWAY).await;
-    assert!(goaway.is_some(), "no GOAWAY after 500 rapid resets");
-    assert_healthy(&app).await;
+    let (kind, _, payload) = h2
+        .read_until(|kind, _, payload| kind == GOAWAY || (kind == PING && payload == PING_PAYLOAD))
+        .await
+        .expect("a GOAWAY or the PING's answer");
+    (kind == GOAWAY).then(|| error_code(&payload, 4))
+}
+
+#[tokio::test]
+async fn a_rapid_reset_burst_past_the_configured_limit_gets_goaway() {
+    // Not h2's default of 20, so that only a wired-through flag passes.
+    let strict = spawn_app_with(|s| s.transport.max_pending_accept_reset_streams = 3).await;
+    assert_eq!(
+        rapid_resets(&strict, 10).await,
+        Some(ENHANCE_YOUR_CALM),
+        "10 rapid resets against a limit of 3"
+    );
+    assert_healthy(&strict).await;
+
+    let lenient = spawn_app_with(|s| s.transport.max_pending_accept_reset_streams = 1000).await;
+    assert_eq!(
+        rapid_resets(&lenient, 500).await,
+        None,
+        "500 rapid resets against a limit of 1000"
+    );
+    assert_healthy(&lenient).await;
+
+    // The same burst against the default limit (20) is refused.
+    let default = crate::support::spawn_app().await;
+    assert_eq!(
+        rapid_resets(&default, 500).await,
+        Some(ENHANCE_YOUR_CALM),
+        "500 rapid resets against the default limit"
+    );
+    assert_healthy(&default).await;
 }
 
 #[tokio::test]
@@ -199,7 +236,8 @@ async fn a_flood_of_malformed_requests_gets_goaway() {
     }
     h2.send(&flood).await;
     let goaway = h2.read_until(|kind, _, _| kind == GOAWAY).await;
-    assert!(goaway.is_some(), "no GOAWAY after 100 malformed requests");
+    let (_, _, payload) = goaway.expect("no GOAWAY after 100 malformed requests");
+    assert_eq!(error_code(&payload, 4), ENHANCE_YOUR_CALM);
     assert_healthy(&app).await;
 }
 
@@ -291,14 +329,11 @@ async fn idle_connections_are_pinged_and_old_ones_are_told_to_go() {
     })
     .await;
     let mut h2 = RawH2::connect(app.addr).await;
-    const PING: u8 = 0x6;
     let ping = h2.read_until(|kind, _, _| kind == PING).await;
     assert!(ping.is_some(), "no keepalive PING on an idle connection");
     let goaway = h2.read_until(|kind, _, _| kind == GOAWAY).await;
-    assert!(
-        goaway.is_some(),
-        "no GOAWAY once the connection was past its age"
-    );
+    let (_, _, payload) = goaway.expect("no GOAWAY once the connection was past its age");
+    assert_eq!(error_code(&payload, 4), NO_ERROR, "a graceful GOAWAY");
     assert_healthy(&app).await;
 }
 
