@@ -29,7 +29,11 @@ fn read(path: &Path) -> Vector {
     };
     Vector {
         message: field("message").expect("message line"),
-        bytes: unhex(&field("bytes").unwrap_or_default()),
+        // An empty message is `bytes: ` with nothing after it; a file with
+        // no bytes line at all is broken, not empty.
+        bytes: unhex(
+            &field("bytes").unwrap_or_else(|| panic!("{}: no `bytes: ` line", path.display())),
+        ),
         reencoded: field("reencoded").map(|hex| unhex(&hex)),
     }
 }
@@ -297,4 +301,44 @@ fn every_golden_vector_decodes_to_its_value_and_reencodes_exactly() {
         "only {} vectors: run `make vectors`",
         seen.len()
     );
+}
+
+/// `make vectors` is the only writer of `tests/vectors/*.hex`; this shows,
+/// under `cargo test` too, that what is committed is what Google's runtime
+/// writes today. Needs the Python environment `make test` installs.
+#[test]
+#[ignore = "needs .venv (make python-env); make test runs it"]
+fn the_committed_vectors_are_what_the_generator_writes_today() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "no {}: run `make python-env` (make test does)",
+        python.display()
+    );
+    let fresh = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(&python)
+        .arg(root.join("tests/vectors/generate.py"))
+        .arg(fresh.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "generate.py failed: {status}");
+    let names = |dir: &Path| -> BTreeSet<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.ends_with(".hex"))
+            .collect()
+    };
+    let committed_dir = root.join("tests/vectors");
+    assert_eq!(
+        names(&committed_dir),
+        names(fresh.path()),
+        "the vector files differ: run `make vectors`"
+    );
+    for name in names(fresh.path()) {
+        let committed = std::fs::read_to_string(committed_dir.join(&name)).unwrap();
+        let written = std::fs::read_to_string(fresh.path().join(&name)).unwrap();
+        assert_eq!(committed, written, "{name} is stale: run `make vectors`");
+    }
 }
