@@ -69,7 +69,7 @@ python-interop: python-env
 
 node-interop: node-env
 	$(CARGO) build
-	cd $(NODE_DIR) && node --test
+	cd $(NODE_DIR) && node --test --test-timeout=60000
 
 ## Benchmarks: usersvc against a grpcio peer and across its stores, side by
 ## side in one run, written to BENCHMARKS.md. Installs h2load (nghttp2).
