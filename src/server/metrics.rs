@@ -215,18 +215,21 @@ impl Metrics {
         self.calls(method).started.inc();
     }
 
-    pub fn call_finished(
-        &self,
-        method: Series,
-        code: Code,
-        elapsed: Duration,
-        received: u64,
-        sent: u64,
-    ) {
+    /// Counts messages as they pass, as go-grpc-prometheus does, so that a
+    /// long stream's progress shows while it runs.
+    pub fn messages(&self, method: Series, inbound: bool, count: u64) {
+        let calls = self.calls(method);
+        let counter = if inbound {
+            &calls.received
+        } else {
+            &calls.sent
+        };
+        counter.inc_by(count);
+    }
+
+    pub fn call_finished(&self, method: Series, code: Code, elapsed: Duration) {
         let calls = self.calls(method);
         calls.handling.observe(elapsed.as_secs_f64());
-        calls.received.inc_by(received);
-        calls.sent.inc_by(sent);
         // A `Code`'s value is its number, 0 to 16.
         let handled = self.methods[method.0].handled[code as usize].get_or_init(|| {
             let [kind, service, name] = labels(served_at(method).0).expect("a served method");

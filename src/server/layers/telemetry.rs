@@ -8,7 +8,8 @@
 //! its end and not its first response, and the line is written then. A call
 //! that ends without a status (the client went away) is logged as CANCELLED.
 //!
-//! The same line's numbers feed the Prometheus metrics, when they are on.
+//! The same numbers feed the Prometheus metrics, when they are on: the
+//! message counters as each message passes, the rest when the call ends.
 //!
 //! The layer also echoes `x-request-id` into the response headers, so a
 //! client can match its logs with ours.
@@ -101,7 +102,7 @@ impl Drop for Call {
             self.sent.load(Ordering::Relaxed),
         );
         if let Some((metrics, method)) = &self.metrics {
-            metrics.call_finished(*method, code, elapsed, received, sent);
+            metrics.call_finished(*method, code, elapsed);
         }
         tracing::info!(
             target: "usersvc::rpc",
@@ -235,6 +236,10 @@ impl<B: Body<Data = Bytes>> Body for CountedBody<B> {
                     &this.call.received
                 };
                 counter.fetch_add(messages, Ordering::Relaxed);
+                if let Some((metrics, method)) = this.call.metrics.as_ref().filter(|_| messages > 0)
+                {
+                    metrics.messages(*method, !*this.outbound, messages);
+                }
             } else if let Some(trailers) = frame.trailers_ref().filter(|_| *this.outbound) {
                 this.call.record_status(trailers);
             }
