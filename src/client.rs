@@ -63,7 +63,7 @@ impl RetryPolicy {
     {
         let mut attempt = 1;
         loop {
-            match call().await {
+            match call().await.map_err(lost_connection_is_unavailable) {
                 Err(status)
                     if status.code() == Code::Unavailable && attempt < self.max_attempts =>
                 {
@@ -113,6 +113,23 @@ pub enum ClientError {
     Token,
     #[error("TLS: {0}")]
     Tls(String),
+}
+
+/// A connection the server dropped before it answered, as a restarting
+/// server or a proxy in front of one does, reaches tonic from hyper as
+/// CANCELLED ("connection closed"). It is a connection failure, which gRPC
+/// calls UNAVAILABLE, and a client's own cancellation never produces it (the
+/// call's future is simply dropped), so it is reported, and retried where
+/// that is safe, as UNAVAILABLE.
+fn lost_connection_is_unavailable(status: Status) -> Status {
+    let lost = status.code() == Code::Cancelled
+        && std::error::Error::source(&status)
+            .is_some_and(|source| source.is::<tonic::transport::Error>());
+    if lost {
+        Status::unavailable(format!("connection lost: {}", status.message()))
+    } else {
+        status
+    }
 }
 
 /// A `UserService` client with a token, a deadline and retries.
@@ -218,7 +235,7 @@ impl Client {
         };
         let response = match key {
             Some(_) => self.retry.run(attempt).await?,
-            None => attempt().await?,
+            None => attempt().await.map_err(lost_connection_is_unavailable)?,
         };
         Ok(response.into_inner())
     }
@@ -228,7 +245,8 @@ impl Client {
             .inner
             .clone()
             .update_user(self.request(message))
-            .await?;
+            .await
+            .map_err(lost_connection_is_unavailable)?;
         Ok(response.into_inner())
     }
 
@@ -240,7 +258,8 @@ impl Client {
             .inner
             .clone()
             .delete_user(self.request(message))
-            .await?;
+            .await
+            .map_err(lost_connection_is_unavailable)?;
         response
             .into_inner()
             .user
@@ -269,7 +288,12 @@ impl Client {
         users: impl IntoStreamingRequest<Message = pb::CreateUserRequest>,
     ) -> Result<pb::ListUsersResponse, Status> {
         let request = self.decorate(users.into_streaming_request());
-        let response = self.inner.clone().bulk_create_users(request).await?;
+        let response = self
+            .inner
+            .clone()
+            .bulk_create_users(request)
+            .await
+            .map_err(lost_connection_is_unavailable)?;
         Ok(response.into_inner())
     }
 
@@ -279,7 +303,12 @@ impl Client {
         subscriptions: impl IntoStreamingRequest<Message = pb::EventStreamRequest>,
     ) -> Result<Streaming<pb::UserEvent>, Status> {
         let request = self.decorate(subscriptions.into_streaming_request());
-        let response = self.inner.clone().watch_user_events(request).await?;
+        let response = self
+            .inner
+            .clone()
+            .watch_user_events(request)
+            .await
+            .map_err(lost_connection_is_unavailable)?;
         Ok(response.into_inner())
     }
 }
