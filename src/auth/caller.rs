@@ -80,3 +80,47 @@ fn certificate_subject(tls: &TlsConnectInfo<TcpConnectInfo>) -> Option<String> {
         .to_string_with_registry(x509_parser::objects::oid_registry())
         .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Role;
+
+    fn claims(sub: &str) -> Arc<Claims> {
+        Arc::new(Claims {
+            sub: sub.into(),
+            role: Role::Viewer,
+            exp: 0,
+            iat: None,
+            nbf: None,
+            iss: None,
+            aud: None,
+        })
+    }
+
+    #[test]
+    fn the_token_comes_first_then_the_certificate_then_the_address() {
+        let peer = Some("192.0.2.7:4000".parse().unwrap());
+        let mut caller = Caller {
+            peer,
+            certificate: Some("CN=alice".into()),
+            claims: Some(claims("bob")),
+        };
+        assert_eq!((caller.key().as_str(), caller.actor()), ("sub:bob", "bob"));
+        caller.claims = None;
+        assert_eq!(
+            (caller.key().as_str(), caller.actor()),
+            ("cert:CN=alice", "CN=alice")
+        );
+        caller.certificate = None;
+        assert_eq!(
+            (caller.key().as_str(), caller.actor()),
+            ("ip:192.0.2.7", "anonymous")
+        );
+        // The port is not part of the key: every connection from one
+        // address shares its bucket.
+        caller.peer = Some("192.0.2.7:5000".parse().unwrap());
+        assert_eq!(caller.key(), "ip:192.0.2.7");
+        assert_eq!(Caller::default().key(), "unknown");
+    }
+}
