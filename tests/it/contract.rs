@@ -585,7 +585,75 @@ fn an_extra_field_and_an_extra_message_are_caught() {
 #[test]
 fn a_renumbered_enum_value_is_caught() {
     let source = pb_with("Viewer = 3,", "Viewer = 4,");
-    assert_caught(message_problems(&source), "enum UserRole");
+    assert_caught(
+        message_problems(&source),
+        "enum UserRole: Rust has [(\"Unspecified\", 0), (\"Admin\", 1), (\"Editor\", 2), (\"Viewer\", 4)] \
+         but the .proto says [(\"Unspecified\", 0), (\"Admin\", 1), (\"Editor\", 2), (\"Viewer\", 3)]",
+    );
+}
+
+#[test]
+fn a_proto_message_without_a_rust_struct_is_caught() {
+    let source = pb_with(
+        "pub struct DeleteUserRequest {",
+        "pub struct RemoveUserRequest {",
+    );
+    let problems = message_problems(&source);
+    assert_caught(
+        problems.clone(),
+        "message DeleteUserRequest has no Rust struct",
+    );
+    assert_caught(
+        problems,
+        "Rust message RemoveUserRequest is not in the .proto",
+    );
+}
+
+#[test]
+fn a_wrong_nested_message_type_is_caught() {
+    let source = pb_with(
+        "pub struct GetUserResponse {\n    #[prost(message, optional, tag = \"1\")]\n    pub user: Option<User>,",
+        "pub struct GetUserResponse {\n    #[prost(message, optional, tag = \"1\")]\n    pub user: Option<DeleteUserRequest>,",
+    );
+    assert_caught(
+        message_problems(&source),
+        "GetUserResponse.user: Rust holds DeleteUserRequest but the .proto says User",
+    );
+}
+
+/// The real `path` with one edit; the edit must apply.
+fn source_with(path: &str, from: &str, to: &str) -> String {
+    let original = source(path);
+    assert!(
+        original.contains(from),
+        "fixture edit {from:?} no longer applies to {path}"
+    );
+    original.replacen(from, to, 1)
+}
+
+#[test]
+fn a_wrong_input_or_output_type_is_caught_on_both_sides() {
+    let server = source_with(
+        "src/pb/server.rs",
+        "request: Request<GetUserRequest>,",
+        "request: Request<DeleteUserRequest>,",
+    );
+    let problems = compare::methods(&service(), "server", &rust_side::server_methods(&server));
+    assert_caught(
+        problems,
+        "server GetUser: takes DeleteUserRequest but the .proto says GetUserRequest",
+    );
+
+    let client = source_with(
+        "src/pb/client.rs",
+        "Result<Response<GetUserResponse>, Status> {",
+        "Result<Response<DeleteUserResponse>, Status> {",
+    );
+    let problems = compare::methods(&service(), "client", &rust_side::client_methods(&client));
+    assert_caught(
+        problems,
+        "client GetUser: returns DeleteUserResponse but the .proto says GetUserResponse",
+    );
 }
 
 #[test]
