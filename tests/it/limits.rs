@@ -104,3 +104,72 @@ async fn a_call_without_a_deadline_gets_the_default_one() {
     );
     assert!(app.list_all().await.is_empty());
 }
+
+/// The wait a RESOURCE_EXHAUSTED from the rate limit names.
+fn retry_in(status: &tonic::Status) -> std::time::Duration {
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let millis = status
+        .message()
+        .strip_prefix("rate limit exceeded; retry in ")
+        .and_then(|rest| rest.strip_suffix(" ms"))
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no wait in {:?}", status.message()));
+    std::time::Duration::from_millis(millis)
+}
+
+#[tokio::test]
+async fn the_limit_refills_after_the_wait_it_names_keys_by_address_and_spares_health() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit = Some(usersvc::server::layers::rate_limit::RateLimit {
+            per_second: 5.0,
+            burst: 2.0,
+        })
+    })
+    .await;
+    let admin = app.admin();
+    for _ in 0..2 {
+        assert_eq!(
+            admin.get_user("nobody").await.unwrap_err().code(),
+            Code::NotFound
+        );
+    }
+    let wait = retry_in(&admin.get_user("nobody").await.unwrap_err());
+    assert!(
+        wait > std::time::Duration::ZERO && wait <= std::time::Duration::from_millis(200),
+        "one call at 5 per second is at most 200 ms away, not {wait:?}"
+    );
+
+    // Health is not limited, however exhausted the caller.
+    let channel = tonic::transport::Channel::from_shared(app.url())
+        .unwrap()
+        .connect_lazy();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for _ in 0..10 {
+        let response = health
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            response.into_inner().status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    }
+
+    // Calls with no token share one bucket per address, whatever the
+    // connection: two fresh clients of the public GetUser.
+    let anonymous = || app.client(None);
+    for _ in 0..2 {
+        assert_eq!(
+            anonymous().get_user("nobody").await.unwrap_err().code(),
+            Code::NotFound
+        );
+    }
+    retry_in(&anonymous().get_user("nobody").await.unwrap_err());
+
+    // After the wait it named, the caller may call again.
+    tokio::time::sleep(wait + std::time::Duration::from_millis(20)).await;
+    assert_eq!(
+        admin.get_user("nobody").await.unwrap_err().code(),
+        Code::NotFound
+    );
+}
