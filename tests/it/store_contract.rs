@@ -271,6 +271,41 @@ async fn idempotency_keys_replay_refuse_and_survive_a_reopen() {
 }
 
 #[tokio::test]
+async fn an_idempotency_key_is_forgotten_when_its_user_is_deleted() {
+    for opened in stores().await {
+        let store = &*opened.store;
+        let key = IdempotencyKey::parse("key-gone").unwrap();
+        let request = new_user("Gus", "gus@example.com", Role::Viewer);
+        let Created::New(first) = store
+            .create(request.clone(), Some(key.clone()))
+            .await
+            .unwrap()
+        else {
+            panic!("{}: a replay of a fresh key", opened.name)
+        };
+        store.delete(&first.id).await.unwrap();
+
+        // The same key with another request is a new user, not a reuse...
+        let other = new_user("Gil", "gil@example.com", Role::Viewer);
+        let Created::New(second) = store
+            .create(other, Some(key.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{}: the key was remembered: {e:?}", opened.name))
+        else {
+            panic!("{}: replayed a deleted user", opened.name)
+        };
+        assert_ne!(second.id, first.id, "{}", opened.name);
+        // ...and the first request again creates afresh, not the deleted user.
+        store.delete(&second.id).await.unwrap();
+        let Created::New(third) = store.create(request, Some(key)).await.unwrap() else {
+            panic!("{}: replayed a deleted user", opened.name)
+        };
+        assert_ne!(third.id, first.id, "{}", opened.name);
+        assert_eq!(all(store).await, vec![third], "{}", opened.name);
+    }
+}
+
+#[tokio::test]
 async fn pages_follow_creation_order_with_role_filter_skip_and_cursor() {
     for opened in stores().await {
         let store = &*opened.store;
