@@ -63,12 +63,15 @@ vectors-check: python-env
 	if diff -r -x generate.py -x __pycache__ tests/vectors $$tmp; then echo "golden vectors are current"; \
 	else echo "error: tests/vectors differ from what generate.py writes: run make vectors"; exit 1; fi
 
+## The clients run against target/debug/usersvc, built as the Rust tests
+## build it (`cargo test --no-run`): a plain `cargo build` would compile the
+## dependencies again with other features.
 python-interop: python-env
-	$(CARGO) build
+	$(CARGO) test --no-run --quiet
 	cd tests/python && ../../$(PY) -m pytest -q
 
 node-interop: node-env
-	$(CARGO) build
+	$(CARGO) test --no-run --quiet
 	cd $(NODE_DIR) && node --test --test-timeout=60000
 
 ## Benchmarks: usersvc against a grpcio peer and across its stores, side by
