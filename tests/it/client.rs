@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::support::{create_request, spawn_app, spawn_app_with, spawn_on};
+use crate::support::proxy::Proxy;
+use crate::support::{create_request, spawn_app, spawn_app_with};
 use tonic::Code;
 use usersvc::client::{Client, ClientConfig, RetryPolicy};
 use usersvc::domain::Role;
@@ -111,34 +112,74 @@ fn retrying_client(addr: std::net::SocketAddr, attempts: u32) -> Client {
     Client::new(config).unwrap()
 }
 
-/// A port nothing listens on yet, and a way to start a server there later.
-async fn free_port() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
+#[tokio::test]
+async fn reads_and_keyed_creates_ride_out_a_briefly_unavailable_server() {
+    let app = spawn_app().await;
+    let existing = app.create("Em", "em@example.com", UserRole::Viewer).await;
+    // The server's front door, shut: each connection is dropped at once, as
+    // by a server that is restarting.
+    let door = Proxy::start(app.addr.to_string()).await;
+    door.cut().await;
+    let client = retrying_client(door.addr, 20);
+
+    // Both calls start while the server is down.
+    let create = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .create_user(
+                    create_request("Mo", "mo@example.com", UserRole::Viewer),
+                    Some("key-4"),
+                )
+                .await
+        }
+    });
+    let read = tokio::spawn({
+        let client = client.clone();
+        let id = existing.id.clone();
+        async move { client.get_user(&id).await }
+    });
+    // The client has been turned away, and has tried again.
+    for _ in 0..1000 {
+        if door.dropped.load(Ordering::SeqCst) >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        door.dropped.load(Ordering::SeqCst) >= 3,
+        "no retries reached the door"
+    );
+    door.restore();
+
+    let created = create.await.unwrap().unwrap();
+    assert_eq!(read.await.unwrap().unwrap(), existing);
+    assert_eq!(app.list_all().await, vec![existing, created]);
 }
 
 #[tokio::test]
-async fn reads_and_keyed_creates_ride_out_a_briefly_unavailable_server() {
-    let addr = free_port().await;
-    let client = retrying_client(addr, 20);
-
-    let late_server = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        spawn_on(listener, crate::support::settings()).await
-    });
-    // Started before the server exists; succeeds once it does.
-    let created = client
+async fn a_connection_dropped_by_the_server_is_unavailable_not_cancelled() {
+    let app = spawn_app().await;
+    let door = Proxy::start(app.addr.to_string()).await;
+    door.cut().await;
+    let status = retrying_client(door.addr, 1)
         .create_user(
-            create_request("Mo", "mo@example.com", UserRole::Viewer),
-            Some("key-4"),
+            create_request("No", "no@example.com", UserRole::Viewer),
+            None,
         )
         .await
-        .unwrap();
-    let app = late_server.await.unwrap();
-    let fetched = client.get_user(&created.id).await.unwrap();
-    assert_eq!(fetched, created);
-    assert_eq!(app.list_all().await, vec![created]);
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().starts_with("connection lost"),
+        "{status:?}"
+    );
+    assert_eq!(
+        door.dropped.load(Ordering::SeqCst),
+        1,
+        "tried once: no key, no retry"
+    );
+    assert!(app.list_all().await.is_empty());
 }
 
 #[tokio::test]

@@ -43,8 +43,8 @@ async fn sqlite_table(dir: &std::path::Path) -> String {
 }
 
 /// A PostgreSQL schema of its own holding `USERS` users; its store address.
-async fn postgres_table() -> Option<String> {
-    let url = crate::support::postgres_url().await?;
+async fn postgres_table() -> String {
+    let url = crate::support::required_postgres_url().await;
     drop(store::open(&url, &StoreOptions::default()).await.unwrap()); // the schema
     let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
     sqlx::query(
@@ -58,7 +58,7 @@ async fn postgres_table() -> Option<String> {
     .await
     .unwrap();
     db.close().await.unwrap();
-    Some(url)
+    url
 }
 
 /// Streams the whole table of a server on `url` to a slow client and
@@ -128,9 +128,7 @@ async fn memory_stays_flat_while_a_million_sqlite_users_stream_to_a_slow_client(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_stays_flat_while_a_million_postgres_users_stream_to_a_slow_client() {
-    let Some(url) = postgres_table().await else {
-        return;
-    };
+    let url = postgres_table().await;
     let dir = tempfile::tempdir().unwrap();
     streams_the_table_in_flat_memory(&url, dir.path()).await;
 }

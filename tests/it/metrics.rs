@@ -3,39 +3,10 @@
 
 use std::sync::Arc;
 
+use crate::support::metrics::{scrape, series, value};
 use crate::support::{create_request, spawn_app_with};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_stream::StreamExt;
 use usersvc::pb::{self, UserRole};
-
-/// GET /metrics over plain HTTP/1.1.
-async fn scrape(addr: std::net::SocketAddr) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
-}
-
-/// The value of the series whose line starts with `series`.
-fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| {
-            line.strip_prefix(series)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
-}
-
-fn series(name: &str, kind: &str, method: &str) -> String {
-    format!(
-        "{name}{{grpc_method=\"{method}\",grpc_service=\"techoral.users.v1.UserService\",grpc_type=\"{kind}\"}}"
-    )
-}
 
 #[tokio::test]
 async fn a_scrape_counts_calls_codes_messages_and_open_watches() {

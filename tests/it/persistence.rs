@@ -74,34 +74,70 @@ async fn sqlite_integrity(url: &str) -> String {
         .unwrap()
 }
 
+/// Where a round of the kill test kills the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kill {
+    /// The server holds the whole batch and the stream is still open.
+    MidUpload,
+    /// The stream is closed and the server holds the whole batch, so the
+    /// commit is about to run or running; a few random milliseconds later.
+    MidCommit,
+    /// The batch was acknowledged.
+    AfterAck,
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bulk_creation_killed_at_random_points_is_all_or_nothing() {
-    const ROUNDS: usize = 20;
+    use crate::support::metrics::{series, wait_for};
+    const ROUNDS: usize = 12;
     const BATCH: usize = 2_000;
+    let received = series(
+        "grpc_server_msg_received_total",
+        "client_stream",
+        "BulkCreateUsers",
+    );
     let dir = tempfile::tempdir().unwrap();
     for (name, url) in durable_stores(dir.path()).await {
         let mut outcomes = (0, 0);
         for round in 0..ROUNDS {
-            let server = ServerProcess::start(&["--store", &url], dir.path());
+            let kill = [Kill::MidUpload, Kill::MidCommit, Kill::AfterAck][round % 3];
+            let server = ServerProcess::start(
+                &["--store", &url, "--metrics-addr", "127.0.0.1:0"],
+                dir.path(),
+            );
+            let metrics = server.metrics.expect("metrics are on");
             let prefix = format!("{name}-r{round}-");
-            let batch: Vec<pb::CreateUserRequest> = (0..BATCH)
-                .map(|i| {
-                    create_request(
-                        &format!("{prefix}{i}"),
-                        &format!("{prefix}{i}@example.com"),
-                        UserRole::Viewer,
-                    )
-                })
-                .collect();
+            let (tx, rx) = tokio::sync::mpsc::channel(BATCH);
+            for i in 0..BATCH {
+                tx.try_send(create_request(
+                    &format!("{prefix}{i}"),
+                    &format!("{prefix}{i}@example.com"),
+                    UserRole::Viewer,
+                ))
+                .unwrap();
+            }
+            // Mid-upload, the client holds its stream open.
+            let open_stream = (kill == Kill::MidUpload).then_some(tx);
             let client = admin_client(&server.url);
-            let call =
-                tokio::spawn(
-                    async move { client.bulk_create_users(tokio_stream::iter(batch)).await },
-                );
-            let delay = rand::rng().random_range(0..60);
-            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let call = tokio::spawn(async move {
+                client
+                    .bulk_create_users(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await
+            });
+            match kill {
+                Kill::MidUpload => wait_for(metrics, &received, BATCH as f64).await,
+                Kill::MidCommit => {
+                    wait_for(metrics, &received, BATCH as f64).await;
+                    let delay = rand::rng().random_range(0..5);
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                }
+                Kill::AfterAck => {
+                    let response = call.await.unwrap().unwrap();
+                    assert_eq!(response.users.len(), BATCH, "{name} round {round}");
+                }
+            }
             server.kill9();
-            let acknowledged = call.await.unwrap().is_ok();
+            drop(open_stream);
 
             let names = stored_with(&url, &prefix).await;
             let unique: HashSet<&String> = names.iter().collect();
@@ -112,15 +148,20 @@ async fn bulk_creation_killed_at_random_points_is_all_or_nothing() {
             );
             assert!(
                 names.is_empty() || names.len() == BATCH,
-                "{name} round {round}: {} of {BATCH} stored",
+                "{name} round {round} ({kill:?}): {} of {BATCH} stored",
                 names.len()
             );
-            if acknowledged {
-                assert_eq!(
+            match kill {
+                Kill::MidUpload => assert!(
+                    names.is_empty(),
+                    "{name} round {round}: an open upload was stored"
+                ),
+                Kill::AfterAck => assert_eq!(
                     names.len(),
                     BATCH,
                     "{name} round {round}: an acknowledged batch was lost"
-                );
+                ),
+                Kill::MidCommit => {}
             }
             if name == "sqlite" {
                 assert_eq!(sqlite_integrity(&url).await, "ok", "round {round}");
@@ -135,14 +176,16 @@ async fn bulk_creation_killed_at_random_points_is_all_or_nothing() {
             "{name}: {} rounds left nothing, {} stored the whole batch",
             outcomes.0, outcomes.1
         );
+        assert!(
+            outcomes.0 > 0 && outcomes.1 > 0,
+            "{name}: both outcomes must occur: {outcomes:?}"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_over_one_postgres_share_users_and_events() {
-    let Some(url) = crate::support::postgres_url().await else {
-        return;
-    };
+    let url = crate::support::required_postgres_url().await;
     let dir = tempfile::tempdir().unwrap();
     let a = ServerProcess::start(&["--store", &url], dir.path());
     let b = ServerProcess::start(&["--store", &url], dir.path());

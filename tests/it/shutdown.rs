@@ -19,8 +19,17 @@ use usersvc::pb::{self, UserRole};
 async fn sigterm_drains_in_order_and_exits() {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite://{}/users.db", dir.path().display());
-    let mut server =
-        ServerProcess::start(&["--store", &store, "--shutdown-grace", "10s"], dir.path());
+    let mut server = ServerProcess::start(
+        &[
+            "--store",
+            &store,
+            "--shutdown-grace",
+            "10s",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+        dir.path(),
+    );
     let client = admin_client(&server.url);
 
     let channel = tonic::transport::Channel::from_shared(server.url.clone())
@@ -61,7 +70,17 @@ async fn sigterm_drains_in_order_and_exits() {
         ))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // In flight: the server has read the first item.
+    crate::support::metrics::wait_for(
+        server.metrics.expect("metrics are on"),
+        &crate::support::metrics::series(
+            "grpc_server_msg_received_total",
+            "client_stream",
+            "BulkCreateUsers",
+        ),
+        1.0,
+    )
+    .await;
 
     server.terminate();
 
@@ -89,20 +108,29 @@ async fn sigterm_drains_in_order_and_exits() {
         max_attempts: 1,
         ..RetryPolicy::default()
     };
-    let mut refused = false;
+    // The listener closes once health has said NOT_SERVING; until then a
+    // new connection may still be accepted. Refused means the connection
+    // itself was refused, not any UNAVAILABLE.
+    let mut refused = None;
     for _ in 0..50 {
         let fresh = Client::new(config.clone()).unwrap();
-        if fresh
-            .get_user("any")
-            .await
-            .is_err_and(|s| s.code() == Code::Unavailable)
-        {
-            refused = true;
-            break;
+        match fresh.get_user("any").await {
+            Err(status) if status.code() == Code::Unavailable => {
+                if format!("{status:?}").contains("Connection refused") {
+                    refused = Some(status);
+                    break;
+                }
+            }
+            Err(status) => assert_eq!(
+                status.code(),
+                Code::NotFound,
+                "a connection accepted during shutdown is served: {status:?}"
+            ),
+            Ok(user) => panic!("no user was created, yet {user:?}"),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(refused, "a new connection was still accepted");
+    assert!(refused.is_some(), "new connections were still accepted");
 
     // 4. The call in flight finishes, and its users are stored.
     items
@@ -200,4 +228,79 @@ async fn every_call_and_change_is_logged_by_exit() {
     assert_eq!(finished("CreateUser", "OK"), 50);
     assert_eq!(finished("GetUser", "NOT_FOUND"), 1);
     assert!(log.last().unwrap().contains("usersvc stopped"), "{log:?}");
+}
+
+/// A bulk upload that never closes cannot hold shutdown open: it is dropped
+/// when the grace period ends, the process exits, and the log says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_that_never_closes_is_dropped_at_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}/users.db", dir.path().display());
+    let mut server = ServerProcess::start(
+        &[
+            "--store",
+            &store,
+            "--shutdown-grace",
+            "1s",
+            // Long enough that only the grace can end the upload.
+            "--default-timeout",
+            "1h",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+        dir.path(),
+    );
+    let (items, rx) = tokio::sync::mpsc::channel(1);
+    items
+        .send(create_request("Held", "held@example.com", UserRole::Viewer))
+        .await
+        .unwrap();
+    let client = admin_client(&server.url);
+    let upload =
+        tokio::spawn(async move { client.bulk_create_users(ReceiverStream::new(rx)).await });
+    crate::support::metrics::wait_for(
+        server.metrics.expect("metrics are on"),
+        &crate::support::metrics::series(
+            "grpc_server_msg_received_total",
+            "client_stream",
+            "BulkCreateUsers",
+        ),
+        1.0,
+    )
+    .await;
+
+    server.terminate();
+    // The bound is for a hang, not a measure: the grace is 1 s.
+    let (status, log) = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || server.wait_with_log()),
+    )
+    .await
+    .expect("the process exits after the grace, not when the upload ends")
+    .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("shutdown grace period expired; dropping the remaining calls")),
+        "{log:#?}"
+    );
+    assert!(
+        upload.await.unwrap().is_err(),
+        "the upload was not answered OK"
+    );
+    drop(items);
+
+    let store = usersvc::store::open(&store, &usersvc::store::StoreOptions::default())
+        .await
+        .unwrap();
+    let page = store
+        .list_page(usersvc::store::PageQuery {
+            role: None,
+            after: None,
+            skip: 0,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert!(page.users.is_empty(), "the dropped upload stored nothing");
 }

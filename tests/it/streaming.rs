@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use crate::support::{bad_request_fields, create_request, spawn_app, spawn_app_with};
 use tonic::Code;
@@ -137,9 +136,12 @@ async fn invalid_list_requests_are_invalid_argument() {
 #[tokio::test]
 async fn list_stops_reading_the_store_when_the_client_goes_away() {
     let store = Arc::new(crate::support::store::ScriptedStore::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = listener.local_addr().unwrap();
     let app = spawn_app_with(|s| {
         s.store = store.clone();
         s.limits.list_page_size = 100;
+        s.metrics_listener = Some(Arc::new(listener));
     })
     .await;
     // 1,000 pages, about 8 MB: more than HTTP/2's flow-control windows hold.
@@ -148,9 +150,12 @@ async fn list_stops_reading_the_store_when_the_client_goes_away() {
     let mut stream = app.admin().list_users(Default::default()).await.unwrap();
     assert_eq!(stream.message().await.unwrap().unwrap().name, "u0");
     drop(stream);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The server ends the call when the client goes away, and the listing
+    // with it.
+    let cancelled = "grpc_server_handled_total{grpc_code=\"Cancelled\",grpc_method=\"ListUsers\",grpc_service=\"techoral.users.v1.UserService\",grpc_type=\"server_stream\"}";
+    crate::support::metrics::wait_for(metrics, cancelled, 1.0).await;
     let read = store.pages.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    crate::support::metrics::scrape(metrics).await; // a round trip later
 
     assert_eq!(
         store.pages.load(Ordering::SeqCst),
@@ -324,7 +329,10 @@ async fn bulk_create_whose_response_would_be_too_large_stores_nothing() {
 
 #[tokio::test]
 async fn bulk_create_cancelled_mid_stream_stores_nothing() {
-    let app = spawn_app().await;
+    use crate::support::metrics::{series, wait_for};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = listener.local_addr().unwrap();
+    let app = spawn_app_with(|s| s.metrics_listener = Some(Arc::new(listener))).await;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let client = app.admin();
     let call = tokio::spawn(async move {
@@ -341,9 +349,18 @@ async fn bulk_create_cancelled_mid_stream_stores_nothing() {
         .await
         .unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    call.abort(); // the client goes away before closing its stream
+    // The server has read all three items...
+    let received = series(
+        "grpc_server_msg_received_total",
+        "client_stream",
+        "BulkCreateUsers",
+    );
+    wait_for(metrics, &received, 3.0).await;
+    // ...when the client goes away before closing its stream.
+    call.abort();
     let _ = call.await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The server ends the call as cancelled, and stores none of them.
+    let cancelled = "grpc_server_handled_total{grpc_code=\"Cancelled\",grpc_method=\"BulkCreateUsers\",grpc_service=\"techoral.users.v1.UserService\",grpc_type=\"client_stream\"}";
+    wait_for(metrics, cancelled, 1.0).await;
     assert!(app.list_all().await.is_empty());
 }

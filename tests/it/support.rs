@@ -2,7 +2,9 @@
 //!
 //! Logs are silent unless `TEST_LOG` is set.
 
+pub mod metrics;
 pub mod process;
+pub mod proxy;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -206,6 +208,16 @@ pub fn bad_request_fields(status: &tonic::Status) -> Vec<String> {
         .get_details_bad_request()
         .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
         .unwrap_or_default()
+}
+
+/// A PostgreSQL address for a test that needs nothing else. Such tests have
+/// `postgres` in their names: `tests/with-postgres.sh` skips them by name,
+/// and says so, on a machine without PostgreSQL (never in CI), so that they
+/// show as filtered out rather than passed.
+pub async fn required_postgres_url() -> String {
+    postgres_url().await.expect(
+        "a test named for PostgreSQL runs only with it: tests/with-postgres.sh skips it by name",
+    )
 }
 
 /// A PostgreSQL address with a schema of its own for one test, in the

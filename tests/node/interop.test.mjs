@@ -24,13 +24,14 @@ const definition = protoLoader.loadSync(path.join(ROOT, "proto/user_service.prot
 });
 const pkg = grpc.loadPackageDefinition(definition).techoral.users.v1;
 
-let server, logPath, stub, admin, viewer, address;
+let server, logPath, stub, admin, viewer, address, metricsAddress;
 
+/** The log's JSON records: whole lines only, since the server may be
+ * halfway through writing the last one. */
 function records() {
-  return readFileSync(logPath, "utf8")
-    .split("\n")
-    .filter((line) => line.startsWith("{"))
-    .map((line) => JSON.parse(line));
+  const lines = readFileSync(logPath, "utf8").split("\n");
+  lines.pop(); // after the last newline: empty, or a line still being written
+  return lines.filter((line) => line.startsWith("{")).map((line) => JSON.parse(line));
 }
 
 function token(role) {
@@ -49,18 +50,46 @@ function bearer(value) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+const BULK = 'grpc_method="BulkCreateUsers",grpc_service="techoral.users.v1.UserService",grpc_type="client_stream"';
+
+/** The value of one Prometheus series now, 0 before it exists. */
+async function metric(series) {
+  const text = await (await fetch(`http://${metricsAddress}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(`${series} `));
+  return line ? Number(line.split(" ").pop()) : 0;
+}
+
+/** Waits until `series` reaches `atLeast`: what the server has done, not how
+ * long it had. The test's own timeout bounds it. */
+async function waitForMetric(series, atLeast) {
+  while ((await metric(series)) < atLeast) await sleep(10);
+}
+
+/** BulkCreateUsers calls the server has finished, by code. */
+async function bulkFinished() {
+  const text = await (await fetch(`http://${metricsAddress}/metrics`)).text();
+  const counts = {};
+  for (const line of text.split("\n")) {
+    const match = line.match(/^grpc_server_handled_total\{grpc_code="(\w+)",(.*)\} (\d+)$/);
+    if (match && match[2] === BULK) counts[match[1]] = Number(match[3]);
+  }
+  return counts;
+}
+
 before(async () => {
   const dir = mkdtempSync(path.join(tmpdir(), "usersvc-node-"));
   logPath = path.join(dir, "server.log");
-  server = spawn(BIN, ["serve", "--addr", "127.0.0.1:0", "--data-dir", dir, "--store", `sqlite://${dir}/users.db`, "--log-json"], {
+  server = spawn(BIN, ["serve", "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--data-dir", dir, "--store", `sqlite://${dir}/users.db`, "--log-json"], {
     env: { ...process.env, USERSVC_JWT_SECRET: SECRET, RUST_LOG: "info" },
     stdio: ["ignore", "ignore", openSync(logPath, "w")],
   });
   for (let i = 0; i < 600 && !address; i++) {
     address = records().map((r) => r.fields?.addr).find(Boolean);
+    metricsAddress = records().map((r) => r.fields?.metrics_addr).find(Boolean);
     if (!address) await sleep(50);
   }
   assert.ok(address, "usersvc announced its address");
+  assert.ok(metricsAddress, "usersvc announced its metrics address");
   stub = new pkg.UserService(address, grpc.credentials.createInsecure());
   admin = token("admin");
   viewer = token("viewer");
@@ -237,19 +266,34 @@ test("cancel after begin", async () => {
   assert.equal(await storedCount(), stored);
 });
 
-test("cancel mid-stream is all or nothing", async () => {
+test("cancel mid-stream is all or nothing, as the server saw it", async () => {
   // grpc-js's cancel half-closes the request stream (END_STREAM) before it
   // resets it, so the server may see a complete request of three items and
-  // commit it. What must never happen is a part of the batch.
+  // commit it. What must never happen is a part of the batch, or an outcome
+  // other than the server's own account of the call.
   const prefix = `mid${Date.now()}`;
+  const received = await metric(`grpc_server_msg_received_total{${BULK}}`);
+  const finished = await bulkFinished();
+  const total = (counts) => Object.values(counts).reduce((a, b) => a + b, 0);
   const err = await new Promise((resolve) => {
     const call = stub.BulkCreateUsers(bearer(admin), (e) => resolve(e));
     for (let i = 0; i < 3; i++) call.write({ name: `${prefix}-${i}`, email: unique(prefix) });
-    setTimeout(() => call.cancel(), 300);
+    // The server has read all three items; then the client cancels.
+    waitForMetric(`grpc_server_msg_received_total{${BULK}}`, received + 3).then(() => call.cancel());
   });
   assert.equal(err.code, grpc.status.CANCELLED);
-  await sleep(300);
-  assert.ok([0, 3].includes(await storedWith(prefix)));
+  let after = await bulkFinished();
+  while (total(after) === total(finished)) {
+    await sleep(10);
+    after = await bulkFinished();
+  }
+  const stored = await storedWith(prefix);
+  if ((after.OK ?? 0) > (finished.OK ?? 0)) {
+    assert.equal(stored, 3, "the server committed the batch: all of it");
+  } else {
+    assert.equal((after.Cancelled ?? 0) - (finished.Cancelled ?? 0), 1, JSON.stringify(after));
+    assert.equal(stored, 0, "the server saw the cancel: nothing stored");
+  }
 });
 
 test("cancel after first response", async () => {

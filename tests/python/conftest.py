@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 import grpc
 import pytest
@@ -43,26 +44,45 @@ class Server:
         self.log = open(self.log_path, "w")
         env = dict(os.environ, USERSVC_JWT_SECRET=SECRET, RUST_LOG="info")
         self.process = subprocess.Popen(
-            [BIN, "serve", "--addr", "127.0.0.1:0", "--data-dir", tmp, "--store", f"sqlite://{tmp}/users.db", "--log-json", "--shutdown-grace", "2s", *extra_args],
+            [BIN, "serve", "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--data-dir", tmp, "--store", f"sqlite://{tmp}/users.db", "--log-json", "--shutdown-grace", "2s", *extra_args],
             stderr=self.log, env=env,
         )
-        self.addr = self._wait_for_addr()
+        self.addr = self._wait_for("addr")
+        self.metrics_addr = self._wait_for("metrics_addr")
 
-    def _wait_for_addr(self):
+    def _wait_for(self, field):
         deadline = time.time() + 30
         while time.time() < deadline:
             for record in self.records():
-                addr = record.get("fields", {}).get("addr")
-                if addr:
-                    return addr
+                value = record.get("fields", {}).get(field)
+                if value:
+                    return value
             if self.process.poll() is not None:
                 raise RuntimeError(f"usersvc exited: {open(self.log_path).read()}")
             time.sleep(0.05)
-        raise RuntimeError("usersvc did not announce its address")
+        raise RuntimeError(f"usersvc did not announce its {field}")
 
     def records(self):
+        """The log's JSON records: whole lines only, since the server may be
+        halfway through writing the last one."""
         with open(self.log_path) as f:
-            return [json.loads(line) for line in f if line.startswith("{")]
+            return [json.loads(line) for line in f if line.startswith("{") and line.endswith("\n")]
+
+    def metric(self, series):
+        """The value of one Prometheus series now, 0 before it exists."""
+        with urllib.request.urlopen(f"http://{self.metrics_addr}/metrics", timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith(series + " "):
+                    return float(line.split()[-1])
+        return 0.0
+
+    def wait_for_metric(self, series, at_least):
+        """Waits until `series` reaches `at_least`: what the server has done,
+        not how long it had; fails after 10 s, which no healthy server needs."""
+        deadline = time.time() + 10
+        while self.metric(series) < at_least:
+            assert time.time() < deadline, f"{series} never reached {at_least}"
+            time.sleep(0.01)
 
     def token(self, role="admin"):
         out = subprocess.run(

@@ -111,7 +111,14 @@ def test_unimplemented_service(channel):
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
-def test_cancel_after_begin(stub, admin):
+def bulk_series(name, code=None):
+    labels = f'grpc_method="BulkCreateUsers",grpc_service="techoral.users.v1.UserService",grpc_type="client_stream"'
+    if code:
+        labels = f'grpc_code="{code}",' + labels
+    return f"{name}{{{labels}}}"
+
+
+def test_cancel_after_begin(server, stub, admin):
     release = threading.Event()
 
     def requests():
@@ -120,12 +127,15 @@ def test_cancel_after_begin(stub, admin):
         release.wait(10)  # hold the stream open until cancelled
 
     future = stub.BulkCreateUsers.future(requests(), metadata=admin)
-    time.sleep(0.3)
+    # The server has read all three items...
+    server.wait_for_metric(bulk_series("grpc_server_msg_received_total"), 3)
+    # ...when the client cancels without closing its stream.
     assert future.cancel()
     release.set()
     with pytest.raises(grpc.FutureCancelledError):
         future.result()
-    time.sleep(0.3)
+    # The server ends the call as cancelled, and stores none of them.
+    server.wait_for_metric(bulk_series("grpc_server_handled_total", "Cancelled"), 1)
     assert list(stub.ListUsers(PB.ListUsersRequest(), metadata=admin)) == []
 
 

@@ -11,6 +11,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_usersvc");
 pub struct ServerProcess {
     pub child: Child,
     pub url: String,
+    /// Where it serves Prometheus metrics, when started with `--metrics-addr`.
+    pub metrics: Option<std::net::SocketAddr>,
     /// Reads the log, and returns every line of it at its end.
     reader: Option<std::thread::JoinHandle<Vec<String>>>,
 }
@@ -51,19 +53,32 @@ impl ServerProcess {
         let reader = std::thread::spawn(move || {
             let mut log = Vec::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("addr=").nth(1) {
-                    let _ = tx.send(addr.split_whitespace().next().unwrap().to_owned());
+                for field in line.split_whitespace() {
+                    for key in ["addr", "metrics_addr"] {
+                        if let Some(value) =
+                            field.strip_prefix(key).and_then(|f| f.strip_prefix('='))
+                        {
+                            let _ = tx.send((key, value.to_owned()));
+                        }
+                    }
                 }
                 log.push(line);
             }
             log
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("server announces its address");
+        // The metrics address, when there is one, is announced first.
+        let mut metrics = None;
+        let addr = loop {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(("addr", addr)) => break addr,
+                Ok((_, addr)) => metrics = Some(addr.parse().unwrap()),
+                Err(e) => panic!("server announces its address: {e}"),
+            }
+        };
         ServerProcess {
             child,
             url: format!("http://{addr}"),
+            metrics,
             reader: Some(reader),
         }
     }
