@@ -3,6 +3,7 @@
 //! commits), and answering. Failures are `crate::error::Error`, which
 //! decides statuses.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
@@ -80,6 +81,22 @@ fn actor<T>(request: &Request<T>) -> &str {
         .map_or("anonymous", Caller::actor)
 }
 
+/// Runs a change, its announcement and its audit line to the end, whatever
+/// the client does. hyper drops a handler's future when the client resets
+/// its stream; a store call dropped after its commit but before it
+/// published would lose the event, and the audit line after it. A spawned
+/// task is not dropped with the handler.
+async fn to_completion<T: Send + 'static>(
+    change: impl Future<Output = Result<T, Error>> + Send + 'static,
+) -> Result<T, Error> {
+    match tokio::spawn(change).await {
+        Ok(result) => result,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        // Only the runtime's shutdown cancels a task.
+        Err(_) => Err(Error::ShuttingDown),
+    }
+}
+
 fn parse_id(user_id: String) -> Result<UserId, Error> {
     let mut violations = Violations::default();
     let id = violations.push_err(UserId::parse("user_id", user_id));
@@ -123,18 +140,17 @@ impl pb::server::UserService for Directory {
         let key = idempotency_key(&request)?;
         let actor = actor(&request).to_owned();
         let new_user = NewUser::parse(request.into_inner()).map_err(Error::from)?;
-        let user = match self
-            .store
-            .create(new_user, key)
-            .await
-            .map_err(Error::from)?
-        {
-            Created::New(user) => {
-                tracing::info!(target: "usersvc::audit", actor, user_id = %user.id, "user created");
-                user
-            }
-            Created::Replayed(user) => user,
-        };
+        let store = Arc::clone(&self.store);
+        let user = to_completion(async move {
+            Ok(match store.create(new_user, key).await? {
+                Created::New(user) => {
+                    tracing::info!(target: "usersvc::audit", actor, user_id = %user.id, "user created");
+                    user
+                }
+                Created::Replayed(user) => user,
+            })
+        })
+        .await?;
         Ok(Response::new(user.into()))
     }
 
@@ -182,8 +198,13 @@ impl pb::server::UserService for Directory {
         if end.is_some_and(|end| end.was_cut_off()) {
             return Err(Error::Cancelled.into());
         }
-        let users = self.store.create_many(batch).await.map_err(Error::from)?;
-        tracing::info!(target: "usersvc::audit", actor, count = users.len(), "users created in bulk");
+        let store = Arc::clone(&self.store);
+        let users = to_completion(async move {
+            let users = store.create_many(batch).await?;
+            tracing::info!(target: "usersvc::audit", actor, count = users.len(), "users created in bulk");
+            Ok(users)
+        })
+        .await?;
         Ok(Response::new(pb::ListUsersResponse {
             total_count: i32::try_from(users.len()).unwrap_or(i32::MAX),
             users: users.into_iter().map(Into::into).collect(),
@@ -209,8 +230,13 @@ impl pb::server::UserService for Directory {
     ) -> Result<Response<pb::User>, Status> {
         let actor = actor(&request).to_owned();
         let (id, patch) = UserPatch::parse(request.into_inner()).map_err(Error::from)?;
-        let user = self.store.update(&id, patch).await.map_err(Error::from)?;
-        tracing::info!(target: "usersvc::audit", actor, user_id = %id, "user updated");
+        let store = Arc::clone(&self.store);
+        let user = to_completion(async move {
+            let user = store.update(&id, patch).await?;
+            tracing::info!(target: "usersvc::audit", actor, user_id = %id, "user updated");
+            Ok(user)
+        })
+        .await?;
         Ok(Response::new(user.into()))
     }
 
@@ -220,8 +246,13 @@ impl pb::server::UserService for Directory {
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
         let actor = actor(&request).to_owned();
         let id = parse_id(request.into_inner().user_id)?;
-        let user = self.store.delete(&id).await.map_err(Error::from)?;
-        tracing::info!(target: "usersvc::audit", actor, user_id = %id, "user deleted");
+        let store = Arc::clone(&self.store);
+        let user = to_completion(async move {
+            let user = store.delete(&id).await?;
+            tracing::info!(target: "usersvc::audit", actor, user_id = %id, "user deleted");
+            Ok(user)
+        })
+        .await?;
         Ok(Response::new(pb::DeleteUserResponse {
             user: Some(user.into()),
         }))

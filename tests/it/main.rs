@@ -7,6 +7,7 @@
 mod support;
 
 mod auth;
+mod cancelled_writes;
 mod cli;
 mod client;
 mod compression;

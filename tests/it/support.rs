@@ -137,16 +137,7 @@ impl TestApp {
 
     /// Every user, through ListUsers.
     pub async fn list_all(&self) -> Vec<pb::User> {
-        let mut stream = self
-            .admin()
-            .list_users(pb::ListUsersRequest::default())
-            .await
-            .unwrap();
-        let mut users = Vec::new();
-        while let Some(user) = stream.message().await.unwrap() {
-            users.push(user);
-        }
-        users
+        list_all(&self.admin()).await
     }
 
     /// Stops the server and waits for it to finish.
@@ -169,6 +160,19 @@ impl Drop for TestApp {
             handle.abort();
         }
     }
+}
+
+/// Every user, through `client`'s ListUsers.
+pub async fn list_all(client: &Client) -> Vec<pb::User> {
+    let mut stream = client
+        .list_users(pb::ListUsersRequest::default())
+        .await
+        .unwrap();
+    let mut users = Vec::new();
+    while let Some(user) = stream.message().await.unwrap() {
+        users.push(user);
+    }
+    users
 }
 
 /// A valid token for `role`, good for an hour.
