@@ -64,7 +64,9 @@ class Process:
 def usersvc(store, tmp, flags=()):
     port = free_port()
     args = [BIN, "serve", "--addr", f"127.0.0.1:{port}", "--store", store, "--data-dir", tmp, "--rate-limit", "0",
-            "--metrics-addr", f"127.0.0.1:{free_port()}", "--watch-buffer", "65536", *flags]
+            "--metrics-addr", f"127.0.0.1:{free_port()}", "--watch-buffer", "65536",
+            # One token opens all 10,000 watch streams of the RSS measurement.
+            "--max-watch-streams", "20000", "--max-watch-streams-per-caller", "20000", *flags]
     server = Process(args, 0, {"USERSVC_JWT_SECRET": SECRET, "RUST_LOG": "info"}, port, os.path.join(tmp, "usersvc.log"))
     return server, f"http://127.0.0.1:{port}"
 

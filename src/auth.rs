@@ -17,9 +17,11 @@ use crate::pb::Method;
 
 mod cache;
 mod caller;
+mod rate;
 pub mod secret;
 
 pub use caller::Caller;
+pub use rate::{RateLimit, RateLimiter};
 pub use secret::Secret;
 
 /// Clock skew tolerated on `exp` and `nbf`, between hosts whose clocks differ.
@@ -54,6 +56,9 @@ pub enum AuthError {
     Malformed,
     #[error("invalid token: {0}")]
     InvalidToken(String),
+    /// A long stream outlived the token it was opened with.
+    #[error("token expired: reconnect with a fresh token and re-read")]
+    Expired,
     #[error("role {role} may not call {method}; it needs {needs}")]
     PermissionDenied {
         role: Role,

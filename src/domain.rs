@@ -412,14 +412,25 @@ pub enum Subscription {
 }
 
 impl Subscription {
+    /// `*`, or a user id as the server issues them (a UUID in its
+    /// canonical lower-case form). Anything else could never match an event,
+    /// and would only cost the server memory.
     pub fn parse(request: pb::EventStreamRequest) -> Result<Self, Violations> {
         if request.user_id == "*" {
             return Ok(Subscription::All);
         }
-        let mut violations = Violations::default();
-        let id = violations.push_err(UserId::parse("user_id", request.user_id));
-        violations.into_result()?;
-        Ok(Subscription::One(id.expect("checked")))
+        let issued = request.user_id.len() == UserId::LEN
+            && uuid::Uuid::try_parse(&request.user_id)
+                .is_ok_and(|uuid| uuid.hyphenated().to_string() == request.user_id);
+        if !issued {
+            let mut violations = Violations::default();
+            violations.check::<(), _>(
+                "user_id",
+                Err("must be * or a user id, a UUID such as 0190c0de-0000-7000-8000-000000000000"),
+            );
+            return Err(violations);
+        }
+        Ok(Subscription::One(UserId::from_stored(request.user_id)))
     }
 }
 

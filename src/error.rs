@@ -33,6 +33,16 @@ pub enum Error {
     BulkResponseTooLarge(usize),
     #[error("the client cancelled the stream; nothing was created")]
     Cancelled,
+    #[error("the request stream sent nothing for {0:?}; nothing was created")]
+    StreamIdle(std::time::Duration),
+    #[error("a watch stream may hold at most {0} subscriptions; open another stream")]
+    TooManySubscriptions(usize),
+    #[error("at most {limit} {kind} streams may be open at once {scope}")]
+    TooManyStreams {
+        kind: &'static str,
+        limit: usize,
+        scope: &'static str,
+    },
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error("this watcher fell {skipped} events behind and was dropped; resubscribe and re-read")]
@@ -82,10 +92,13 @@ impl Error {
             Error::Auth(AuthError::PermissionDenied { .. }) => Code::PermissionDenied,
             Error::Auth(_) => Code::Unauthenticated,
             Error::WatcherLagged { .. }
+            | Error::TooManySubscriptions(_)
+            | Error::TooManyStreams { .. }
             | Error::RateLimited { .. }
             | Error::BulkTooManyItems(_)
             | Error::BulkResponseTooLarge(_) => Code::ResourceExhausted,
             Error::Cancelled => Code::Cancelled,
+            Error::StreamIdle(_) => Code::DeadlineExceeded,
             Error::StoreUnavailable(_) | Error::ShuttingDown => Code::Unavailable,
             Error::UnknownMethod(_) => Code::Unimplemented,
             Error::Internal(_) => Code::Internal,

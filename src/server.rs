@@ -16,14 +16,16 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
+use tokio_stream::StreamExt;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
-use crate::auth::{Policy, Verifier};
+use crate::auth::{Policy, RateLimiter, Verifier};
 use crate::pb::server::UserServiceServer;
 use crate::service::Directory;
 
+mod connection_age;
 pub mod health;
 pub mod layers;
 pub mod logging;
@@ -36,7 +38,7 @@ pub mod tls;
 use layers::auth::Authorizer;
 use layers::deadline::DefaultDeadlineLayer;
 use layers::oversize::OversizeLayer;
-use layers::rate_limit::RateLimiter;
+
 use layers::stream_end::StreamEndLayer;
 use layers::telemetry::TelemetryLayer;
 use metrics::{MeteredStore, Metrics};
@@ -108,7 +110,10 @@ impl Application {
         )
         .await;
         let max_message_bytes = settings.limits.max_message_bytes;
-        let directory = Directory::new(store, settings.limits, stopping.clone());
+        // One table of buckets: calls take from it in the layer, and watch
+        // stream messages in the service.
+        let rate = RateLimiter::new(settings.rate_limit);
+        let directory = Directory::new(store, settings.limits, rate.clone(), stopping.clone());
         let users = UserServiceServer::new(directory)
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd)
@@ -116,7 +121,12 @@ impl Application {
             .send_compressed(CompressionEncoding::Zstd)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let lifetime = transport.max_connection_age + transport.max_connection_age_grace;
+        let incoming = TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .map(move |accepted| {
+                accepted.map(|stream| connection_age::AgedConnection::new(stream, lifetime))
+            });
 
         let (stop, stop_requested) = oneshot::channel::<()>();
         let signal = async move {
@@ -137,11 +147,12 @@ impl Application {
         let server = builder
             .layer(TelemetryLayer::new(metrics))
             .layer(auth)
-            .layer(RateLimiter::new(settings.rate_limit).layer())
+            .layer(layers::rate_limit::layer(rate))
             .layer(StreamEndLayer)
             .layer(OversizeLayer)
             .layer(DefaultDeadlineLayer::new(
                 settings.transport.default_timeout,
+                settings.transport.max_timeout,
             ))
             .add_service(health)
             .add_optional_service(reflection_v1)

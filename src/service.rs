@@ -5,19 +5,22 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::Caller;
+use crate::auth::{Caller, RateLimiter};
 use crate::domain::{NewUser, UserId, UserPatch, Violations};
 use crate::error::{Error, oversized_is_exhausted};
 use crate::pb::{self, IDEMPOTENCY_KEY};
 use crate::store::{Created, IdempotencyKey, UserStore};
 
 mod list;
+mod slots;
 mod stream_end;
 mod watch;
 
+use slots::StreamSlots;
 pub use stream_end::StreamEnd;
 
 /// Tunables of the service itself, as opposed to the transport's.
@@ -32,6 +35,17 @@ pub struct Limits {
     /// The codec refuses a larger request, and BulkCreateUsers refuses a
     /// batch whose answer would not fit, before storing any of it.
     pub max_message_bytes: usize,
+    /// BulkCreateUsers streams one caller may have open at once: each holds
+    /// its batch in memory until it commits.
+    pub max_bulk_streams_per_caller: usize,
+    /// How long a request stream may send nothing before it is ended.
+    pub stream_idle_timeout: Duration,
+    /// Subscriptions one watch stream may hold.
+    pub max_subscriptions: usize,
+    /// Watch streams one caller may have open at once.
+    pub max_watch_streams_per_caller: usize,
+    /// Watch streams open at once, from every caller.
+    pub max_watch_streams: usize,
 }
 
 impl Default for Limits {
@@ -40,6 +54,11 @@ impl Default for Limits {
             list_page_size: 256,
             max_bulk_items: 100_000,
             max_message_bytes: 4 * 1024 * 1024,
+            max_bulk_streams_per_caller: 4,
+            stream_idle_timeout: Duration::from_secs(30),
+            max_subscriptions: 1_000,
+            max_watch_streams_per_caller: 100,
+            max_watch_streams: 10_000,
         }
     }
 }
@@ -49,6 +68,12 @@ impl Default for Limits {
 pub struct Directory {
     store: Arc<dyn UserStore>,
     limits: Limits,
+    /// The callers' rate limit, which each message on a watch stream takes
+    /// from as a call does.
+    rate: RateLimiter,
+    /// The open BulkCreateUsers and WatchUserEvents streams.
+    bulk_streams: StreamSlots,
+    watch_streams: StreamSlots,
     /// Turns true when the server begins to shut down, so that long-lived
     /// streams end with UNAVAILABLE instead of holding the shutdown open.
     stopping: tokio::sync::watch::Receiver<bool>,
@@ -58,11 +83,23 @@ impl Directory {
     pub fn new(
         store: Arc<dyn UserStore>,
         limits: Limits,
+        rate: RateLimiter,
         stopping: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Self {
+            bulk_streams: StreamSlots::new(
+                "bulk creation",
+                limits.max_bulk_streams_per_caller,
+                None,
+            ),
+            watch_streams: StreamSlots::new(
+                "watch",
+                limits.max_watch_streams_per_caller,
+                Some(limits.max_watch_streams),
+            ),
             store,
             limits,
+            rate,
             stopping,
         }
     }
@@ -79,6 +116,14 @@ fn actor<T>(request: &Request<T>) -> &str {
         .extensions()
         .get::<Caller>()
         .map_or("anonymous", Caller::actor)
+}
+
+/// The caller's key for its limits.
+fn caller_key<T>(request: &Request<T>) -> String {
+    request
+        .extensions()
+        .get::<Caller>()
+        .map_or_else(|| "unknown".to_owned(), Caller::key)
 }
 
 /// Runs a change, its announcement and its audit line to the end, whatever
@@ -175,11 +220,17 @@ impl pb::server::UserService for Directory {
         request: Request<Streaming<pb::CreateUserRequest>>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let actor = actor(&request).to_owned();
+        let _slot = self.bulk_streams.acquire(caller_key(&request))?;
         let end = StreamEnd::of(&request);
         let mut inbound = request.into_inner();
         let mut batch = Vec::new();
         let mut response_bytes = 0;
-        while let Some(item) = inbound.message().await.map_err(oversized_is_exhausted)? {
+        let idle = self.limits.stream_idle_timeout;
+        while let Some(item) = tokio::time::timeout(idle, inbound.message())
+            .await
+            .map_err(|_| Error::StreamIdle(idle))?
+            .map_err(oversized_is_exhausted)?
+        {
             let index = batch.len();
             if index == self.limits.max_bulk_items {
                 return Err(Error::BulkTooManyItems(self.limits.max_bulk_items).into());
@@ -217,9 +268,23 @@ impl pb::server::UserService for Directory {
         &self,
         request: Request<Streaming<pb::EventStreamRequest>>,
     ) -> Result<Response<Self::WatchUserEventsStream>, Status> {
+        let caller = caller_key(&request);
+        let slot = self.watch_streams.acquire(caller.clone())?;
+        let expires = request
+            .extensions()
+            .get::<Caller>()
+            .and_then(|caller| caller.claims.as_ref())
+            .map(|claims| claims.exp);
         Ok(Response::new(watch::stream(
             request.into_inner(),
             self.store.events().clone(),
+            watch::Bounds {
+                _slot: slot,
+                caller,
+                rate: self.rate.clone(),
+                max_subscriptions: self.limits.max_subscriptions,
+                expires: expires.map(watch::expiry),
+            },
             self.stopping.clone(),
         )))
     }

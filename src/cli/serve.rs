@@ -14,8 +14,8 @@ use humantime::Duration;
 
 use super::{Failure, SecretArgs, default_data_dir};
 use crate::auth::DEFAULT_PUBLIC_METHODS;
+use crate::auth::RateLimit;
 use crate::pb::Method;
-use crate::server::layers::rate_limit::RateLimit;
 use crate::server::tls::ServerTls;
 use crate::server::{Application, Settings, TransportSettings};
 use crate::service::Limits;
@@ -128,9 +128,33 @@ pub struct ServeArgs {
     /// Close connections gracefully after this long, so clients rebalance.
     #[arg(long, env = "USERSVC_MAX_CONNECTION_AGE", default_value_t = transport().max_connection_age.into())]
     max_connection_age: Duration,
-    /// Deadline of a call that sets none (until its response starts).
+    /// How long a connection told to go away (--max-connection-age) may keep
+    /// its streams before it is closed.
+    #[arg(long, env = "USERSVC_MAX_CONNECTION_AGE_GRACE", default_value_t = transport().max_connection_age_grace.into())]
+    max_connection_age_grace: Duration,
+    /// Deadline of a call that sets none, or one that does not parse (until
+    /// its response starts).
     #[arg(long, env = "USERSVC_DEFAULT_TIMEOUT", default_value_t = transport().default_timeout.into())]
     default_timeout: Duration,
+    /// The longest deadline a call may set; a longer one is cut to this.
+    #[arg(long, env = "USERSVC_MAX_TIMEOUT", default_value_t = transport().max_timeout.into())]
+    max_timeout: Duration,
+    /// How long a BulkCreateUsers stream may send nothing before it is ended
+    /// with DEADLINE_EXCEEDED.
+    #[arg(long, env = "USERSVC_STREAM_IDLE_TIMEOUT", default_value_t = limits().stream_idle_timeout.into())]
+    stream_idle_timeout: Duration,
+    /// BulkCreateUsers streams one caller may have open at once.
+    #[arg(long, env = "USERSVC_MAX_BULK_STREAMS_PER_CALLER", default_value_t = limits().max_bulk_streams_per_caller, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_bulk_streams_per_caller: usize,
+    /// Subscriptions one WatchUserEvents stream may hold.
+    #[arg(long, env = "USERSVC_MAX_SUBSCRIPTIONS", default_value_t = limits().max_subscriptions, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_subscriptions: usize,
+    /// WatchUserEvents streams one caller may have open at once.
+    #[arg(long, env = "USERSVC_MAX_WATCH_STREAMS_PER_CALLER", default_value_t = limits().max_watch_streams_per_caller, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_watch_streams_per_caller: usize,
+    /// WatchUserEvents streams open at once, from every caller.
+    #[arg(long, env = "USERSVC_MAX_WATCH_STREAMS", default_value_t = limits().max_watch_streams, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_watch_streams: usize,
     /// Calls per second one caller (token subject, certificate or address)
     /// may make to UserService; 0 turns the limit off.
     #[arg(long, env = "USERSVC_RATE_LIMIT", default_value_t = DEFAULTS.rate.per_second)]
@@ -259,12 +283,19 @@ fn settings(args: &ServeArgs, defaults: Settings) -> Result<Settings, Failure> {
             keepalive_interval: args.keepalive_interval.into(),
             keepalive_timeout: args.keepalive_timeout.into(),
             max_connection_age: args.max_connection_age.into(),
+            max_connection_age_grace: args.max_connection_age_grace.into(),
             default_timeout: args.default_timeout.into(),
+            max_timeout: args.max_timeout.into(),
         },
         reflection: args.reflection,
         limits: Limits {
             max_bulk_items: args.max_bulk_items,
             max_message_bytes: args.max_message_bytes,
+            max_bulk_streams_per_caller: args.max_bulk_streams_per_caller,
+            stream_idle_timeout: args.stream_idle_timeout.into(),
+            max_subscriptions: args.max_subscriptions,
+            max_watch_streams_per_caller: args.max_watch_streams_per_caller,
+            max_watch_streams: args.max_watch_streams,
             ..defaults.limits.clone()
         },
         tls,

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use super::layers::rate_limit::RateLimit;
 use super::tls::ServerTls;
+use crate::auth::RateLimit;
 use crate::auth::{DEFAULT_PUBLIC_METHODS, Expect, Secret};
 use crate::pb::Method;
 use crate::service::Limits;
@@ -36,9 +36,15 @@ pub struct TransportSettings {
     /// Connections are closed (gracefully) after this long, so that clients
     /// rebalance across replicas.
     pub max_connection_age: Duration,
+    /// How long a connection told to go away by `max_connection_age` may
+    /// keep its streams, before it is closed: a watch stream otherwise holds
+    /// an old connection open for ever.
+    pub max_connection_age_grace: Duration,
     /// Deadline of a call that brings none of its own, until its response
     /// starts (streams then run on); DEADLINE_EXCEEDED when it passes.
     pub default_timeout: Duration,
+    /// The longest deadline a call may ask for; a larger one is clamped.
+    pub max_timeout: Duration,
 }
 
 impl Default for TransportSettings {
@@ -51,7 +57,9 @@ impl Default for TransportSettings {
             keepalive_interval: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(20),
             max_connection_age: Duration::from_secs(3600),
+            max_connection_age_grace: Duration::from_secs(30),
             default_timeout: Duration::from_secs(30),
+            max_timeout: Duration::from_secs(300),
         }
     }
 }

@@ -9,13 +9,17 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::stream::{self, Stream};
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tonic::{Status, Streaming};
 
+use super::slots::Slot;
+use crate::auth::{AuthError, LEEWAY, RateLimiter};
 use crate::clock;
 use crate::domain::Subscription;
 use crate::error::Error;
@@ -27,7 +31,29 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::UserEvent, Status>> 
 /// The `event_type` that confirms a subscription.
 pub const SUBSCRIBED: &str = "subscribed";
 
+/// What bounds one watch stream's cost.
+pub struct Bounds {
+    /// Its place among the open watch streams, held (never read) until the
+    /// stream ends and drops it.
+    pub _slot: Slot,
+    /// Its caller's key, whose rate limit each subscription takes from.
+    pub caller: String,
+    pub rate: RateLimiter,
+    pub max_subscriptions: usize,
+    /// When its token stops being valid: the stream ends then.
+    pub expires: Option<Instant>,
+}
+
+/// The moment a token whose `exp` is `exp` (Unix seconds) stops being
+/// accepted: `exp` plus the leeway, as the check of a new call allows.
+pub fn expiry(exp: u64) -> Instant {
+    let now = u64::try_from(clock::unix_seconds()).unwrap_or(0);
+    let left = (exp + LEEWAY.as_secs()).saturating_sub(now);
+    Instant::now() + Duration::from_secs(left)
+}
+
 struct Watcher {
+    bounds: Bounds,
     inbound: Streaming<pb::EventStreamRequest>,
     stopping: watch::Receiver<bool>,
     inbound_open: bool,
@@ -61,7 +87,20 @@ impl Watcher {
                 .is_some_and(|&after| event.seq > after)
     }
 
-    fn subscribe(&mut self, subscription: Subscription) -> pb::UserEvent {
+    /// Takes one more subscription, within the stream's bounds.
+    fn subscribe(&mut self, subscription: Subscription) -> Result<pb::UserEvent, Error> {
+        self.bounds
+            .rate
+            .take(self.bounds.caller.clone())
+            .map_err(|wait| Error::RateLimited { retry_after: wait })?;
+        let held = self.users.len() + usize::from(self.all_after.is_some());
+        let new = match &subscription {
+            Subscription::All => self.all_after.is_none(),
+            Subscription::One(id) => !self.users.contains_key(id.as_str()),
+        };
+        if new && held >= self.bounds.max_subscriptions {
+            return Err(Error::TooManySubscriptions(self.bounds.max_subscriptions));
+        }
         let after = self.bus.last_seq();
         let user_id = match subscription {
             Subscription::All => {
@@ -74,12 +113,25 @@ impl Watcher {
                 id
             }
         };
-        pb::UserEvent {
+        Ok(pb::UserEvent {
             event_type: SUBSCRIBED.to_owned(),
             user_id,
             payload: Default::default(),
             timestamp: clock::unix_millis(),
-        }
+        })
+    }
+
+    /// Ends the stream if its token has expired: nothing is delivered
+    /// after that moment.
+    fn expired(&mut self) -> Option<Result<pb::UserEvent, Error>> {
+        let expired = self
+            .bounds
+            .expires
+            .is_some_and(|expires| Instant::now() >= expires);
+        expired.then(|| {
+            self.done = true;
+            Err(Error::Auth(AuthError::Expired))
+        })
     }
 
     /// The next thing to send; `None` ends the stream with OK.
@@ -92,6 +144,9 @@ impl Watcher {
                 Ok(event) => {
                     self.streak += 1;
                     if self.wants(&event) {
+                        if let Some(expired) = self.expired() {
+                            return Some(expired);
+                        }
                         return Some(Ok(pb::UserEvent::from(&*event)));
                     }
                 }
@@ -113,13 +168,11 @@ impl Watcher {
                 biased;
                 request = self.inbound.message(), if self.inbound_open => match request {
                     Ok(Some(request)) => {
-                        return Some(match Subscription::parse(request) {
-                            Ok(subscription) => Ok(self.subscribe(subscription)),
-                            Err(violations) => {
-                                self.done = true;
-                                Err(violations.into())
-                            }
-                        });
+                        let subscribed = Subscription::parse(request)
+                            .map_err(Error::from)
+                            .and_then(|subscription| self.subscribe(subscription));
+                        self.done = subscribed.is_err();
+                        return Some(subscribed);
                     }
                     // The client has said all it will: keep sending while
                     // anything is subscribed.
@@ -136,8 +189,16 @@ impl Watcher {
                     self.done = true;
                     return Some(Err(Error::ShuttingDown));
                 }
+                () = until(self.bounds.expires) => {
+                    return self.expired();
+                }
                 event = self.events.recv() => match event {
-                    Ok(event) if self.wants(&event) => return Some(Ok(pb::UserEvent::from(&*event))),
+                    Ok(event) if self.wants(&event) => {
+                        if let Some(expired) = self.expired() {
+                            return Some(expired);
+                        }
+                        return Some(Ok(pb::UserEvent::from(&*event)));
+                    }
                     Ok(_) => {}
                     Err(RecvError::Lagged(skipped)) => {
                         self.done = true;
@@ -147,6 +208,14 @@ impl Watcher {
                 },
             }
         }
+    }
+}
+
+/// Resolves at `moment`; never, when there is none.
+async fn until(moment: Option<Instant>) {
+    match moment {
+        Some(moment) => tokio::time::sleep_until(moment).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -161,9 +230,11 @@ async fn stopped(stopping: &mut watch::Receiver<bool>) {
 pub fn stream(
     inbound: Streaming<pb::EventStreamRequest>,
     bus: EventBus,
+    bounds: Bounds,
     stopping: watch::Receiver<bool>,
 ) -> EventStream {
     let watcher = Watcher {
+        bounds,
         inbound,
         stopping,
         inbound_open: true,
@@ -211,6 +282,19 @@ mod tests {
         )
     }
 
+    /// Bounds that nothing in these tests reaches.
+    fn unbounded() -> Bounds {
+        Bounds {
+            _slot: super::super::slots::StreamSlots::new("watch", 1, None)
+                .acquire("test".into())
+                .unwrap(),
+            caller: "test".into(),
+            rate: RateLimiter::new(None),
+            max_subscriptions: 10,
+            expires: None,
+        }
+    }
+
     fn user(n: usize) -> crate::domain::User {
         NewUser::parse(pb::CreateUserRequest {
             name: format!("u{n}"),
@@ -228,7 +312,7 @@ mod tests {
     async fn falling_behind_mid_streak_ends_the_stream_with_resource_exhausted() {
         let bus = EventBus::new(4);
         let (_stop, stopping) = watch::channel(false);
-        let mut events = stream(subscribed_to_all(), bus.clone(), stopping);
+        let mut events = stream(subscribed_to_all(), bus.clone(), unbounded(), stopping);
         assert_eq!(events.next().await.unwrap().unwrap().event_type, SUBSCRIBED);
 
         bus.publish(EventKind::Created, &user(0));

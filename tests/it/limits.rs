@@ -48,7 +48,7 @@ async fn an_oversized_request_is_resource_exhausted_and_the_server_serves_on() {
 #[tokio::test]
 async fn each_caller_has_its_own_rate_limit() {
     let app = spawn_app_with(|s| {
-        s.rate_limit = Some(usersvc::server::layers::rate_limit::RateLimit {
+        s.rate_limit = Some(usersvc::auth::RateLimit {
             per_second: 0.01,
             burst: 3.0,
         })
@@ -120,7 +120,7 @@ fn retry_in(status: &tonic::Status) -> std::time::Duration {
 #[tokio::test]
 async fn the_limit_refills_after_the_wait_it_names_keys_by_address_and_spares_health() {
     let app = spawn_app_with(|s| {
-        s.rate_limit = Some(usersvc::server::layers::rate_limit::RateLimit {
+        s.rate_limit = Some(usersvc::auth::RateLimit {
             per_second: 5.0,
             burst: 2.0,
         })

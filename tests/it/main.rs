@@ -24,6 +24,7 @@ mod persistence;
 mod reflection;
 mod shutdown;
 mod store_contract;
+mod stream_limits;
 mod streaming;
 mod tls;
 mod unary;

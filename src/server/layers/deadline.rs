@@ -1,4 +1,8 @@
-//! The server's default deadline, for calls that bring none of their own.
+//! The server's deadlines: the default, for a call that brings none of its
+//! own (or one that does not parse: tonic ignores a `grpc-timeout` it
+//! cannot read, so that header alone must not lift the deadline), and the
+//! most a client may ask for. Both end a call DEADLINE_EXCEEDED if its
+//! response has not started; a stream then runs on.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,11 +19,14 @@ use tower::{Layer, Service};
 #[derive(Clone, Copy, Debug)]
 pub struct DefaultDeadlineLayer {
     deadline: Duration,
+    max: Duration,
 }
 
 impl DefaultDeadlineLayer {
-    pub fn new(deadline: Duration) -> Self {
-        Self { deadline }
+    /// `deadline` for calls without a valid one of their own; `max` for
+    /// calls that ask for more.
+    pub fn new(deadline: Duration, max: Duration) -> Self {
+        Self { deadline, max }
     }
 }
 
@@ -30,6 +37,7 @@ impl<S> Layer<S> for DefaultDeadlineLayer {
         DefaultDeadline {
             inner,
             deadline: self.deadline,
+            max: self.max,
         }
     }
 }
@@ -39,6 +47,7 @@ impl<S> Layer<S> for DefaultDeadlineLayer {
 pub struct DefaultDeadline<S> {
     inner: S,
     deadline: Duration,
+    max: Duration,
 }
 
 impl<S, B, ResBody> Service<http::Request<B>> for DefaultDeadline<S>
@@ -55,11 +64,21 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let deadline = (!request.headers().contains_key("grpc-timeout")).then_some(self.deadline);
+        let asked = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|value| parse_grpc_timeout(value.as_bytes()));
+        // A deadline the client asked for and the server allows is tonic's
+        // to keep; the others are this layer's.
+        let ours = match asked {
+            None => Some((self.deadline, "the server's default")),
+            Some(asked) if asked > self.max => Some((self.max, "the server's most")),
+            Some(_) => None,
+        };
         DeadlineFuture {
             inner: self.inner.call(request),
-            sleep: deadline.map(|deadline| Box::pin(tokio::time::sleep(deadline))),
-            deadline: deadline.unwrap_or_default(),
+            sleep: ours.map(|(deadline, _)| Box::pin(tokio::time::sleep(deadline))),
+            deadline: ours.unwrap_or((Duration::ZERO, "")),
         }
     }
 }
@@ -71,7 +90,8 @@ pin_project_lite::pin_project! {
         // Boxed so that this future stays Unpin-agnostic and small when no
         // default applies.
         sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-        deadline: Duration,
+        // The deadline, and which of the server's it is.
+        deadline: (Duration, &'static str),
     }
 }
 
@@ -89,12 +109,47 @@ where
         }
         if let Some(sleep) = this.sleep {
             ready!(sleep.as_mut().poll(cx));
-            let message = format!(
-                "deadline exceeded: no response within the server's default of {:?}",
-                this.deadline
-            );
+            let (deadline, which) = this.deadline;
+            let message = format!("deadline exceeded: no response within {which} of {deadline:?}");
             return Poll::Ready(Ok(Status::deadline_exceeded(message).into_http()));
         }
         Poll::Pending
+    }
+}
+
+/// A `grpc-timeout` value as the gRPC spec writes it: at most 8 digits and
+/// a unit (H, M, S, m, u, n). Anything else is `None`, as if absent.
+fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let amount: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(amount * 3600),
+        b'M' => Duration::from_secs(amount * 60),
+        b'S' => Duration::from_secs(amount),
+        b'm' => Duration::from_millis(amount),
+        b'u' => Duration::from_micros(amount),
+        b'n' => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_as_the_spec_writes_them_and_nothing_else() {
+        assert_eq!(parse_grpc_timeout(b"2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout(b"1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            parse_grpc_timeout(b"99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        for invalid in ["x", "-5S", "5", "S", "123456789S", "5s", "5 S", "+5S", ""] {
+            assert_eq!(parse_grpc_timeout(invalid.as_bytes()), None, "{invalid:?}");
+        }
     }
 }
