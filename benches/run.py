@@ -204,6 +204,13 @@ def main():
             watch = bench(url, "watch", "--connections", "10", "--watchers", "1000", "--write-rate", "1000")
             result("WatchUserEvents p99 delivery, 1000 watchers at 1000 writes/s", watch["latency_us"]["p99"] / 1000, "ms", bound=("<", 10))
             result("WatchUserEvents deliveries (of 1,000,000/s offered)", watch["items_per_second"], "per s")
+            # What an idle watcher costs the calls around it: CreateUser with
+            # 10,000 watch streams following users no write touches, against
+            # none, on the same server.
+            create_alone = bench(url, "create", "--connections", "4", "--concurrency", "16")
+            create_idle = bench(url, "create", "--connections", "4", "--concurrency", "16", "--idle-watchers", "10000")
+            result("CreateUser p99 with 10,000 idle watchers of other users", create_idle["latency_us"]["p99"], "µs",
+                   "no watchers", create_alone["latency_us"]["p99"], 1 / 1.5, higher_is_better=False)
         server.stop()
     if pg_db:
         subprocess.run(["psql", PG_ADMIN, "-qc", f"DROP DATABASE IF EXISTS {pg_db} WITH (FORCE)"], capture_output=True)

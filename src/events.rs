@@ -1,18 +1,22 @@
 //! The event bus behind WatchUserEvents: every committed change, fanned out
 //! to every watcher in this process.
 //!
-//! It is a `tokio::sync::broadcast` channel, so a publisher never waits for a
-//! watcher. Each watcher reads at its own pace from a shared ring of the last
-//! `capacity` events; one that falls further behind than that loses its place
-//! and is told so (`Lagged`), which the service turns into RESOURCE_EXHAUSTED.
-//! Events carry a sequence number, so that a subscription made mid-stream
-//! sees exactly the changes that come after it.
+//! A publisher never waits for a watcher. A watcher that follows every user
+//! reads at its own pace from a shared ring of the last `capacity` events
+//! (a `tokio::sync::broadcast` channel); one that follows some users reads
+//! their events from a queue of its own, of the same size, and is never
+//! woken for anybody else's. One that falls further behind than that loses
+//! its place and is told so (`Missed::Lagged`), which the service turns
+//! into RESOURCE_EXHAUSTED. Events carry a sequence number, so that a
+//! subscription made mid-stream sees exactly the changes that come after it.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use prost::Message;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::clock;
 use crate::domain::User;
@@ -68,13 +72,40 @@ impl From<&Event> for pb::UserEvent {
     }
 }
 
-/// Publishes changes to every current subscriber.
+/// Publishes changes to the watchers that want them.
+///
+/// A watcher that follows every user (`*`) reads the shared ring. A watcher
+/// that follows some users gets only their events, routed to a queue of its
+/// own by user id, so that it costs nothing, not even a wake-up, for a
+/// change to anybody else.
 #[derive(Clone, Debug)]
 pub struct EventBus {
     sender: broadcast::Sender<Arc<Event>>,
-    /// The last sequence number given out. Held while sending, so that the
-    /// channel's order and the sequence agree.
-    last_seq: Arc<Mutex<u64>>,
+    /// The sequence and the routes. Held while sending, so that the order
+    /// of every queue agrees with the sequence.
+    state: Arc<Mutex<State>>,
+    /// Events a routed queue keeps for a slow watcher, as the ring does.
+    capacity: usize,
+    /// Watchers on the bus now, one per open watch stream.
+    taps: Arc<AtomicUsize>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The last sequence number given out.
+    last_seq: u64,
+    /// Who follows each user id.
+    routes: HashMap<String, Vec<Route>>,
+    next_tap: u64,
+}
+
+/// One watcher's interest in one user id.
+#[derive(Debug)]
+struct Route {
+    tap: u64,
+    queue: mpsc::Sender<Arc<Event>>,
+    /// Events that did not fit in the watcher's queue.
+    lost: Arc<AtomicU64>,
 }
 
 impl EventBus {
@@ -83,21 +114,30 @@ impl EventBus {
         let (sender, _) = broadcast::channel(capacity.max(1));
         Self {
             sender,
-            last_seq: Arc::new(Mutex::new(0)),
+            state: Arc::default(),
+            capacity: capacity.max(1),
+            taps: Arc::default(),
         }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Announces a change made now. Never blocks on watchers.
     ///
-    /// With nobody watching, only the sequence number moves: encoding the
-    /// user for no one was a tenth of a bulk creation's time. A watcher
-    /// that joins meanwhile loses nothing, since it reads the sequence
-    /// number, which is already past this change, only after joining.
+    /// With nobody following the user, only the sequence number moves:
+    /// encoding the user for no one was a tenth of a bulk creation's time. A
+    /// watcher that joins meanwhile loses nothing, since it reads the
+    /// sequence number, which is already past this change, only after
+    /// joining.
     pub fn publish(&self, kind: EventKind, user: &User) {
-        if self.sender.receiver_count() == 0 {
-            let mut last_seq = self.last_seq.lock().unwrap_or_else(|p| p.into_inner());
-            if self.sender.receiver_count() == 0 {
-                *last_seq += 1;
+        {
+            let mut state = self.state();
+            let followed = self.sender.receiver_count() > 0
+                || (!state.routes.is_empty() && state.routes.contains_key(user.id.as_str()));
+            if !followed {
+                state.last_seq += 1;
                 return;
             }
         }
@@ -115,32 +155,186 @@ impl EventBus {
         payload: Bytes,
         timestamp: i64,
     ) {
-        let mut last_seq = self.last_seq.lock().unwrap_or_else(|p| p.into_inner());
-        *last_seq += 1;
-        let event = Event {
-            seq: *last_seq,
+        let mut state = self.state();
+        state.last_seq += 1;
+        let event = Arc::new(Event {
+            seq: state.last_seq,
             kind,
             user_id,
             payload,
             timestamp,
-        };
-        // An error only means nobody is watching.
-        let _ = self.sender.send(Arc::new(event));
+        });
+        if let Some(routes) = (!state.routes.is_empty())
+            .then(|| state.routes.get(&event.user_id))
+            .flatten()
+        {
+            for route in routes {
+                if route.queue.try_send(Arc::clone(&event)).is_err() {
+                    route.lost.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        // An error only means nobody follows every user.
+        let _ = self.sender.send(event);
     }
 
-    /// A receiver of every event published from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
-        self.sender.subscribe()
+    /// A new watcher's place on the bus, following nobody yet.
+    pub fn tap(&self) -> Tap {
+        self.taps.fetch_add(1, Ordering::Relaxed);
+        let id = {
+            let mut state = self.state();
+            state.next_tap += 1;
+            state.next_tap
+        };
+        let (queue, routed) = mpsc::channel(self.capacity);
+        Tap {
+            bus: self.clone(),
+            id,
+            queue,
+            routed,
+            lost: Arc::default(),
+            followed: Vec::new(),
+            all: None,
+        }
     }
 
     /// The sequence number of the last event published.
     pub fn last_seq(&self) -> u64 {
-        *self.last_seq.lock().unwrap_or_else(|p| p.into_inner())
+        self.state().last_seq
     }
 
-    /// How many receivers are open: one per open watch stream.
+    /// How many watchers are on the bus: one per open watch stream.
     pub fn watchers(&self) -> usize {
-        self.sender.receiver_count()
+        self.taps.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a watcher got no event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missed {
+    /// Nothing yet.
+    Empty,
+    /// The watcher fell this many events behind and lost them.
+    Lagged(u64),
+}
+
+/// One watcher's place on the bus: the events of the users it follows,
+/// routed to its own queue, and once it follows everyone, the shared ring.
+/// Dropping it takes its routes off the bus.
+#[derive(Debug)]
+pub struct Tap {
+    bus: EventBus,
+    id: u64,
+    queue: mpsc::Sender<Arc<Event>>,
+    routed: mpsc::Receiver<Arc<Event>>,
+    lost: Arc<AtomicU64>,
+    /// The user ids routed here.
+    followed: Vec<String>,
+    /// The shared ring, once this watcher follows every user.
+    all: Option<broadcast::Receiver<Arc<Event>>>,
+}
+
+impl Tap {
+    /// Sends `user_id`'s events here from now on; returns the sequence
+    /// number before the first of them.
+    pub fn follow(&mut self, user_id: &str) -> u64 {
+        let bus = self.bus.clone();
+        let mut state = bus.state();
+        if self.all.is_none() && !self.followed.iter().any(|id| id == user_id) {
+            state
+                .routes
+                .entry(user_id.to_owned())
+                .or_default()
+                .push(Route {
+                    tap: self.id,
+                    queue: self.queue.clone(),
+                    lost: Arc::clone(&self.lost),
+                });
+            self.followed.push(user_id.to_owned());
+        }
+        state.last_seq
+    }
+
+    /// Sends every event here from now on; returns the sequence number
+    /// before the first of them. The routes are no longer needed: events
+    /// already routed are older than any the ring will bring, and are read
+    /// first.
+    pub fn follow_all(&mut self) -> u64 {
+        let bus = self.bus.clone();
+        let mut state = bus.state();
+        if self.all.is_none() {
+            self.unroute(&mut state);
+            self.all = Some(self.bus.sender.subscribe());
+        }
+        state.last_seq
+    }
+
+    fn unroute(&mut self, state: &mut State) {
+        for user_id in self.followed.drain(..) {
+            if let Some(routes) = state.routes.get_mut(&user_id) {
+                routes.retain(|route| route.tap != self.id);
+                if routes.is_empty() {
+                    state.routes.remove(&user_id);
+                }
+            }
+        }
+    }
+
+    /// The next event, if one is waiting.
+    pub fn try_recv(&mut self) -> Result<Arc<Event>, Missed> {
+        self.check_lost()?;
+        if let Ok(event) = self.routed.try_recv() {
+            return Ok(event);
+        }
+        match self.all.as_mut().map(broadcast::Receiver::try_recv) {
+            Some(Ok(event)) => Ok(event),
+            Some(Err(broadcast::error::TryRecvError::Lagged(skipped))) => {
+                Err(Missed::Lagged(skipped))
+            }
+            Some(Err(_)) | None => Err(Missed::Empty),
+        }
+    }
+
+    /// The next event; waits for one.
+    pub async fn recv(&mut self) -> Result<Arc<Event>, Missed> {
+        loop {
+            self.check_lost()?;
+            let ring = async {
+                match self.all.as_mut() {
+                    Some(all) => all.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                // Routed events are older than any the ring holds for this
+                // watcher, so they go first.
+                Some(event) = self.routed.recv() => return Ok(event),
+                event = ring => match event {
+                    Ok(event) => return Ok(event),
+                    Err(broadcast::error::RecvError::Lagged(skipped)) => return Err(Missed::Lagged(skipped)),
+                    // The bus outlives its watchers; wait on.
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                },
+            }
+        }
+    }
+
+    fn check_lost(&self) -> Result<(), Missed> {
+        match self.lost.load(Ordering::Relaxed) {
+            0 => Ok(()),
+            lost => Err(Missed::Lagged(lost)),
+        }
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        let bus = self.bus.clone();
+        let mut state = bus.state();
+        self.unroute(&mut state);
+        drop(state);
+        self.bus.taps.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -169,7 +363,8 @@ mod tests {
         bus.publish(EventKind::Created, &user("second"));
         assert_eq!(bus.last_seq(), 2, "nobody watched, yet both were numbered");
 
-        let mut watcher = bus.subscribe();
+        let mut watcher = bus.tap();
+        watcher.follow_all();
         let third = user("third");
         bus.publish(EventKind::Updated, &third);
         let event = watcher.try_recv().unwrap();
@@ -180,5 +375,57 @@ mod tests {
             "third"
         );
         assert!(watcher.try_recv().is_err(), "nothing from before it joined");
+    }
+
+    #[test]
+    fn a_watcher_of_some_users_gets_theirs_alone_and_in_order() {
+        let bus = EventBus::new(8);
+        let (followed, other) = (user("followed"), user("other"));
+        let mut watcher = bus.tap();
+        let after = watcher.follow(followed.id.as_str());
+        bus.publish(EventKind::Created, &other);
+        bus.publish(EventKind::Created, &followed);
+        bus.publish(EventKind::Updated, &other);
+        bus.publish(EventKind::Updated, &followed);
+        let first = watcher.try_recv().unwrap();
+        let second = watcher.try_recv().unwrap();
+        assert_eq!(
+            [(first.seq, first.kind), (second.seq, second.kind)],
+            [
+                (after + 2, EventKind::Created),
+                (after + 4, EventKind::Updated)
+            ]
+        );
+        assert_eq!(watcher.try_recv().unwrap_err(), Missed::Empty);
+
+        // Following everyone later: what was routed comes first, then the ring.
+        let all_after = watcher.follow_all();
+        bus.publish(EventKind::Deleted, &other);
+        let next = watcher.try_recv().unwrap();
+        assert_eq!((next.seq, next.kind), (all_after + 1, EventKind::Deleted));
+    }
+
+    #[test]
+    fn a_watcher_of_some_users_that_falls_behind_is_told() {
+        let bus = EventBus::new(2);
+        let followed = user("followed");
+        let mut watcher = bus.tap();
+        watcher.follow(followed.id.as_str());
+        for _ in 0..5 {
+            bus.publish(EventKind::Updated, &followed);
+        }
+        assert_eq!(watcher.try_recv().unwrap_err(), Missed::Lagged(3));
+    }
+
+    #[test]
+    fn a_dropped_watcher_leaves_no_route_behind() {
+        let bus = EventBus::new(2);
+        let followed = user("followed");
+        let mut watcher = bus.tap();
+        watcher.follow(followed.id.as_str());
+        assert_eq!(bus.watchers(), 1);
+        drop(watcher);
+        assert_eq!(bus.watchers(), 0);
+        assert!(bus.state().routes.is_empty());
     }
 }

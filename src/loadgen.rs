@@ -54,6 +54,10 @@ pub struct Load {
     /// Watchers, and writes per second, for the watch scenario.
     pub watchers: usize,
     pub write_rate: u32,
+    /// Watch streams opened before any scenario and held through it, each
+    /// subscribed to a user id that no write touches: what an idle watcher
+    /// costs the calls around it.
+    pub idle_watchers: usize,
 }
 
 /// What a run measured.
@@ -165,6 +169,7 @@ async fn seed(client: &Client, run: u64, count: usize) -> Result<Vec<String>, St
 pub async fn run(config: &ClientConfig, load: &Load) -> Result<Report, String> {
     let run_id = crate::clock::unix_millis() as u64;
     let setup = client(config)?;
+    let _idle = idle_watchers(config, load.idle_watchers).await?;
     if load.scenario == Scenario::Watch {
         return watch(config, load, &setup, run_id).await;
     }
@@ -265,6 +270,38 @@ async fn one_call(
         }
         Scenario::Watch => unreachable!("watch runs on its own"),
     }
+}
+
+/// Opens `count` watch streams, each subscribed to a fresh UUID no user has,
+/// a hundred to a connection (under the server's 200 streams each), and
+/// returns them open.
+async fn idle_watchers(
+    config: &ClientConfig,
+    count: usize,
+) -> Result<Vec<tonic::Streaming<pb::UserEvent>>, String> {
+    let mut streams = Vec::with_capacity(count);
+    let mut connection = None;
+    for w in 0..count {
+        if w % 100 == 0 {
+            connection = Some(client(config)?);
+        }
+        let subscriptions = tokio_stream::iter(vec![pb::EventStreamRequest {
+            user_id: uuid::Uuid::now_v7().to_string(),
+        }])
+        .chain(tokio_stream::pending());
+        let mut events = connection
+            .as_ref()
+            .expect("made on the first")
+            .watch_user_events(subscriptions)
+            .await
+            .map_err(|s| format!("idle watch: {}", s.message()))?;
+        events
+            .message()
+            .await
+            .map_err(|s| format!("idle watch: {}", s.message()))?;
+        streams.push(events);
+    }
+    Ok(streams)
 }
 
 /// The watch scenario: `watchers` streams subscribed to everything, spread

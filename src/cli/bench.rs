@@ -42,6 +42,10 @@ pub struct BenchArgs {
     /// Writes per second while watching.
     #[arg(long, default_value_t = 1000)]
     write_rate: u32,
+    /// Watch streams held open through the run, each subscribed to a user
+    /// no write touches, a hundred to a connection.
+    #[arg(long, default_value_t = 0)]
+    idle_watchers: usize,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -88,6 +92,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
         batch: args.batch,
         watchers: args.watchers,
         write_rate: args.write_rate,
+        idle_watchers: args.idle_watchers,
     };
     let report = loadgen::run(&config, &load).await.map_err(Failure::Other)?;
     print(&report, args.connect.output)

@@ -1,19 +1,17 @@
 //! WatchUserEvents' response stream: subscriptions in, matching events out.
 //!
-//! The stream takes its place on the bus when the call starts, so nothing
-//! published after that is missed; each subscription then lets through only
-//! events with a later sequence number than the bus had when the
-//! subscription was read, and is confirmed with a "subscribed" event, after
-//! which the client knows every later change will reach it.
+//! The stream takes its place on the bus (a `Tap`) when the call starts.
+//! Each subscription asks the bus for its users' events (or everyone's),
+//! lets through only those with a later sequence number than the bus had
+//! when it was read, and is confirmed with a "subscribed" event, after
+//! which the client knows every later change will reach it. A stream that
+//! follows some users is woken only by their changes.
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{self, Stream};
-use tokio::sync::broadcast::Receiver;
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::{Status, Streaming};
@@ -23,7 +21,7 @@ use crate::auth::{AuthError, LEEWAY, RateLimiter};
 use crate::clock;
 use crate::domain::Subscription;
 use crate::error::Error;
-use crate::events::{Event, EventBus};
+use crate::events::{Event, EventBus, Missed, Tap};
 use crate::pb;
 
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::UserEvent, Status>> + Send>>;
@@ -57,8 +55,7 @@ struct Watcher {
     inbound: Streaming<pb::EventStreamRequest>,
     stopping: watch::Receiver<bool>,
     inbound_open: bool,
-    bus: EventBus,
-    events: Receiver<Arc<Event>>,
+    events: Tap,
     /// `*`: events after this sequence number, for every user.
     all_after: Option<u64>,
     /// Per user id: events after this sequence number.
@@ -101,14 +98,15 @@ impl Watcher {
         if new && held >= self.bounds.max_subscriptions {
             return Err(Error::TooManySubscriptions(self.bounds.max_subscriptions));
         }
-        let after = self.bus.last_seq();
         let user_id = match subscription {
             Subscription::All => {
+                let after = self.events.follow_all();
                 self.all_after.get_or_insert(after);
                 "*".to_owned()
             }
             Subscription::One(id) => {
                 let id = id.as_str().to_owned();
+                let after = self.events.follow(&id);
                 self.users.entry(id.clone()).or_insert(after);
                 id
             }
@@ -152,12 +150,12 @@ impl Watcher {
                 }
                 // try_recv moves past the lost events as it reports them,
                 // so the lag must be answered here: recv would not repeat it.
-                Err(TryRecvError::Lagged(skipped)) => {
+                Err(Missed::Lagged(skipped)) => {
                     self.done = true;
                     return Some(Err(Error::WatcherLagged { skipped }));
                 }
-                // Empty or closed: the select below waits, or ends.
-                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                // Nothing waiting: the select below waits.
+                Err(Missed::Empty) => break,
             }
         }
         self.streak = 0;
@@ -200,11 +198,11 @@ impl Watcher {
                         return Some(Ok(pb::UserEvent::from(&*event)));
                     }
                     Ok(_) => {}
-                    Err(RecvError::Lagged(skipped)) => {
+                    Err(Missed::Lagged(skipped)) => {
                         self.done = true;
                         return Some(Err(Error::WatcherLagged { skipped }));
                     }
-                    Err(RecvError::Closed) => return None,
+                    Err(Missed::Empty) => {}
                 },
             }
         }
@@ -238,8 +236,7 @@ pub fn stream(
         inbound,
         stopping,
         inbound_open: true,
-        events: bus.subscribe(),
-        bus,
+        events: bus.tap(),
         all_after: None,
         users: HashMap::new(),
         done: false,

@@ -402,7 +402,8 @@ async fn updates_and_deletes_keep_the_indexes_right() {
 async fn every_committed_write_is_announced_in_order() {
     for opened in stores().await {
         let store = &*opened.store;
-        let mut events = store.events().subscribe();
+        let mut events = store.events().tap();
+        events.follow_all();
         let ann = create(store, "Ann", "ann@example.com").await;
         let _ = store
             .create(new_user("Dup", "ANN@example.com", Role::Viewer), None)
