@@ -9,8 +9,10 @@ use std::fmt;
 
 use crate::pb;
 
+mod text;
 mod violations;
 
+pub use text::is_format;
 pub use violations::{FieldViolation, Violations};
 
 /// Longest user name, in characters.
@@ -77,14 +79,14 @@ impl UserName {
         Self(value)
     }
 
-    pub fn parse(value: &str) -> Result<Self, &'static str> {
+    pub fn parse(value: &str) -> Result<Self, String> {
         let trimmed = value.trim();
         if trimmed.is_empty() {
-            Err("must not be empty")
+            Err("must not be empty".into())
         } else if trimmed.chars().count() > MAX_NAME_CHARS {
-            Err("must be at most 200 characters")
-        } else if trimmed.chars().any(char::is_control) {
-            Err("must not contain control characters")
+            Err("must be at most 200 characters".into())
+        } else if let Some(refused) = text::refused_char(trimmed, &[], false) {
+            Err(refused)
         } else {
             Ok(Self(trimmed.to_owned()))
         }
@@ -107,16 +109,20 @@ impl Email {
         Self(value)
     }
 
-    pub fn parse(value: &str) -> Result<Self, &'static str> {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        const LIKE: &str = "must be an email address like name@example.com";
         let trimmed = value.trim();
         if trimmed.is_empty() {
-            return Err("must not be empty");
+            return Err("must not be empty".into());
         }
         if trimmed.chars().count() > MAX_EMAIL_CHARS {
-            return Err("must be at most 254 characters");
+            return Err("must be at most 254 characters".into());
+        }
+        if let Some(refused) = text::refused_char(trimmed, &[], false) {
+            return Err(refused);
         }
         let Some((local, domain)) = trimmed.split_once('@') else {
-            return Err("must be an email address like name@example.com");
+            return Err(LIKE.into());
         };
         let plausible = !local.is_empty()
             && local.len() <= 64
@@ -127,12 +133,16 @@ impl Email {
         if plausible {
             Ok(Self(trimmed.to_owned()))
         } else {
-            Err("must be an email address like name@example.com")
+            Err(LIKE.into())
         }
     }
 
     /// The form uniqueness is decided on: two addresses that differ only in
-    /// case belong to one person.
+    /// case belong to one person. Compatibility forms are not folded (NFKC
+    /// would make "ａｄａ@example.com" and "ada@example.com" one key): mail
+    /// systems deliver them to different mailboxes, so they are different
+    /// addresses; invisible characters, which make look-alikes that differ
+    /// in nothing a reader sees, are refused instead.
     pub fn unique_key(&self) -> String {
         self.0.to_lowercase()
     }
@@ -152,9 +162,13 @@ impl Bio {
         Self(value)
     }
 
-    pub fn parse(value: String) -> Result<Self, &'static str> {
+    /// A bio may hold lines and tabs, and the joiners emoji need, but no
+    /// other control character.
+    pub fn parse(value: String) -> Result<Self, String> {
         if value.chars().count() > MAX_BIO_CHARS {
-            Err("must be at most 2000 characters")
+            Err("must be at most 2000 characters".into())
+        } else if let Some(refused) = text::refused_char(&value, &['\n', '\t'], true) {
+            Err(refused)
         } else {
             Ok(Self(value))
         }

@@ -6,6 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use prost::Message;
 use serde::Serialize;
 
+use crate::domain::is_format;
 use crate::pb;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -50,6 +51,23 @@ fn role_name(role: i32) -> &'static str {
     }
 }
 
+/// `text` safe for a terminal, whatever the server sent: control and
+/// invisible or direction-changing characters are shown escaped (`\u{1b}`,
+/// `\r`), so that no value can move the cursor, set the clipboard or
+/// reorder a row. Everything else, accents and CJK included, is shown as
+/// it is.
+fn shown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || is_format(c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn rfc3339(unix_seconds: i64) -> String {
     let time = UNIX_EPOCH + Duration::from_secs(u64::try_from(unix_seconds).unwrap_or(0));
     humantime::format_rfc3339_seconds(time).to_string()
@@ -87,12 +105,12 @@ impl UserPrinter {
                 writeln!(
                     self.out,
                     "{:<36}  {:<24}  {:<32}  {:<6}  {:<20}  {}",
-                    view.id,
-                    view.name,
-                    view.email,
+                    shown(&view.id),
+                    shown(&view.name),
+                    shown(&view.email),
                     view.role,
                     rfc3339(view.created_at),
-                    view.bio.unwrap_or_default().replace('\n', " ")
+                    shown(&view.bio.unwrap_or_default().replace('\n', " "))
                 )
             }
         }
@@ -132,12 +150,13 @@ pub fn print_event(output: Output, event: pb::UserEvent) -> std::io::Result<()> 
             );
             let who = view
                 .user
-                .map(|u| format!("{} <{}> {}", u.name, u.email, u.role))
+                .map(|u| format!("{} <{}> {}", shown(&u.name), shown(&u.email), u.role))
                 .unwrap_or_default();
             writeln!(
                 out,
                 "{when}  {:<13} {}  {who}",
-                view.event_type, view.user_id
+                shown(&view.event_type),
+                shown(&view.user_id)
             )
         }
     }?;

@@ -23,6 +23,7 @@ mod outage;
 mod persistence;
 mod reflection;
 mod shutdown;
+mod stored_text;
 mod store_contract;
 mod stream_limits;
 mod streaming;
