@@ -56,6 +56,9 @@ pub enum AuthError {
     Malformed,
     #[error("invalid token: {0}")]
     InvalidToken(String),
+    /// An editor reaching for an admin: the least-privilege rule.
+    #[error("role {role} may not {act}: an editor may create and change only viewers and editors")]
+    AdminOnly { role: Role, act: &'static str },
     /// A long stream outlived the token it was opened with.
     #[error("token expired: reconnect with a fresh token and re-read")]
     Expired,

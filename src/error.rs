@@ -89,7 +89,9 @@ impl Error {
             Error::NotFound(_) => Code::NotFound,
             Error::EmailTaken(_) | Error::IdempotencyKeyReused => Code::AlreadyExists,
             Error::BulkItem { source, .. } => source.code(),
-            Error::Auth(AuthError::PermissionDenied { .. }) => Code::PermissionDenied,
+            Error::Auth(AuthError::PermissionDenied { .. } | AuthError::AdminOnly { .. }) => {
+                Code::PermissionDenied
+            }
             Error::Auth(_) => Code::Unauthenticated,
             Error::WatcherLagged { .. }
             | Error::TooManySubscriptions(_)

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::{Caller, RateLimiter};
-use crate::domain::{NewUser, UserId, UserPatch, Violations};
+use crate::auth::{AuthError, Caller, RateLimiter};
+use crate::domain::{NewUser, Role, UserId, UserPatch, Violations};
 use crate::error::{Error, oversized_is_exhausted};
 use crate::pb::{self, IDEMPOTENCY_KEY};
 use crate::store::{Created, IdempotencyKey, UserStore};
@@ -118,6 +118,28 @@ fn actor<T>(request: &Request<T>) -> &str {
         .map_or("anonymous", Caller::actor)
 }
 
+/// The role of the caller's token, if it sent one.
+fn caller_role<T>(request: &Request<T>) -> Option<Role> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .and_then(|caller| caller.claims.as_ref())
+        .map(|claims| claims.role)
+}
+
+/// Refuses `act` unless the caller (of `role`) is an admin: an editor may create and
+/// change only viewers and editors, so that a directory whose roles an
+/// identity provider mints tokens from cannot be used to escalate.
+fn admin_only(role: Option<Role>, act: &'static str) -> Result<(), Error> {
+    match role {
+        Some(Role::Admin) => Ok(()),
+        // The permission table lets only tokens reach here; a server that
+        // made these methods public has no role to go by.
+        None => Ok(()),
+        Some(role) => Err(Error::Auth(AuthError::AdminOnly { role, act })),
+    }
+}
+
 /// The caller's key for its limits.
 fn caller_key<T>(request: &Request<T>) -> String {
     request
@@ -184,7 +206,11 @@ impl pb::server::UserService for Directory {
     ) -> Result<Response<pb::User>, Status> {
         let key = idempotency_key(&request)?;
         let actor = actor(&request).to_owned();
+        let role = caller_role(&request);
         let new_user = NewUser::parse(request.into_inner()).map_err(Error::from)?;
+        if new_user.role == Role::Admin {
+            admin_only(role, "create an admin")?;
+        }
         let store = Arc::clone(&self.store);
         let user = to_completion(async move {
             Ok(match store.create(new_user, key).await? {
@@ -220,6 +246,7 @@ impl pb::server::UserService for Directory {
         request: Request<Streaming<pb::CreateUserRequest>>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let actor = actor(&request).to_owned();
+        let role = caller_role(&request);
         let _slot = self.bulk_streams.acquire(caller_key(&request))?;
         let end = StreamEnd::of(&request);
         let mut inbound = request.into_inner();
@@ -239,6 +266,12 @@ impl pb::server::UserService for Directory {
                 index,
                 source: Box::new(violations.into()),
             })?;
+            if user.role == Role::Admin {
+                admin_only(role, "create an admin").map_err(|refused| Error::BulkItem {
+                    index,
+                    source: Box::new(refused),
+                })?;
+            }
             // Refuse before committing what could not be acknowledged.
             response_bytes += repeated_field_len(user.max_encoded_len());
             if response_bytes > self.limits.max_message_bytes {
@@ -294,7 +327,17 @@ impl pb::server::UserService for Directory {
         request: Request<pb::UpdateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
         let actor = actor(&request).to_owned();
+        let role = caller_role(&request);
         let (id, patch) = UserPatch::parse(request.into_inner()).map_err(Error::from)?;
+        if patch.role == Some(Role::Admin) {
+            admin_only(role, "make a user an admin")?;
+        }
+        if role.is_some_and(|role| role != Role::Admin) {
+            let target = self.store.get(&id).await.map_err(Error::from)?;
+            if target.role == Role::Admin {
+                admin_only(role, "change an admin")?;
+            }
+        }
         let store = Arc::clone(&self.store);
         let user = to_completion(async move {
             let user = store.update(&id, patch).await?;

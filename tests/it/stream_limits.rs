@@ -16,19 +16,13 @@ use usersvc::domain::Role;
 use usersvc::pb::{self, UserRole};
 
 use crate::support::process::ServerProcess;
-use crate::support::{admin_client, create_request};
+use crate::support::{admin_client, client_as, create_request};
 
 fn start(flags: &[&str]) -> (ServerProcess, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec!["--store", "memory"];
     args.extend_from_slice(flags);
     (ServerProcess::start(&args, dir.path()), dir)
-}
-
-fn client_as(url: &str, role: Role) -> Client {
-    let mut config = usersvc::client::ClientConfig::new(url.to_owned());
-    config.token = Some(crate::support::token(role));
-    Client::new(config).unwrap()
 }
 
 /// An open watch: its subscriptions' sender, and its events.

@@ -24,6 +24,13 @@ use usersvc::store::MemoryStore;
 
 pub const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
 
+/// A client of the server at `url`, holding a token for `role`.
+pub fn client_as(url: &str, role: Role) -> Client {
+    let mut config = ClientConfig::new(url.to_owned());
+    config.token = Some(token(role));
+    Client::new(config).unwrap()
+}
+
 /// A client of the server at `url`, holding an admin token.
 pub fn admin_client(url: &str) -> Client {
     let mut config = ClientConfig::new(url.to_owned());
