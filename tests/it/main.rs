@@ -23,6 +23,7 @@ mod metrics;
 mod outage;
 mod persistence;
 mod reflection;
+mod request_ids;
 mod shutdown;
 mod store_contract;
 mod stored_text;

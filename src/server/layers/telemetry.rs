@@ -12,7 +12,8 @@
 //! message counters as each message passes, the rest when the call ends.
 //!
 //! The layer also echoes `x-request-id` into the response headers, so a
-//! client can match its logs with ours.
+//! client can match its logs with ours; an id that is too long or has
+//! characters outside `[A-Za-z0-9._:-]` is replaced by one made here.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,6 +34,25 @@ use crate::server::metrics::{Metrics, Series};
 
 /// The request header a client may set to correlate its logs with ours.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The id to echo and log for a client's `x-request-id`: its own when it is
+/// at most 128 characters of `[A-Za-z0-9._:-]`, else one made here. A
+/// client's id reaches every log line of its call and the response, so a
+/// 10,000-character one, or one with quotes and newlines, must not.
+fn request_id(sent: &HeaderValue) -> HeaderValue {
+    let bytes = sent.as_bytes();
+    let fine = !bytes.is_empty()
+        && bytes.len() <= 128
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    if fine {
+        sent.clone()
+    } else {
+        HeaderValue::try_from(format!("usersvc-{}", uuid::Uuid::now_v7()))
+            .expect("a UUID is a valid header value")
+    }
+}
 
 /// Adds per-call logging, and metrics when given, in front of a service.
 #[derive(Clone, Default)]
@@ -147,7 +167,7 @@ where
             metrics,
             path,
             peer: Caller::of(&mut request).peer,
-            request_id: request.headers().get(&REQUEST_ID).cloned(),
+            request_id: request.headers().get(&REQUEST_ID).map(request_id),
             start: Instant::now(),
             received: AtomicU64::new(0),
             sent: AtomicU64::new(0),
