@@ -11,6 +11,7 @@
 //! store knows when a write has committed, and, for PostgreSQL, what other
 //! replicas committed.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -183,6 +184,31 @@ impl Default for StoreOptions {
     }
 }
 
+/// The store `url` names, as the log may show it: its kind, host, port and
+/// database or file, and nothing else. A password may sit in the user part
+/// (`user:pass@`), the query (`?password=`) or `options`; none of them is
+/// ever shown.
+pub fn described(url: &str) -> String {
+    if url == "memory" {
+        return url.to_owned();
+    }
+    if url.starts_with("sqlite:") {
+        return match sqlx::sqlite::SqliteConnectOptions::from_str(url) {
+            Ok(options) => format!("sqlite://{}", options.get_filename().display()),
+            Err(_) => "sqlite (an address that does not parse)".to_owned(),
+        };
+    }
+    match sqlx::postgres::PgConnectOptions::from_str(url) {
+        Ok(options) => format!(
+            "postgres://{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or("")
+        ),
+        Err(_) => "postgres (an address that does not parse)".to_owned(),
+    }
+}
+
 /// Opens the store `url` names: `memory`, `sqlite://PATH` or
 /// `postgres://…`, running migrations for the SQL stores.
 pub async fn open(
@@ -205,4 +231,27 @@ pub async fn open(
             ));
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::described;
+
+    #[test]
+    fn a_described_store_shows_no_password_in_any_form() {
+        for url in [
+            "postgres://usersvc:hunter2@db.internal:5433/users",
+            "postgres://usersvc@db.internal:5433/users?password=hunter2",
+            "postgresql://db.internal:5433/users?user=usersvc&password=hunter2&sslmode=require",
+            "postgres://usersvc:hunter2@db.internal:5433/users?options=-c%20search_path%3Dhunter2",
+        ] {
+            let shown = described(url);
+            assert_eq!(shown, "postgres://db.internal:5433/users", "{url}");
+        }
+        assert_eq!(
+            described("sqlite://data/users.db"),
+            "sqlite://data/users.db"
+        );
+        assert_eq!(described("memory"), "memory");
+    }
 }

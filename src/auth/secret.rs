@@ -8,7 +8,7 @@
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use rand::RngCore;
@@ -53,7 +53,7 @@ impl Secret {
         data_dir: &Path,
     ) -> io::Result<(Secret, Source)> {
         let (text, source) = match (file, value) {
-            (Some(path), _) => (std::fs::read_to_string(path)?, Source::File(path.into())),
+            (Some(path), _) => (read_private(path)?, Source::File(path.into())),
             (None, Some(value)) => (value.to_owned(), Source::Environment),
             (None, None) => {
                 let path = data_dir.join(GENERATED_FILE);
@@ -71,31 +71,85 @@ impl Secret {
     }
 }
 
+/// Reads a secret file, refusing one that another account could read or
+/// replace: anyone who reads the secret can mint an admin token.
+fn read_private(path: &Path) -> io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    let refuse = |why: String| io::Error::new(io::ErrorKind::PermissionDenied, why);
+    if meta.mode() & 0o077 != 0 {
+        return Err(refuse(format!(
+            "{} can be read by other users (mode {:o}): run `chmod 600 {}`",
+            path.display(),
+            meta.mode() & 0o777,
+            path.display()
+        )));
+    }
+    // The owner of /proc/self is this process's effective user.
+    if let Ok(me) = std::fs::metadata("/proc/self").map(|m| m.uid())
+        && meta.uid() != me
+    {
+        return Err(refuse(format!(
+            "{} belongs to another user (uid {}, not {me}): run `chown {me} {}`",
+            path.display(),
+            meta.uid(),
+            path.display()
+        )));
+    }
+    std::fs::read_to_string(path)
+}
+
 /// Reads `path`, or creates it, readable by its owner only, with 32 random
-/// bytes in hex. `create_new` makes two processes starting at once agree.
+/// bytes in hex. The file appears whole or not at all: it is written under
+/// another name and linked into place, which also makes two processes
+/// starting at once agree. An empty file, which a crash of an older version
+/// could leave, is replaced the same way: no token can have been signed
+/// with it.
 fn read_or_create(path: &Path) -> io::Result<String> {
-    match std::fs::read_to_string(path) {
+    match read_private(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Ok(text) if text.trim().is_empty() => {
+            tracing::warn!(path = %path.display(), "the generated JWT secret is empty; making a new one");
+            return write_whole(path, true);
+        }
         other => return other,
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
     }
+    write_whole(path, false)
+}
+
+/// Writes a fresh secret to `path` atomically: under a temporary name,
+/// synced, then renamed over an empty file (`replace`) or linked where there
+/// is none. Returns the secret that ends up at `path`.
+fn write_whole(path: &Path, replace: bool) -> io::Result<String> {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let created = OpenOptions::new()
+    let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path);
-    match created {
-        Ok(mut file) => {
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
-            Ok(text)
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => std::fs::read_to_string(path),
+        .open(&temporary)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    drop(file);
+    let placed = if replace {
+        std::fs::rename(&temporary, path)
+    } else {
+        let linked = std::fs::hard_link(&temporary, path);
+        std::fs::remove_file(&temporary)?;
+        linked
+    };
+    match placed {
+        Ok(()) => Ok(text),
+        // Another process placed its secret first: use that one.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => read_private(path),
         Err(e) => Err(e),
     }
 }
@@ -123,9 +177,49 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("s");
         std::fs::write(&file, "f".repeat(40) + "\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let (secret, _) = Secret::resolve(Some(&file), Some(&"e".repeat(40)), dir.path()).unwrap();
         assert_eq!(secret.as_bytes(), "f".repeat(40).as_bytes());
         let err = Secret::resolve(None, Some("short"), dir.path()).unwrap_err();
         assert!(err.to_string().contains("at least 32 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_file_others_can_read_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s");
+        std::fs::write(&file, "f".repeat(40)).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = Secret::resolve(Some(&file), None, dir.path()).unwrap_err();
+        let shown = file.display();
+        assert_eq!(
+            err.to_string(),
+            format!("{shown} can be read by other users (mode 640): run `chmod 600 {shown}`")
+        );
+        // The generated one is held to the same rule.
+        let generated = dir.path().join(GENERATED_FILE);
+        std::fs::write(&generated, "g".repeat(64)).unwrap();
+        std::fs::set_permissions(&generated, std::fs::Permissions::from_mode(0o604)).unwrap();
+        assert!(Secret::resolve(None, None, dir.path()).is_err());
+    }
+
+    #[test]
+    fn an_empty_generated_secret_is_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let generated = dir.path().join(GENERATED_FILE);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&generated)
+            .unwrap();
+        let (secret, _) = Secret::resolve(None, None, dir.path()).unwrap();
+        assert_eq!(secret.as_bytes().len(), 64);
+        assert_eq!(
+            std::fs::read_to_string(&generated).unwrap().as_bytes(),
+            secret.as_bytes()
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file left behind");
     }
 }

@@ -243,7 +243,7 @@ pub async fn build(args: ServeArgs) -> Result<Application, Failure> {
     let app = Application::build(listener, settings)
         .await
         .map_err(|e| Failure::Other(e.to_string()))?;
-    tracing::info!(addr = %app.local_addr(), store = %redacted(&args.store), "usersvc listening");
+    tracing::info!(addr = %app.local_addr(), store = %store::described(&args.store), "usersvc listening");
     Ok(app)
 }
 
@@ -319,20 +319,6 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Failure> {
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Failure::Other(format!("cannot listen on {addr}: {e}")))
-}
-
-/// The store address without a password, for the log.
-fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
 }
 
 #[cfg(test)]

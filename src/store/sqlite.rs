@@ -62,15 +62,7 @@ impl SqliteStore {
             })
             .busy_timeout(options.db_timeout)
             .foreign_keys(true);
-        if let Some(dir) = connect
-            .get_filename()
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Internal(format!("cannot create {}: {e}", dir.display()).into())
-            })?;
-        }
+        private_file(connect.get_filename())?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(options.db_timeout)
@@ -101,6 +93,41 @@ impl SqliteStore {
             None => Err(StoreError::NotFound(id.clone())),
         }
     }
+}
+
+/// Makes `path`, the database, readable by its owner only, before SQLite
+/// opens it: its directory, when created, is 0700, and the file is 0600,
+/// which SQLite gives its WAL and SHM files too. The users' personal data is
+/// no business of the machine's other accounts. A file that is open to
+/// others already is closed to them, with a warning.
+fn private_file(path: &std::path::Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let failed = |what: &str, e: std::io::Error| {
+        StoreError::Internal(format!("cannot {what} {}: {e}", path.display()).into())
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| failed("create the directory of", e))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| failed("create", e))?;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| failed("read the mode of", e))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "the database was open to other users; making it 0600");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| failed("restrict", e))?;
+    }
+    Ok(())
 }
 
 #[async_trait]

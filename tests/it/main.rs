@@ -22,6 +22,7 @@ mod memory;
 mod metrics;
 mod outage;
 mod persistence;
+mod private_files;
 mod reflection;
 mod request_ids;
 mod shutdown;
