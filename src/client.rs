@@ -63,7 +63,7 @@ impl RetryPolicy {
     {
         let mut attempt = 1;
         loop {
-            match call().await.map_err(lost_connection_is_unavailable) {
+            match call().await {
                 Err(status)
                     if status.code() == Code::Unavailable && attempt < self.max_attempts =>
                 {
@@ -115,20 +115,36 @@ pub enum ClientError {
     Tls(String),
 }
 
-/// A connection the server dropped before it answered, as a restarting
-/// server or a proxy in front of one does, reaches tonic from hyper as
-/// CANCELLED ("connection closed"). It is a connection failure, which gRPC
-/// calls UNAVAILABLE, and a client's own cancellation never produces it (the
-/// call's future is simply dropped), so it is reported, and retried where
-/// that is safe, as UNAVAILABLE.
-fn lost_connection_is_unavailable(status: Status) -> Status {
-    let lost = status.code() == Code::Cancelled
-        && std::error::Error::source(&status)
-            .is_some_and(|source| source.is::<tonic::transport::Error>());
-    if lost {
-        Status::unavailable(format!("connection lost: {}", status.message()))
+/// A call that failed in the transport, not at the server: the connection
+/// was refused, the name did not resolve, TLS failed, or the server dropped
+/// the connection before it answered (which hyper reports as CANCELLED). gRPC
+/// calls all of these UNAVAILABLE; tonic says UNKNOWN or CANCELLED for some,
+/// and names neither the address nor the cause. A caller's own cancellation
+/// never produces one (its future is simply dropped). So each is reported,
+/// and retried where that is safe, as UNAVAILABLE naming the address and
+/// the innermost cause.
+fn transport_failure(addr: &str, status: Status) -> Status {
+    let Some(transport) =
+        std::error::Error::source(&status).filter(|source| source.is::<tonic::transport::Error>())
+    else {
+        return status;
+    };
+    let mut cause: &dyn std::error::Error = transport;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    Status::unavailable(format!("cannot reach {addr}: {cause}"))
+}
+
+/// `addr` with a scheme: `host:port` is taken as grpcurl and most gRPC
+/// tools take it, `http://`, or `https://` when TLS settings are given.
+fn with_scheme(addr: &str, tls: &ClientTls) -> String {
+    if addr.contains("://") {
+        addr.to_owned()
+    } else if tls.ca.is_some() || tls.cert.is_some() {
+        format!("https://{addr}")
     } else {
-        status
+        format!("http://{addr}")
     }
 }
 
@@ -136,6 +152,8 @@ fn lost_connection_is_unavailable(status: Status) -> Status {
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: UserServiceClient<Channel>,
+    /// The server's address, scheme included, for error messages.
+    addr: std::sync::Arc<str>,
     authorization: Option<AsciiMetadataValue>,
     timeout: Option<Duration>,
     retry: RetryPolicy,
@@ -146,11 +164,12 @@ impl Client {
     /// connection is lost, so that a server starting late or restarting is
     /// a retryable UNAVAILABLE rather than a failure here.
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
-        let mut endpoint = Endpoint::from_shared(config.addr.clone())
+        let addr = with_scheme(&config.addr, &config.tls);
+        let mut endpoint = Endpoint::from_shared(addr.clone())
             .map_err(|e| ClientError::Address(config.addr.clone(), e))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
-        if config.addr.starts_with("https://") {
+        if addr.starts_with("https://") {
             let tls = config.tls.config().map_err(ClientError::Tls)?;
             endpoint = endpoint
                 .tls_config(tls)
@@ -166,10 +185,17 @@ impl Client {
             .transpose()?;
         Ok(Self {
             inner: UserServiceClient::new(endpoint.connect_lazy()),
+            addr: addr.into(),
             authorization,
             timeout: config.timeout,
             retry: config.retry,
         })
+    }
+
+    /// What a failed call's status becomes: see [`transport_failure`].
+    fn failed(&self) -> impl Fn(Status) -> Status + Send + 'static {
+        let addr = std::sync::Arc::clone(&self.addr);
+        move |status| transport_failure(&addr, status)
     }
 
     /// The generated-style client underneath, for calls this type does not wrap.
@@ -203,7 +229,8 @@ impl Client {
             .run(|| {
                 let mut inner = self.inner.clone();
                 let request = self.request(message.clone());
-                async move { inner.get_user(request).await }
+                let failed = self.failed();
+                async move { inner.get_user(request).await.map_err(failed) }
             })
             .await?;
         response
@@ -231,11 +258,12 @@ impl Client {
             if let Some(key) = &key {
                 request.metadata_mut().insert(IDEMPOTENCY_KEY, key.clone());
             }
-            async move { inner.create_user(request).await }
+            let failed = self.failed();
+            async move { inner.create_user(request).await.map_err(failed) }
         };
         let response = match key {
             Some(_) => self.retry.run(attempt).await?,
-            None => attempt().await.map_err(lost_connection_is_unavailable)?,
+            None => attempt().await?,
         };
         Ok(response.into_inner())
     }
@@ -246,7 +274,7 @@ impl Client {
             .clone()
             .update_user(self.request(message))
             .await
-            .map_err(lost_connection_is_unavailable)?;
+            .map_err(self.failed())?;
         Ok(response.into_inner())
     }
 
@@ -259,7 +287,7 @@ impl Client {
             .clone()
             .delete_user(self.request(message))
             .await
-            .map_err(lost_connection_is_unavailable)?;
+            .map_err(self.failed())?;
         response
             .into_inner()
             .user
@@ -276,7 +304,8 @@ impl Client {
             .run(|| {
                 let mut inner = self.inner.clone();
                 let request = self.request(message.clone());
-                async move { inner.list_users(request).await }
+                let failed = self.failed();
+                async move { inner.list_users(request).await.map_err(failed) }
             })
             .await?;
         Ok(response.into_inner())
@@ -293,7 +322,7 @@ impl Client {
             .clone()
             .bulk_create_users(request)
             .await
-            .map_err(lost_connection_is_unavailable)?;
+            .map_err(self.failed())?;
         Ok(response.into_inner())
     }
 
@@ -308,7 +337,7 @@ impl Client {
             .clone()
             .watch_user_events(request)
             .await
-            .map_err(lost_connection_is_unavailable)?;
+            .map_err(self.failed())?;
         Ok(response.into_inner())
     }
 }

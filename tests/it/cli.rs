@@ -419,3 +419,56 @@ fn bench_count_measures_exactly_that_many_calls() {
         "{refused:?}"
     );
 }
+
+#[test]
+fn an_address_without_a_scheme_works_and_a_dead_one_is_unavailable_naming_it() {
+    let server = Server::start();
+    let bare = server.url.trim_start_matches("http://").to_owned();
+    let viewer = server.token("viewer");
+    for command in [
+        vec!["get", "0190c0de-0000-7000-8000-000000000000"],
+        vec!["list"],
+    ] {
+        let mut args = command.clone();
+        args.extend(["--addr", &bare]);
+        let output = server.run(&args, Some(&viewer));
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(!stderr.contains("transport error"), "{command:?}: {stderr}");
+        if command[0] == "get" {
+            assert!(stderr.starts_with("error: NOT_FOUND: "), "{stderr}");
+        } else {
+            assert!(output.status.success(), "{stderr}");
+        }
+    }
+
+    // Port 1 (tcpmux) is privileged and nothing on this machine serves it,
+    // unlike a freed ephemeral port, which another process could take.
+    for addr in ["127.0.0.1:1", "http://127.0.0.1:1"] {
+        let output = server.run(&["get", "x", "--addr", addr], Some(&viewer));
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(
+            stderr.starts_with("error: UNAVAILABLE: cannot reach http://127.0.0.1:1: "),
+            "{addr}: {stderr}"
+        );
+        assert!(stderr.to_lowercase().contains("refused"), "{stderr}");
+    }
+    let output = server.run(
+        &[
+            "bench",
+            "get",
+            "--addr",
+            "127.0.0.1:1",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+        ],
+        Some(&viewer),
+    );
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("UNAVAILABLE") || stderr.contains("cannot reach http://127.0.0.1:1"),
+        "{stderr}"
+    );
+}
