@@ -20,7 +20,7 @@ mod caller;
 mod rate;
 pub mod secret;
 
-pub use caller::Caller;
+pub use caller::{Caller, Cidr};
 pub use rate::{RateLimit, RateLimiter};
 pub use secret::Secret;
 

@@ -86,6 +86,7 @@ impl Application {
             Verifier::new(&settings.secret, &settings.expect),
             Policy::new(settings.public_methods.clone()),
         )
+        .trusting(settings.trusted_proxies.clone())
         .layer();
         let (stopping_tx, stopping) = watch::channel(false);
         let mut store = settings.store;

@@ -13,8 +13,7 @@ use clap::{Args, ValueEnum};
 use humantime::Duration;
 
 use super::{Failure, SecretArgs, default_data_dir};
-use crate::auth::DEFAULT_PUBLIC_METHODS;
-use crate::auth::RateLimit;
+use crate::auth::{Cidr, DEFAULT_PUBLIC_METHODS, RateLimit};
 use crate::pb::Method;
 use crate::server::tls::ServerTls;
 use crate::server::{Application, Settings, TransportSettings};
@@ -159,6 +158,15 @@ pub struct ServeArgs {
     /// may make to UserService; 0 turns the limit off.
     #[arg(long, env = "USERSVC_RATE_LIMIT", default_value_t = DEFAULTS.rate.per_second)]
     rate_limit: f64,
+    /// A proxy (address or block, as 10.0.0.0/8) whose x-forwarded-for names
+    /// the client, for the rate limit of callers without a token; repeatable.
+    /// From any other peer the header is ignored.
+    #[arg(
+        long = "trusted-proxy",
+        env = "USERSVC_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<Cidr>,
     /// Calls one caller may make at once before the rate applies.
     #[arg(long, env = "USERSVC_RATE_BURST", default_value_t = DEFAULTS.rate.burst)]
     rate_burst: f64,
@@ -288,6 +296,7 @@ fn settings(args: &ServeArgs, defaults: Settings) -> Result<Settings, Failure> {
             max_timeout: args.max_timeout.into(),
         },
         reflection: args.reflection,
+        trusted_proxies: args.trusted_proxies.clone(),
         limits: Limits {
             max_bulk_items: args.max_bulk_items,
             max_message_bytes: args.max_message_bytes,

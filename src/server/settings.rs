@@ -7,8 +7,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use super::tls::ServerTls;
-use crate::auth::RateLimit;
-use crate::auth::{DEFAULT_PUBLIC_METHODS, Expect, Secret};
+use crate::auth::{Cidr, DEFAULT_PUBLIC_METHODS, Expect, RateLimit, Secret};
 use crate::pb::Method;
 use crate::service::Limits;
 use crate::store::UserStore;
@@ -88,6 +87,9 @@ pub struct Settings {
     pub transport: TransportSettings,
     /// Calls per caller; unlimited when `None`.
     pub rate_limit: Option<RateLimit>,
+    /// Proxies whose `x-forwarded-for` names the client, for the limits of
+    /// callers without a token or certificate.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl Settings {
@@ -107,6 +109,7 @@ impl Settings {
             tls: None,
             transport: TransportSettings::default(),
             rate_limit: Some(RateLimit::default()),
+            trusted_proxies: Vec::new(),
         }
     }
 }

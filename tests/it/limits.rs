@@ -173,3 +173,58 @@ async fn the_limit_refills_after_the_wait_it_names_keys_by_address_and_spares_he
         Code::NotFound
     );
 }
+
+/// Anonymous GetUser calls from this machine, each saying it forwards
+/// `client`; the codes the server answered.
+async fn get_as_forwarded(url: &str, clients: &[&str]) -> Vec<Code> {
+    let channel = tonic::transport::Channel::from_shared(url.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut raw = usersvc::pb::client::UserServiceClient::new(channel);
+    let mut codes = Vec::new();
+    for client in clients {
+        let mut request = tonic::Request::new(usersvc::pb::GetUserRequest {
+            user_id: "nobody".into(),
+        });
+        request
+            .metadata_mut()
+            .insert("x-forwarded-for", client.parse().unwrap());
+        codes.push(raw.get_user(request).await.unwrap_err().code());
+    }
+    codes
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn x_forwarded_for_keys_the_limit_only_from_a_trusted_proxy() {
+    use crate::support::process::ServerProcess;
+    let limits = [
+        "--store",
+        "memory",
+        "--rate-limit",
+        "0.01",
+        "--rate-burst",
+        "2",
+    ];
+    let (exhausted, found) = (Code::ResourceExhausted, Code::NotFound);
+
+    // Anyone can send the header: from an untrusted peer it changes nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&limits, dir.path());
+    let codes = get_as_forwarded(&server.url, &["203.0.113.1", "203.0.113.1", "203.0.113.2"]).await;
+    assert_eq!(codes, [found, found, exhausted]);
+    drop(server);
+
+    // Behind a trusted proxy, each forwarded client has a bucket of its own.
+    let dir = tempfile::tempdir().unwrap();
+    let mut flags = limits.to_vec();
+    flags.extend(["--trusted-proxy", "127.0.0.1/32"]);
+    let server = ServerProcess::start(&flags, dir.path());
+    let codes = get_as_forwarded(
+        &server.url,
+        &["203.0.113.1", "203.0.113.1", "203.0.113.1", "203.0.113.2"],
+    )
+    .await;
+    assert_eq!(codes, [found, found, exhausted, found]);
+}

@@ -10,7 +10,7 @@ use http::header::AUTHORIZATION;
 use tonic::Status;
 
 use super::gate::{Gate, GateLayer};
-use crate::auth::{Access, AuthError, Caller, Policy, Verifier};
+use crate::auth::{Access, AuthError, Caller, Cidr, Policy, Verifier};
 use crate::error::Error;
 use crate::pb::{Method, SERVICE_NAME};
 
@@ -21,13 +21,24 @@ pub type AuthLayer = GateLayer<Authorizer>;
 #[derive(Clone)]
 pub struct Authorizer {
     shared: Arc<(Verifier, Policy)>,
+    /// Proxies whose `x-forwarded-for` names the client (`--trusted-proxy`).
+    proxies: Arc<[Cidr]>,
 }
 
 impl Authorizer {
     pub fn new(verifier: Verifier, policy: Policy) -> Self {
         Self {
             shared: Arc::new((verifier, policy)),
+            proxies: Arc::new([]),
         }
+    }
+
+    /// Takes the client's address from `x-forwarded-for` on connections
+    /// from `proxies`.
+    #[must_use]
+    pub fn trusting(mut self, proxies: Vec<Cidr>) -> Self {
+        self.proxies = proxies.into();
+        self
     }
 
     /// The layer that puts this check in front of a service.
@@ -79,6 +90,11 @@ fn bearer(value: &http::HeaderValue) -> Result<&str, AuthError> {
 
 impl Gate for Authorizer {
     fn admit<B>(&self, request: &mut http::Request<B>) -> Result<(), Status> {
+        if !self.proxies.is_empty() {
+            let peer = Caller::of(request).peer;
+            let forwarded = Caller::forwarded_client(&self.proxies, peer, request.headers());
+            Caller::of(request).forwarded = forwarded;
+        }
         let path = request.uri().path();
         match Method::from_path(path) {
             Some(method) => self
