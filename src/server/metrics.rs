@@ -261,7 +261,21 @@ impl Metrics {
     }
 }
 
+/// How long a scraper may take to send a request's headers before its
+/// connection is closed: a client that trickles them (slowloris) holds a
+/// connection for no longer than this.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Metrics connections open at once; one more is closed as it arrives. A
+/// Prometheus server needs one.
+const MAX_CONNECTIONS: usize = 32;
+
 /// Serves `GET /metrics` (any path, in fact) on `listener` until `stopping`.
+///
+/// It is an admin endpoint, but reachable by whoever can reach its address,
+/// so it is bounded as the main port is: a header-read timeout, a cap on
+/// connections, and a pause after a failed accept, which is how running
+/// out of file descriptors shows (without it, a busy loop of warnings).
 pub async fn serve(
     listener: Arc<TcpListener>,
     metrics: Arc<Metrics>,
@@ -269,19 +283,32 @@ pub async fn serve(
     mut stopping: watch::Receiver<bool>,
 ) {
     use hyper::service::service_fn;
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut pause = Duration::ZERO;
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "metrics listener failed to accept");
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             _ = stopping.wait_for(|stopping| *stopping) => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                pause = Duration::ZERO;
+                stream
+            }
+            Err(error) => {
+                pause = (pause * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                tracing::warn!(%error, ?pause, "metrics listener failed to accept; pausing");
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&open).try_acquire_owned() else {
+            // Dropped, so closed: the cap is reached.
+            continue;
         };
         let (metrics, events) = (Arc::clone(&metrics), events.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let respond = service_fn(move |_request| {
                 let body = metrics.render(&events);
                 async move {
@@ -294,6 +321,8 @@ pub async fn serve(
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(io, respond)
                 .await;
         });

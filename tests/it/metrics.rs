@@ -140,3 +140,69 @@ async fn store_errors_are_counted_by_kind() {
         1.0
     );
 }
+
+/// Reads until the peer closes; `None` if it has not within `wait`.
+async fn closed_within(
+    stream: &mut tokio::net::TcpStream,
+    wait: std::time::Duration,
+) -> Option<()> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(wait, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+/// The metrics endpoint is reachable by whoever reaches its address, so it
+/// is bounded: a request whose headers trickle in is cut off, and past a
+/// cap a new connection is closed at once, while a scrape still works
+/// once the idle ones are gone. Shown on a real `usersvc serve`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_metrics_endpoint_cuts_off_slow_and_surplus_connections() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::support::process::ServerProcess::start(
+        &["--store", "memory", "--metrics-addr", "127.0.0.1:0"],
+        dir.path(),
+    );
+    let addr = server.metrics.unwrap();
+
+    // Slowloris: a request line, and headers that never end.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // Idle connections up to the cap.
+    let mut idle = Vec::new();
+    for _ in 0..31 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let mut surplus = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_within(&mut surplus, std::time::Duration::from_secs(3))
+            .await
+            .is_some(),
+        "a connection past the cap was kept"
+    );
+    assert!(
+        closed_within(&mut slow, std::time::Duration::from_secs(15))
+            .await
+            .is_some(),
+        "the trickled headers held their connection open"
+    );
+    for connection in &mut idle {
+        assert!(
+            closed_within(connection, std::time::Duration::from_secs(15))
+                .await
+                .is_some()
+        );
+    }
+    assert!(scrape(addr).await.contains("usersvc_watch_streams_open"));
+}
