@@ -118,3 +118,62 @@ async fn an_editor_cannot_make_promote_or_change_an_admin() {
     assert_eq!(promoted.role, UserRole::Admin as i32);
     admin.delete_user(&boss.id).await.unwrap();
 }
+
+/// Where an operator opens CreateUser and UpdateUser to anyone, an admin
+/// is still made or changed only with an admin token.
+#[tokio::test(flavor = "multi_thread")]
+async fn opening_writes_to_anyone_opens_no_way_to_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(
+        &[
+            "--store",
+            "memory",
+            "--public-methods",
+            "GetUser,CreateUser,UpdateUser",
+        ],
+        dir.path(),
+    );
+    let mut config = usersvc::client::ClientConfig::new(server.url.clone());
+    config.retry.max_attempts = 1;
+    let anyone = usersvc::client::Client::new(config).unwrap();
+    let viewer = anyone
+        .create_user(
+            create_request("Vi", "vi@example.com", UserRole::Viewer),
+            None,
+        )
+        .await
+        .unwrap();
+    let status = anyone
+        .create_user(
+            create_request("Mal", "mal@example.com", UserRole::Admin),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let status = anyone
+        .update_user(pb::UpdateUserRequest {
+            user_id: viewer.id.clone(),
+            role: Some(UserRole::Admin as i32),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let boss = admin_client(&server.url)
+        .create_user(
+            create_request("Boss", "boss@example.com", UserRole::Admin),
+            None,
+        )
+        .await
+        .unwrap();
+    let status = anyone
+        .update_user(pb::UpdateUserRequest {
+            user_id: boss.id,
+            name: Some("Mine".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+}
