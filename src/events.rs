@@ -186,12 +186,10 @@ impl EventBus {
             state.next_tap += 1;
             state.next_tap
         };
-        let (queue, routed) = mpsc::channel(self.capacity);
         Tap {
             bus: self.clone(),
             id,
-            queue,
-            routed,
+            queue: None,
             lost: Arc::default(),
             followed: Vec::new(),
             all: None,
@@ -218,6 +216,9 @@ pub enum Missed {
     Lagged(u64),
 }
 
+/// The receiving end of a watcher's routed queue.
+type Routed = mpsc::Receiver<Arc<Event>>;
+
 /// One watcher's place on the bus: the events of the users it follows,
 /// routed to its own queue, and once it follows everyone, the shared ring.
 /// Dropping it takes its routes off the bus.
@@ -225,8 +226,9 @@ pub enum Missed {
 pub struct Tap {
     bus: EventBus,
     id: u64,
-    queue: mpsc::Sender<Arc<Event>>,
-    routed: mpsc::Receiver<Arc<Event>>,
+    /// The queue routed events arrive on, made on the first `follow`: a
+    /// `*` watcher never needs one.
+    queue: Option<(mpsc::Sender<Arc<Event>>, Routed)>,
     lost: Arc<AtomicU64>,
     /// The user ids routed here.
     followed: Vec<String>,
@@ -241,13 +243,16 @@ impl Tap {
         let bus = self.bus.clone();
         let mut state = bus.state();
         if self.all.is_none() && !self.followed.iter().any(|id| id == user_id) {
+            let capacity = self.bus.capacity;
+            let (sender, _) = self.queue.get_or_insert_with(|| mpsc::channel(capacity));
+            let queue = sender.clone();
             state
                 .routes
                 .entry(user_id.to_owned())
                 .or_default()
                 .push(Route {
                     tap: self.id,
-                    queue: self.queue.clone(),
+                    queue,
                     lost: Arc::clone(&self.lost),
                 });
             self.followed.push(user_id.to_owned());
@@ -283,7 +288,7 @@ impl Tap {
     /// The next event, if one is waiting.
     pub fn try_recv(&mut self) -> Result<Arc<Event>, Missed> {
         self.check_lost()?;
-        if let Ok(event) = self.routed.try_recv() {
+        if let Some(Ok(event)) = self.queue.as_mut().map(|(_, routed)| routed.try_recv()) {
             return Ok(event);
         }
         match self.all.as_mut().map(broadcast::Receiver::try_recv) {
@@ -305,11 +310,17 @@ impl Tap {
                     None => std::future::pending().await,
                 }
             };
+            let routed = async {
+                match self.queue.as_mut() {
+                    Some((_, routed)) => routed.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 // Routed events are older than any the ring holds for this
                 // watcher, so they go first.
-                Some(event) = self.routed.recv() => return Ok(event),
+                Some(event) = routed => return Ok(event),
                 event = ring => match event {
                     Ok(event) => return Ok(event),
                     Err(broadcast::error::RecvError::Lagged(skipped)) => return Err(Missed::Lagged(skipped)),

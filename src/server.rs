@@ -205,18 +205,6 @@ impl Application {
     }
 }
 
-/// Builds a server on `listener` and serves until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
-    settings: Settings,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ServeError> {
-    Application::build(listener, settings)
-        .await?
-        .run_until_stopped(shutdown)
-        .await
-}
-
 /// Resolves `grace` after `stopping` turns true; never, if it does not.
 async fn grace_after(mut stopping: watch::Receiver<bool>, grace: Duration) {
     if stopping.wait_for(|stopping| *stopping).await.is_ok() {

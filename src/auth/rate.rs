@@ -64,6 +64,11 @@ impl RateLimiter {
         }
     }
 
+    /// Whether there is a limit at all.
+    pub fn is_on(&self) -> bool {
+        self.limit.is_some()
+    }
+
     /// Takes a token for `caller` (a [`Caller::key`](super::Caller::key)),
     /// or says how long until one is there. Always `Ok` when there is no
     /// limit.

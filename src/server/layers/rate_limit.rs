@@ -16,7 +16,7 @@ pub fn layer(limiter: RateLimiter) -> GateLayer<RateLimiter> {
 
 impl Gate for RateLimiter {
     fn admit<B>(&self, request: &mut http::Request<B>) -> Result<(), Status> {
-        if Method::from_path(request.uri().path()).is_none() {
+        if !self.is_on() || Method::from_path(request.uri().path()).is_none() {
             return Ok(());
         }
         self.take(Caller::of(request).key())
