@@ -12,7 +12,7 @@
 //! | [`server`] | build and run: listener, TLS, shutdown, health, reflection, metrics, and the tower layers in [`server::layers`] |
 //! | [`service`] | the `UserService` implementation: one method per RPC |
 //! | [`error`] | the error enum and the one table from every error to a gRPC status |
-//! | [`auth`] | tokens, the permission table, and the [`auth::Caller`] |
+//! | [`auth`] | tokens, the permission table, the [`auth::Caller`] and its rate limit |
 //! | [`store`] | the `UserStore` trait and its memory, SQLite and PostgreSQL implementations |
 //! | [`events`] | the event bus behind the watch streams |
 //! | [`domain`] | validated types (`UserId`, `Email`, `UserName`, `Role`) and their violations |
