@@ -148,9 +148,7 @@ async fn reconcile(store: &str) {
     let cut = |method: &str| {
         crate::support::metrics::value_or_zero(
             &metrics,
-            &format!(
-                "grpc_server_handled_total{{grpc_code=\"Cancelled\",grpc_method=\"{method}\",grpc_service=\"techoral.users.v1.UserService\",grpc_type=\"unary\"}}"
-            ),
+            &crate::support::metrics::handled(method, "unary", "Cancelled"),
         )
     };
     let cut = [cut("CreateUser"), cut("UpdateUser"), cut("DeleteUser")];

@@ -41,12 +41,7 @@ async fn a_scrape_counts_calls_codes_messages_and_open_watches() {
 
     let text = scrape(metrics_addr).await;
     let handled = |method: &str, kind: &str, code: &str| {
-        value(
-            &text,
-            &format!(
-                "grpc_server_handled_total{{grpc_code=\"{code}\",grpc_method=\"{method}\",grpc_service=\"techoral.users.v1.UserService\",grpc_type=\"{kind}\"}}"
-            ),
-        )
+        value(&text, &crate::support::metrics::handled(method, kind, code))
     };
     assert_eq!(handled("GetUser", "unary", "OK"), 1.0);
     assert_eq!(handled("GetUser", "unary", "NotFound"), 1.0);

@@ -88,14 +88,9 @@ enum Kill {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bulk_creation_killed_at_random_points_is_all_or_nothing() {
-    use crate::support::metrics::{series, wait_for};
+    use crate::support::metrics::wait_for_bulk_items;
     const ROUNDS: usize = 12;
     const BATCH: usize = 2_000;
-    let received = series(
-        "grpc_server_msg_received_total",
-        "client_stream",
-        "BulkCreateUsers",
-    );
     let dir = tempfile::tempdir().unwrap();
     for (name, url) in durable_stores(dir.path()).await {
         let mut outcomes = (0, 0);
@@ -125,9 +120,9 @@ async fn bulk_creation_killed_at_random_points_is_all_or_nothing() {
                     .await
             });
             match kill {
-                Kill::MidUpload => wait_for(metrics, &received, BATCH as f64).await,
+                Kill::MidUpload => wait_for_bulk_items(metrics, BATCH).await,
                 Kill::MidCommit => {
-                    wait_for(metrics, &received, BATCH as f64).await;
+                    wait_for_bulk_items(metrics, BATCH).await;
                     let delay = rand::rng().random_range(0..5);
                     tokio::time::sleep(Duration::from_millis(delay)).await;
                 }

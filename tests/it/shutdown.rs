@@ -71,16 +71,7 @@ async fn sigterm_drains_in_order_and_exits() {
         .await
         .unwrap();
     // In flight: the server has read the first item.
-    crate::support::metrics::wait_for(
-        server.metrics.expect("metrics are on"),
-        &crate::support::metrics::series(
-            "grpc_server_msg_received_total",
-            "client_stream",
-            "BulkCreateUsers",
-        ),
-        1.0,
-    )
-    .await;
+    crate::support::metrics::wait_for_bulk_items(server.metrics.expect("metrics are on"), 1).await;
 
     server.terminate();
 
@@ -258,16 +249,7 @@ async fn an_upload_that_never_closes_is_dropped_at_the_grace() {
     let client = admin_client(&server.url);
     let upload =
         tokio::spawn(async move { client.bulk_create_users(ReceiverStream::new(rx)).await });
-    crate::support::metrics::wait_for(
-        server.metrics.expect("metrics are on"),
-        &crate::support::metrics::series(
-            "grpc_server_msg_received_total",
-            "client_stream",
-            "BulkCreateUsers",
-        ),
-        1.0,
-    )
-    .await;
+    crate::support::metrics::wait_for_bulk_items(server.metrics.expect("metrics are on"), 1).await;
 
     server.terminate();
     // The bound is for a hang, not a measure: the grace is 1 s.

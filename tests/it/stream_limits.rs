@@ -317,16 +317,7 @@ async fn uploads_held_open_are_capped_per_caller() {
         ));
     }
     // Both are open on the server.
-    crate::support::metrics::wait_for(
-        server.metrics.unwrap(),
-        &crate::support::metrics::series(
-            "grpc_server_msg_received_total",
-            "client_stream",
-            "BulkCreateUsers",
-        ),
-        2.0,
-    )
-    .await;
+    crate::support::metrics::wait_for_bulk_items(server.metrics.unwrap(), 2).await;
     let status = editor
         .bulk_create_users(tokio_stream::iter(vec![create_request(
             "Third",

@@ -152,8 +152,8 @@ async fn list_stops_reading_the_store_when_the_client_goes_away() {
     drop(stream);
     // The server ends the call when the client goes away, and the listing
     // with it.
-    let cancelled = "grpc_server_handled_total{grpc_code=\"Cancelled\",grpc_method=\"ListUsers\",grpc_service=\"techoral.users.v1.UserService\",grpc_type=\"server_stream\"}";
-    crate::support::metrics::wait_for(metrics, cancelled, 1.0).await;
+    let cancelled = crate::support::metrics::handled("ListUsers", "server_stream", "Cancelled");
+    crate::support::metrics::wait_for(metrics, &cancelled, 1.0).await;
     let read = store.pages.load(Ordering::SeqCst);
     crate::support::metrics::scrape(metrics).await; // a round trip later
 
@@ -329,7 +329,7 @@ async fn bulk_create_whose_response_would_be_too_large_stores_nothing() {
 
 #[tokio::test]
 async fn bulk_create_cancelled_mid_stream_stores_nothing() {
-    use crate::support::metrics::{series, wait_for};
+    use crate::support::metrics::wait_for;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics = listener.local_addr().unwrap();
     let app = spawn_app_with(|s| s.metrics_listener = Some(Arc::new(listener))).await;
@@ -350,17 +350,13 @@ async fn bulk_create_cancelled_mid_stream_stores_nothing() {
         .unwrap();
     }
     // The server has read all three items...
-    let received = series(
-        "grpc_server_msg_received_total",
-        "client_stream",
-        "BulkCreateUsers",
-    );
-    wait_for(metrics, &received, 3.0).await;
+    crate::support::metrics::wait_for_bulk_items(metrics, 3).await;
     // ...when the client goes away before closing its stream.
     call.abort();
     let _ = call.await;
     // The server ends the call as cancelled, and stores none of them.
-    let cancelled = "grpc_server_handled_total{grpc_code=\"Cancelled\",grpc_method=\"BulkCreateUsers\",grpc_service=\"techoral.users.v1.UserService\",grpc_type=\"client_stream\"}";
-    wait_for(metrics, cancelled, 1.0).await;
+    let cancelled =
+        crate::support::metrics::handled("BulkCreateUsers", "client_stream", "Cancelled");
+    wait_for(metrics, &cancelled, 1.0).await;
     assert!(app.list_all().await.is_empty());
 }

@@ -55,3 +55,23 @@ pub async fn wait_for(addr: std::net::SocketAddr, series: &str, at_least: f64) {
     }
     panic!("{series} never reached {at_least}:\n{}", scrape(addr).await);
 }
+
+/// Waits until the server has read `items` BulkCreateUsers messages in all:
+/// what the tests of cancelled, killed and held uploads wait on before they
+/// act, instead of a sleep.
+pub async fn wait_for_bulk_items(addr: std::net::SocketAddr, items: usize) {
+    let received = series(
+        "grpc_server_msg_received_total",
+        "client_stream",
+        "BulkCreateUsers",
+    );
+    wait_for(addr, &received, items as f64).await;
+}
+
+/// The `grpc_server_handled_total` series of `method` (of `kind`) ended
+/// with `code`, as go-grpc-prometheus spells it (`Cancelled`).
+pub fn handled(method: &str, kind: &str, code: &str) -> String {
+    format!(
+        "grpc_server_handled_total{{grpc_code=\"{code}\",grpc_method=\"{method}\",grpc_service=\"techoral.users.v1.UserService\",grpc_type=\"{kind}\"}}"
+    )
+}
