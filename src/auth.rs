@@ -259,7 +259,7 @@ pub fn mint(
     let claims = Claims {
         sub: sub.to_owned(),
         role,
-        exp: now + ttl.as_secs(),
+        exp: now.saturating_add(ttl.as_secs()),
         iat: Some(now),
         nbf: Some(now),
         iss: expect.issuer.clone(),

@@ -46,8 +46,12 @@ pub struct Bounds {
 /// accepted: `exp` plus the leeway, as the check of a new call allows.
 pub fn expiry(exp: u64) -> Instant {
     let now = u64::try_from(clock::unix_seconds()).unwrap_or(0);
-    let left = (exp + LEEWAY.as_secs()).saturating_sub(now);
-    Instant::now() + Duration::from_secs(left)
+    let left = exp.saturating_add(LEEWAY.as_secs()).saturating_sub(now);
+    // A token that outlives any Instant simply never ends its stream.
+    let never = Duration::from_secs(100 * 365 * 24 * 3600);
+    let now = Instant::now();
+    now.checked_add(Duration::from_secs(left))
+        .unwrap_or(now + never)
 }
 
 struct Watcher {
@@ -290,6 +294,13 @@ mod tests {
             max_subscriptions: 10,
             expires: None,
         }
+    }
+
+    #[test]
+    fn a_token_that_never_expires_does_not_overflow() {
+        let far = expiry(u64::MAX);
+        assert!(far > Instant::now() + Duration::from_secs(3600 * 24 * 365));
+        assert!(expiry(0) <= Instant::now(), "an exp long gone is now");
     }
 
     fn user(n: usize) -> crate::domain::User {
