@@ -222,19 +222,11 @@ async fn two_postgres_replicas_deliver_every_committed_id_once_across_a_database
     }
 
     // What was committed, read straight from the database.
-    let committed: std::collections::BTreeSet<String> = {
-        let store = store::open(&url, &StoreOptions::default()).await.unwrap();
-        let page = store
-            .list_page(usersvc::store::PageQuery {
-                role: None,
-                after: None,
-                skip: 0,
-                limit: 10_000,
-            })
-            .await
-            .unwrap();
-        page.users.into_iter().map(|u| u.id.to_string()).collect()
-    };
+    let committed: std::collections::BTreeSet<String> = crate::support::stored_users(&url)
+        .await
+        .into_iter()
+        .map(|u| u.id.to_string())
+        .collect();
     assert!(committed.len() > markers.len(), "some writes committed");
     for (r, events) in watchers.iter_mut().enumerate() {
         let seen = created_ids_until(events, &markers).await;

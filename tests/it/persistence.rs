@@ -12,7 +12,6 @@ use rand::Rng;
 use sqlx::Connection;
 use tokio_stream::StreamExt;
 use usersvc::pb::{self, UserRole};
-use usersvc::store::{self, PageQuery, StoreOptions};
 
 /// The stores that outlive a process: a SQLite file in `dir`, and a fresh
 /// PostgreSQL schema unless PostgreSQL is announced skipped.
@@ -49,17 +48,8 @@ async fn an_acknowledged_create_survives_kill_9() {
 
 /// Names of the stored users that begin with `prefix`, read with the library.
 async fn stored_with(url: &str, prefix: &str) -> Vec<String> {
-    let store = store::open(url, &StoreOptions::default()).await.unwrap();
-    let page = store
-        .list_page(PageQuery {
-            role: None,
-            after: None,
-            skip: 0,
-            limit: usize::MAX >> 1,
-        })
+    crate::support::stored_users(url)
         .await
-        .unwrap();
-    page.users
         .into_iter()
         .map(|u| u.name.as_str().to_owned())
         .filter(|n| n.starts_with(prefix))

@@ -142,19 +142,8 @@ async fn sigterm_drains_in_order_and_exits() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 
-    let store = usersvc::store::open(&store, &usersvc::store::StoreOptions::default())
-        .await
-        .unwrap();
-    let page = store
-        .list_page(usersvc::store::PageQuery {
-            role: None,
-            after: None,
-            skip: 0,
-            limit: 10,
-        })
-        .await
-        .unwrap();
-    let names: Vec<&str> = page.users.iter().map(|u| u.name.as_str()).collect();
+    let stored = crate::support::stored_users(&store).await;
+    let names: Vec<&str> = stored.iter().map(|u| u.name.as_str()).collect();
     assert_eq!(names, ["First", "Second"]);
 }
 
@@ -272,17 +261,8 @@ async fn an_upload_that_never_closes_is_dropped_at_the_grace() {
     );
     drop(items);
 
-    let store = usersvc::store::open(&store, &usersvc::store::StoreOptions::default())
-        .await
-        .unwrap();
-    let page = store
-        .list_page(usersvc::store::PageQuery {
-            role: None,
-            after: None,
-            skip: 0,
-            limit: 10,
-        })
-        .await
-        .unwrap();
-    assert!(page.users.is_empty(), "the dropped upload stored nothing");
+    assert!(
+        crate::support::stored_users(&store).await.is_empty(),
+        "the dropped upload stored nothing"
+    );
 }

@@ -169,6 +169,24 @@ impl Drop for TestApp {
     }
 }
 
+/// Every user the store at `url` holds, read straight from it with the
+/// library: what was stored, whatever a server said or did.
+pub async fn stored_users(url: &str) -> Vec<usersvc::domain::User> {
+    let store = usersvc::store::open(url, &usersvc::store::StoreOptions::default())
+        .await
+        .unwrap();
+    store
+        .list_page(usersvc::store::PageQuery {
+            role: None,
+            after: None,
+            skip: 0,
+            limit: usize::MAX >> 1,
+        })
+        .await
+        .unwrap()
+        .users
+}
+
 /// Every user, through `client`'s ListUsers.
 pub async fn list_all(client: &Client) -> Vec<pb::User> {
     let mut stream = client
