@@ -180,6 +180,9 @@ impl Metrics {
         registry
             .register(Box::new(watch_streams.clone()))
             .expect("registered once");
+        registry
+            .register(Box::new(super::logging::DROPPED_LINES.clone()))
+            .expect("registered once");
         Arc::new(Self {
             registry,
             started,

@@ -26,6 +26,7 @@ mod private_files;
 mod reflection;
 mod request_ids;
 mod shutdown;
+mod slow_log;
 mod store_contract;
 mod stored_text;
 mod stream_limits;

@@ -15,6 +15,8 @@ pub struct ServerProcess {
     pub metrics: Option<std::net::SocketAddr>,
     /// Reads the log, and returns every line of it at its end.
     reader: Option<std::thread::JoinHandle<Vec<String>>>,
+    /// Lets a stalled log reader go on; see `start_with_stalled_log`.
+    stalled: Option<mpsc::Sender<()>>,
 }
 
 impl ServerProcess {
@@ -26,7 +28,25 @@ impl ServerProcess {
             "USERSVC_JWT_SECRET",
             std::str::from_utf8(super::SECRET).unwrap(),
         );
-        Self::spawn(command, args, data_dir)
+        Self::spawn(command, args, data_dir, false)
+    }
+
+    /// As `start`, but its log is not read after the address: the server
+    /// writes into a pipe that fills, as into a stalled log sink, until
+    /// `resume_log`.
+    pub fn start_with_stalled_log(args: &[&str], data_dir: &Path) -> ServerProcess {
+        let mut command = Command::new(BIN);
+        command.env(
+            "USERSVC_JWT_SECRET",
+            std::str::from_utf8(super::SECRET).unwrap(),
+        );
+        Self::spawn(command, args, data_dir, true)
+    }
+
+    /// Reads a stalled log again, from where it stopped.
+    pub fn resume_log(&mut self) {
+        let stalled = self.stalled.take().expect("a stalled log, resumed once");
+        stalled.send(()).unwrap();
     }
 
     /// As `start`, but with no secret given, so that the server generates
@@ -34,10 +54,10 @@ impl ServerProcess {
     pub fn start_with_generated_secret(args: &[&str], data_dir: &Path) -> ServerProcess {
         let mut command = Command::new(BIN);
         command.env_remove("USERSVC_JWT_SECRET");
-        Self::spawn(command, args, data_dir)
+        Self::spawn(command, args, data_dir, false)
     }
 
-    fn spawn(mut command: Command, args: &[&str], data_dir: &Path) -> ServerProcess {
+    fn spawn(mut command: Command, args: &[&str], data_dir: &Path, stall: bool) -> ServerProcess {
         let mut child = command
             .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -49,6 +69,7 @@ impl ServerProcess {
         // Read the log until the server says where it listens; keep draining
         // it afterwards so the server never blocks on a full pipe.
         let (tx, rx) = mpsc::channel();
+        let (stalled, resume) = mpsc::channel::<()>();
         let stderr = child.stderr.take().unwrap();
         let reader = std::thread::spawn(move || {
             let mut log = Vec::new();
@@ -59,6 +80,9 @@ impl ServerProcess {
                             field.strip_prefix(key).and_then(|f| f.strip_prefix('='))
                         {
                             let _ = tx.send((key, value.to_owned()));
+                            if key == "addr" && stall {
+                                let _ = resume.recv();
+                            }
                         }
                     }
                 }
@@ -80,6 +104,7 @@ impl ServerProcess {
             url: format!("http://{addr}"),
             metrics,
             reader: Some(reader),
+            stalled: stall.then_some(stalled),
         }
     }
 
