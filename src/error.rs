@@ -51,6 +51,11 @@ pub enum Error {
     RateLimited { retry_after: std::time::Duration },
     #[error("unknown method {0}")]
     UnknownMethod(String),
+    /// A request stream that broke off: a message that does not parse
+    /// (INTERNAL, as the gRPC spec says), or one over the size limit. Its
+    /// status is tonic's codec's, with the size limit's code fixed.
+    #[error("{}", .0.message())]
+    RequestStream(Status),
     #[error("server shutting down")]
     ShuttingDown,
     #[error("store unavailable")]
@@ -103,6 +108,7 @@ impl Error {
             Error::StreamIdle(_) => Code::DeadlineExceeded,
             Error::StoreUnavailable(_) | Error::ShuttingDown => Code::Unavailable,
             Error::UnknownMethod(_) => Code::Unimplemented,
+            Error::RequestStream(status) => oversized_is_exhausted(status.clone()).code(),
             Error::Internal(_) => Code::Internal,
         }
     }

@@ -184,8 +184,13 @@ impl Watcher {
                             return None;
                         }
                     }
-                    // The client is gone or broke the stream; nobody reads.
-                    Err(_) => return None,
+                    // A message that does not parse, or one too large: the
+                    // client is told why. (A client that is gone reads
+                    // nothing, and loses nothing.)
+                    Err(status) => {
+                        self.done = true;
+                        return Some(Err(Error::RequestStream(status)));
+                    }
                 },
                 () = stopped(&mut self.stopping) => {
                     self.done = true;

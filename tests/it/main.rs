@@ -13,6 +13,7 @@ mod client;
 mod compression;
 mod contract;
 mod encoding;
+mod fuzzing;
 mod hardening;
 mod health;
 mod interop_python;
