@@ -9,7 +9,8 @@ PY := $(VENV)/bin/python
 NODE_DIR := tests/node
 
 .PHONY: run build test lint check-no-codegen rust-tests python-env node-env \
-	vectors vectors-check python-interop node-interop bench bench-quick bench-tools bench-codec
+	vectors vectors-check python-interop node-interop bench bench-quick bench-tools bench-codec \
+	fuzz fuzz-build fuzz-merge
 
 ## Start the server on 127.0.0.1:50051 with the embedded default store.
 run:
@@ -25,6 +26,7 @@ test: check-no-codegen lint rust-tests vectors-check python-interop node-interop
 
 lint:
 	$(CARGO) fmt --all -- --check
+	rustfmt --edition 2024 --check tests/fuzz/fuzz_targets/*.rs
 	$(CARGO) clippy --all-targets -- -D warnings
 
 ## The design card: no build script, and no code generator in any part of
@@ -91,3 +93,46 @@ bench-quick: python-env bench-tools
 ## Criterion micro-benchmarks of encoding and decoding each message.
 bench-codec:
 	$(CARGO) bench --bench codec
+
+## Fuzzing with libFuzzer on the stable toolchain: the flags below are the
+## coverage instrumentation cargo-fuzz turns on. Each target runs for
+## FUZZ_SECONDS from the committed corpus, and says how many executions it
+## did; what it finds stays in target/fuzz/found until `make fuzz-merge`.
+## A crash stops it, with the input in target/fuzz/artifacts.
+## `make test` replays the corpus (tests/it/fuzzing.rs).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := decode service
+FUZZ_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
+FUZZ_BIN := target/fuzz/$(FUZZ_TRIPLE)/release
+FUZZ_FLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+	-Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
+	-Cllvm-args=-sanitizer-coverage-pc-table \
+	-Cllvm-args=-sanitizer-coverage-trace-compares \
+	--cfg fuzzing -Cdebug-assertions -Coverflow-checks
+
+fuzz-build:
+	cd tests/fuzz && CARGO_TARGET_DIR=../../target/fuzz RUSTFLAGS="$(FUZZ_FLAGS)" \
+		$(CARGO) build --release --target $(FUZZ_TRIPLE)
+
+fuzz: fuzz-build
+	@total=0; for t in $(FUZZ_TARGETS); do \
+		mkdir -p target/fuzz/found/$$t target/fuzz/artifacts/$$t; \
+		$(FUZZ_BIN)/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+			-print_final_stats=1 -artifact_prefix=target/fuzz/artifacts/$$t/ \
+			target/fuzz/found/$$t tests/fuzz/corpus/$$t > target/fuzz/$$t.log 2>&1 \
+			|| { tail -40 target/fuzz/$$t.log; echo "fuzz $$t: crashed; input in target/fuzz/artifacts/$$t"; exit 1; }; \
+		runs=$$(sed -n 's/^stat::number_of_executed_units: *//p' target/fuzz/$$t.log); \
+		echo "fuzz $$t: $$runs executions in $(FUZZ_SECONDS) s, no crash"; \
+		total=$$((total + runs)); \
+	done; echo "fuzz: $$total executions in all"
+
+## Keeps, of the committed corpus and what `make fuzz` found, the smallest
+## set of inputs that covers as much: the corpus `make test` replays.
+fuzz-merge: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+		rm -rf target/fuzz/merged/$$t && mkdir -p target/fuzz/merged/$$t target/fuzz/found/$$t; \
+		$(FUZZ_BIN)/$$t -merge=1 target/fuzz/merged/$$t tests/fuzz/corpus/$$t target/fuzz/found/$$t \
+			> target/fuzz/$$t.merge.log 2>&1 || { tail -20 target/fuzz/$$t.merge.log; exit 1; }; \
+		rm -rf tests/fuzz/corpus/$$t && cp -r target/fuzz/merged/$$t tests/fuzz/corpus/$$t; \
+		echo "fuzz $$t: $$(ls tests/fuzz/corpus/$$t | wc -l) inputs in the corpus"; \
+	done
