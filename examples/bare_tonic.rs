@@ -110,6 +110,14 @@ impl UserService for Users {
         Err(Status::unimplemented("not in the peer"))
     }
 
+    type SubscribeUserEventsStream = tokio_stream::Empty<Result<UserEvent, Status>>;
+    async fn subscribe_user_events(
+        &self,
+        _request: Request<usersvc::pb::SubscribeUserEventsRequest>,
+    ) -> Result<Response<Self::SubscribeUserEventsStream>, Status> {
+        Err(Status::unimplemented("not in the peer"))
+    }
+
     async fn delete_user(
         &self,
         _request: Request<DeleteUserRequest>,

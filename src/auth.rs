@@ -94,6 +94,7 @@ pub fn access(method: Method) -> Access {
         Method::WatchUserEvents => Access::Authenticated,
         Method::UpdateUser => WRITERS,
         Method::DeleteUser => Access::Roles(&[Role::Admin]),
+        Method::SubscribeUserEvents => Access::Authenticated,
     }
 }
 

@@ -340,6 +340,22 @@ impl Client {
             .map_err(self.failed())?;
         Ok(response.into_inner())
     }
+
+    /// SubscribeUserEvents: WatchUserEvents with every subscription in one
+    /// request, for callers that have nothing more to send.
+    pub async fn subscribe_user_events(
+        &self,
+        user_ids: Vec<String>,
+    ) -> Result<Streaming<pb::UserEvent>, Status> {
+        let request = self.decorate(Request::new(pb::SubscribeUserEventsRequest { user_ids }));
+        let response = self
+            .inner
+            .clone()
+            .subscribe_user_events(request)
+            .await
+            .map_err(self.failed())?;
+        Ok(response.into_inner())
+    }
 }
 
 #[cfg(test)]

@@ -446,6 +446,40 @@ impl Subscription {
         }
         Ok(Subscription::One(UserId::from_stored(request.user_id)))
     }
+
+    /// Every subscription of a SubscribeUserEvents request, checked before
+    /// any is in force: at least one, at most `max`, each as `parse` wants.
+    pub fn parse_all(
+        request: pb::SubscribeUserEventsRequest,
+        max: usize,
+    ) -> Result<Vec<pb::EventStreamRequest>, Violations> {
+        let mut violations = Violations::default();
+        if request.user_ids.is_empty() {
+            violations.check::<(), _>("user_ids", Err("must hold a user id, or *"));
+        }
+        if request.user_ids.len() > max {
+            violations.check::<(), _>(
+                "user_ids",
+                Err(format!("may hold at most {max} subscriptions")),
+            );
+        }
+        let requests: Vec<_> = request
+            .user_ids
+            .into_iter()
+            .map(|user_id| pb::EventStreamRequest { user_id })
+            .collect();
+        for (index, request) in requests.iter().enumerate() {
+            if let Err(invalid) = Subscription::parse(request.clone()) {
+                for violation in invalid.iter() {
+                    violations.check::<(), _>(
+                        &format!("user_ids[{index}]"),
+                        Err(violation.description.clone()),
+                    );
+                }
+            }
+        }
+        violations.into_result().map(|()| requests)
+    }
 }
 
 #[cfg(test)]

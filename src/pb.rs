@@ -77,6 +77,7 @@ methods! {
     WatchUserEvents: BidiStreaming,
     UpdateUser: Unary,
     DeleteUser: Unary,
+    SubscribeUserEvents: ServerStreaming,
 }
 
 impl Method {
@@ -249,4 +250,10 @@ pub struct UserEvent {
     pub payload: ::prost::bytes::Bytes,
     #[prost(int64, tag = "4")]
     pub timestamp: i64,
+}
+/// The subscriptions of one SubscribeUserEvents stream, all at once.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SubscribeUserEventsRequest {
+    #[prost(string, repeated, tag = "1")]
+    pub user_ids: Vec<String>,
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{AuthError, Caller, RateLimiter};
-use crate::domain::{NewUser, Role, UserId, UserPatch, Violations};
+use crate::domain::{NewUser, Role, Subscription, UserId, UserPatch, Violations};
 use crate::error::{Error, oversized_is_exhausted};
 use crate::pb::{self, IDEMPOTENCY_KEY};
 use crate::store::{Created, IdempotencyKey, UserStore};
@@ -301,25 +301,7 @@ impl pb::server::UserService for Directory {
         &self,
         request: Request<Streaming<pb::EventStreamRequest>>,
     ) -> Result<Response<Self::WatchUserEventsStream>, Status> {
-        let caller = caller_key(&request);
-        let slot = self.watch_streams.acquire(caller.clone())?;
-        let expires = request
-            .extensions()
-            .get::<Caller>()
-            .and_then(|caller| caller.claims.as_ref())
-            .map(|claims| claims.exp);
-        Ok(Response::new(watch::stream(
-            request.into_inner(),
-            self.store.events().clone(),
-            watch::Bounds {
-                _slot: slot,
-                caller,
-                rate: self.rate.clone(),
-                max_subscriptions: self.limits.max_subscriptions,
-                expires: expires.map(watch::expiry),
-            },
-            self.stopping.clone(),
-        )))
+        self.watch(request.map(|inbound| -> watch::Subscriptions { Box::pin(inbound) }))
     }
 
     async fn update_user(
@@ -364,5 +346,52 @@ impl pb::server::UserService for Directory {
         Ok(Response::new(pb::DeleteUserResponse {
             user: Some(user.into()),
         }))
+    }
+
+    type SubscribeUserEventsStream = watch::EventStream;
+
+    async fn subscribe_user_events(
+        &self,
+        request: Request<pb::SubscribeUserEventsRequest>,
+    ) -> Result<Response<Self::SubscribeUserEventsStream>, Status> {
+        let max = self.limits.max_subscriptions;
+        let (metadata, extensions, message) = request.into_parts();
+        let subscriptions = Subscription::parse_all(message, max).map_err(Error::from)?;
+        let inbound = tokio_stream::iter(subscriptions.into_iter().map(Ok));
+        self.watch(Request::from_parts(
+            metadata,
+            extensions,
+            Box::pin(inbound) as watch::Subscriptions,
+        ))
+    }
+}
+
+impl Directory {
+    /// A watch stream, for WatchUserEvents or SubscribeUserEvents: a slot
+    /// among the caller's streams, the caller's rate limit on its messages,
+    /// and an end when its token expires.
+    fn watch(
+        &self,
+        request: Request<watch::Subscriptions>,
+    ) -> Result<Response<watch::EventStream>, Status> {
+        let caller = caller_key(&request);
+        let slot = self.watch_streams.acquire(caller.clone())?;
+        let expires = request
+            .extensions()
+            .get::<Caller>()
+            .and_then(|caller| caller.claims.as_ref())
+            .map(|claims| claims.exp);
+        Ok(Response::new(watch::stream(
+            request.into_inner(),
+            self.store.events().clone(),
+            watch::Bounds {
+                _slot: slot,
+                caller,
+                rate: self.rate.clone(),
+                max_subscriptions: self.limits.max_subscriptions,
+                expires: expires.map(watch::expiry),
+            },
+            self.stopping.clone(),
+        )))
     }
 }

@@ -13,8 +13,8 @@ use tonic_prost::ProstCodec;
 
 use super::{
     CreateUserRequest, DeleteUserRequest, DeleteUserResponse, EventStreamRequest, GetUserRequest,
-    GetUserResponse, ListUsersRequest, ListUsersResponse, Method, SERVICE_NAME, UpdateUserRequest,
-    User, UserEvent,
+    GetUserResponse, ListUsersRequest, ListUsersResponse, Method, SERVICE_NAME,
+    SubscribeUserEventsRequest, UpdateUserRequest, User, UserEvent,
 };
 
 /// Calls a `techoral.users.v1.UserService` server.
@@ -148,6 +148,18 @@ where
             .prepare(Method::DeleteUser, request.into_request())
             .await?;
         self.inner.unary(req, path, ProstCodec::default()).await
+    }
+
+    pub async fn subscribe_user_events(
+        &mut self,
+        request: impl IntoRequest<SubscribeUserEventsRequest>,
+    ) -> Result<Response<Streaming<UserEvent>>, Status> {
+        let (path, req) = self
+            .prepare(Method::SubscribeUserEvents, request.into_request())
+            .await?;
+        self.inner
+            .server_streaming(req, path, ProstCodec::default())
+            .await
     }
 
     /// Waits for the channel to be ready, and names the call: its path, and

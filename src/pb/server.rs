@@ -18,8 +18,8 @@ use tonic_prost::ProstCodec;
 
 use super::{
     CreateUserRequest, DeleteUserRequest, DeleteUserResponse, EventStreamRequest, GetUserRequest,
-    GetUserResponse, ListUsersRequest, ListUsersResponse, Method, UpdateUserRequest, User,
-    UserEvent,
+    GetUserResponse, ListUsersRequest, ListUsersResponse, Method, SubscribeUserEventsRequest,
+    UpdateUserRequest, User, UserEvent,
 };
 
 /// The RPCs of `techoral.users.v1.UserService`, in the .proto's order.
@@ -61,6 +61,13 @@ pub trait UserService: Send + Sync + 'static {
         &self,
         request: Request<DeleteUserRequest>,
     ) -> Result<Response<DeleteUserResponse>, Status>;
+
+    /// The stream SubscribeUserEvents answers with.
+    type SubscribeUserEventsStream: Stream<Item = Result<UserEvent, Status>> + Send + 'static;
+    async fn subscribe_user_events(
+        &self,
+        request: Request<SubscribeUserEventsRequest>,
+    ) -> Result<Response<Self::SubscribeUserEventsStream>, Status>;
 }
 
 /// Serves a [`UserService`] implementation over HTTP/2.
@@ -193,6 +200,9 @@ where
             }
             Some(Method::UpdateUser) => route!(self, req, unary, T::update_user),
             Some(Method::DeleteUser) => route!(self, req, unary, T::delete_user),
+            Some(Method::SubscribeUserEvents) => {
+                route!(self, req, server_streaming, T::subscribe_user_events)
+            }
             None => {
                 let path = req.uri().path();
                 let status = Status::unimplemented(format!("unknown method {path}"));

@@ -11,10 +11,11 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use futures_util::stream::{self, Stream};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tonic::{Status, Streaming};
+use tonic::Status;
 
 use super::slots::Slot;
 use crate::auth::{AuthError, LEEWAY, RateLimiter};
@@ -56,7 +57,7 @@ pub fn expiry(exp: u64) -> Instant {
 
 struct Watcher {
     bounds: Bounds,
-    inbound: Streaming<pb::EventStreamRequest>,
+    inbound: Subscriptions,
     stopping: watch::Receiver<bool>,
     inbound_open: bool,
     events: Tap,
@@ -168,7 +169,7 @@ impl Watcher {
                 // New subscriptions first, so that a client's request is
                 // confirmed before events queued behind it are filtered.
                 biased;
-                request = self.inbound.message(), if self.inbound_open => match request {
+                request = self.inbound.next(), if self.inbound_open => match request.transpose() {
                     Ok(Some(request)) => {
                         let subscribed = Subscription::parse(request)
                             .map_err(Error::from)
@@ -233,9 +234,14 @@ async fn stopped(stopping: &mut watch::Receiver<bool>) {
     }
 }
 
-/// The event stream for one WatchUserEvents call.
+/// Where a watcher's subscriptions come from: WatchUserEvents' request
+/// stream, or SubscribeUserEvents' one request, as a stream that ends.
+pub type Subscriptions =
+    Pin<Box<dyn Stream<Item = Result<pb::EventStreamRequest, Status>> + Send + 'static>>;
+
+/// The event stream for one WatchUserEvents or SubscribeUserEvents call.
 pub fn stream(
-    inbound: Streaming<pb::EventStreamRequest>,
+    inbound: Subscriptions,
     bus: EventBus,
     bounds: Bounds,
     stopping: watch::Receiver<bool>,
@@ -259,9 +265,7 @@ pub fn stream(
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
     use futures_util::StreamExt;
-    use http_body::Frame;
     use prost::Message;
     use tonic::Code;
 
@@ -269,23 +273,12 @@ mod tests {
     use crate::domain::{NewUser, UserId};
     use crate::events::EventKind;
 
-    /// A request body that subscribes to everything, then stays open.
-    fn subscribed_to_all() -> Streaming<pb::EventStreamRequest> {
-        let message = pb::EventStreamRequest {
+    /// A request stream that subscribes to everything, then stays open.
+    fn subscribed_to_all() -> Subscriptions {
+        let request = pb::EventStreamRequest {
             user_id: "*".into(),
-        }
-        .encode_to_vec();
-        let mut framed = vec![0];
-        framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
-        framed.extend_from_slice(&message);
-        let frames = stream::iter([Ok::<_, Status>(Frame::data(Bytes::from(framed)))])
-            .chain(stream::pending());
-        Streaming::new_request(
-            tonic_prost::ProstDecoder::<pb::EventStreamRequest>::default(),
-            http_body_util::StreamBody::new(frames),
-            None,
-            None,
-        )
+        };
+        Box::pin(stream::iter([Ok(request)]).chain(stream::pending()))
     }
 
     /// Bounds that nothing in these tests reaches.

@@ -34,6 +34,7 @@ pub fn decode(data: &[u8]) {
         Method::WatchUserEvents => round_trip::<pb::EventStreamRequest>(bytes),
         Method::UpdateUser => round_trip::<pb::UpdateUserRequest>(bytes),
         Method::DeleteUser => round_trip::<pb::DeleteUserRequest>(bytes),
+        Method::SubscribeUserEvents => round_trip::<pb::SubscribeUserEventsRequest>(bytes),
     }
 }
 
@@ -56,6 +57,7 @@ pub fn parses(method: Method, bytes: &[u8]) -> bool {
         Method::WatchUserEvents => pb::EventStreamRequest::decode(bytes).is_ok(),
         Method::UpdateUser => pb::UpdateUserRequest::decode(bytes).is_ok(),
         Method::DeleteUser => pb::DeleteUserRequest::decode(bytes).is_ok(),
+        Method::SubscribeUserEvents => pb::SubscribeUserEventsRequest::decode(bytes).is_ok(),
     }
 }
 
@@ -115,9 +117,11 @@ impl Case {
         if open {
             // Only a watch may stay open after its client half-closes: it
             // goes on sending events while anything is subscribed.
-            assert_eq!(
-                self.method,
-                Method::WatchUserEvents,
+            assert!(
+                matches!(
+                    self.method,
+                    Method::WatchUserEvents | Method::SubscribeUserEvents
+                ),
                 "{:?} still open: a hang",
                 self.method
             );

@@ -189,6 +189,12 @@ fn present<T>(sample: Sample<T>) -> Sample<Option<T>> {
         value: sample.value,
     }
 }
+fn text_list(vs: &[&str]) -> Sample<Vec<String>> {
+    Sample {
+        rust: vs.iter().map(|v| v.to_string()).collect(),
+        value: Value::List(vs.iter().map(|v| Value::String(v.to_string())).collect()),
+    }
+}
 fn nested<M: Message>(name: &str, m: M) -> Sample<Option<M>> {
     let dynamic = DynamicMessage::decode(message(name), m.encode_to_vec().as_slice()).unwrap();
     Sample {
@@ -397,6 +403,12 @@ fn every_message_transcodes_through_the_proto_field_for_field() {
             timestamp: int64(-1_700_000_000_000),
         }
     ));
+    problems.extend(transcode!(
+        "SubscribeUserEventsRequest",
+        SubscribeUserEventsRequest {
+            user_ids: text_list(&["*", "0190c0de-0000-7000-8000-000000000000", "é"]),
+        }
+    ));
     assert_none(problems);
 }
 
@@ -414,6 +426,7 @@ fn the_transcoding_check_covers_every_proto_message() {
         "DeleteUserResponse",
         "EventStreamRequest",
         "UserEvent",
+        "SubscribeUserEventsRequest",
     ];
     let mut proto: Vec<String> = POOL
         .all_messages()

@@ -107,7 +107,9 @@ async fn random_bytes_as_any_message_get_a_status_from_the_binary() {
         // A watch that subscribed stays open: two seconds tell it from one
         // that ended; any other call that takes ten has hung.
         let wait = match case.method {
-            usersvc::pb::Method::WatchUserEvents => Duration::from_secs(2),
+            usersvc::pb::Method::WatchUserEvents | usersvc::pb::Method::SubscribeUserEvents => {
+                Duration::from_secs(2)
+            }
             _ => Duration::from_secs(10),
         };
         match tokio::time::timeout(wait, answered).await {

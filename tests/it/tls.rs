@@ -203,6 +203,13 @@ impl UserService for WhoAmI {
     ) -> Result<Response<pb::User>, Status> {
         Err(Status::unimplemented("test"))
     }
+    type SubscribeUserEventsStream = Never<pb::UserEvent>;
+    async fn subscribe_user_events(
+        &self,
+        _: Request<pb::SubscribeUserEventsRequest>,
+    ) -> Result<Response<Self::SubscribeUserEventsStream>, Status> {
+        Err(Status::unimplemented("test"))
+    }
     async fn delete_user(
         &self,
         _: Request<pb::DeleteUserRequest>,

@@ -237,6 +237,17 @@ fn expect(name: &str, v: &Vector) -> bool {
                 user_id: "*".into(),
             },
         ),
+        "subscribe_user_events_request" => check(
+            name,
+            v,
+            SubscribeUserEventsRequest {
+                user_ids: vec![
+                    "*".into(),
+                    "0190c0de-0000-7000-8000-000000000000".into(),
+                    String::new(),
+                ],
+            },
+        ),
         "user_event_binary_payload" => check(
             name,
             v,

@@ -358,3 +358,56 @@ async fn shutdown_ends_open_watches_and_listings_with_unavailable() {
     assert!(listed < USERS, "the whole listing arrived before shutdown");
     stopped.await.unwrap();
 }
+
+/// SubscribeUserEvents: the subscriptions in one request, answered as
+/// WatchUserEvents answers them, then the changes, for any valid token.
+#[tokio::test]
+async fn subscribe_user_events_confirms_each_id_then_streams_changes() {
+    let app = spawn_app().await;
+    let ann = app.create("Ann", "ann@example.com", UserRole::Viewer).await;
+    let viewer = app.client(Some(usersvc::domain::Role::Viewer));
+    let mut events = viewer
+        .subscribe_user_events(vec![ann.id.clone(), "*".into()])
+        .await
+        .unwrap();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(10), events.message())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("the stream is open")
+    };
+    for expected in [ann.id.as_str(), "*"] {
+        let ack = next().await;
+        assert_eq!(
+            (ack.event_type.as_str(), ack.user_id.as_str()),
+            ("subscribed", expected)
+        );
+    }
+    let bob = app.create("Bob", "bob@example.com", UserRole::Editor).await;
+    let created = next().await;
+    assert_eq!(created.event_type, "user_created");
+    assert_eq!(pb::User::decode(created.payload).unwrap(), bob);
+}
+
+#[tokio::test]
+async fn subscribe_user_events_refuses_bad_lists_before_subscribing() {
+    let app = spawn_app_with(|s| s.limits.max_subscriptions = 2).await;
+    let viewer = app.client(Some(usersvc::domain::Role::Viewer));
+    for (ids, field) in [
+        (vec![], "user_ids"),
+        (vec!["*", "nobody"], "user_ids[1]"),
+        (vec!["*", "*", "*"], "user_ids"),
+    ] {
+        let ids = ids.into_iter().map(String::from).collect();
+        let status = viewer.subscribe_user_events(ids).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert_eq!(crate::support::bad_request_fields(&status), [field]);
+    }
+    let anonymous = app.client(None);
+    let status = anonymous
+        .subscribe_user_events(vec!["*".into()])
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+}

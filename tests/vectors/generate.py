@@ -84,6 +84,10 @@ def vectors(pb):
         ("delete_user_response", pb.DeleteUserResponse(user=full_user)),
         ("event_stream_request_star", pb.EventStreamRequest(user_id="*")),
         (
+            "subscribe_user_events_request",
+            pb.SubscribeUserEventsRequest(user_ids=["*", "0190c0de-0000-7000-8000-000000000000", ""]),
+        ),
+        (
             "user_event_binary_payload",
             pb.UserEvent(event_type="user_created", user_id="u", payload=bytes([0xFF, 0x00, 0x80]), timestamp=-1),
         ),
