@@ -34,6 +34,7 @@ pub mod reflection;
 mod settings;
 pub mod shutdown;
 pub mod tls;
+pub mod web;
 
 use layers::auth::Authorizer;
 use layers::deadline::DefaultDeadlineLayer;
@@ -78,7 +79,9 @@ impl Application {
             .http2_max_header_list_size(transport.max_header_list_size)
             .http2_keepalive_interval(Some(transport.keepalive_interval))
             .http2_keepalive_timeout(Some(transport.keepalive_timeout))
-            .max_connection_age(transport.max_connection_age);
+            .max_connection_age(transport.max_connection_age)
+            // Connect and gRPC-Web over HTTP/1.1, beside gRPC's HTTP/2.
+            .accept_http1(true);
         if let Some(tls) = &settings.tls {
             builder = builder.tls_config(tls.config().map_err(ServeError::Config)?)?;
         }
@@ -145,7 +148,12 @@ impl Application {
             }
             false => (None, None),
         };
+        let cors = (!settings.cors_origins.is_empty())
+            .then(|| web::cors::Layer::new(settings.cors_origins.clone()));
         let server = builder
+            .layer(tower::util::option_layer(cors))
+            .layer(web::WebLayer::new(max_message_bytes))
+            .layer(tonic_web::GrpcWebLayer::new())
             .layer(TelemetryLayer::new(metrics))
             .layer(auth)
             .layer(layers::rate_limit::layer(rate))

@@ -167,6 +167,15 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     trusted_proxies: Vec<Cidr>,
+    /// An origin whose pages may call the server from a browser (CORS), as
+    /// https://app.example.com; repeatable. None by default.
+    #[arg(
+        long = "cors-origin",
+        env = "USERSVC_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_parser = parse_origin
+    )]
+    cors_origins: Vec<http::HeaderValue>,
     /// Calls one caller may make at once before the rate applies.
     #[arg(long, env = "USERSVC_RATE_BURST", default_value_t = DEFAULTS.rate.burst)]
     rate_burst: f64,
@@ -297,6 +306,7 @@ fn settings(args: &ServeArgs, defaults: Settings) -> Result<Settings, Failure> {
         },
         reflection: args.reflection,
         trusted_proxies: args.trusted_proxies.clone(),
+        cors_origins: args.cors_origins.clone(),
         limits: Limits {
             max_bulk_items: args.max_bulk_items,
             max_message_bytes: args.max_message_bytes,
@@ -310,6 +320,21 @@ fn settings(args: &ServeArgs, defaults: Settings) -> Result<Settings, Failure> {
         tls,
         ..defaults
     })
+}
+
+/// An origin as a browser sends it: a scheme, a host and maybe a port, with
+/// no path, as `https://app.example.com:8443`.
+fn parse_origin(text: &str) -> Result<http::HeaderValue, String> {
+    let invalid = || format!("{text:?} is not an origin such as https://app.example.com");
+    let uri: http::Uri = text.parse().map_err(|_| invalid())?;
+    let bare = uri.scheme().is_some()
+        && uri.host().is_some()
+        && matches!(uri.path_and_query().map(|p| p.as_str()), None | Some("/"))
+        && !text.ends_with('/');
+    if !bare {
+        return Err(invalid());
+    }
+    http::HeaderValue::from_str(text).map_err(|_| invalid())
 }
 
 /// `usersvc serve`: builds the server, and runs it until SIGINT or SIGTERM.

@@ -25,6 +25,7 @@ use tonic::Code;
 use crate::domain::{NewUser, User, UserId, UserPatch};
 use crate::events::EventBus;
 use crate::pb::{METHODS, MethodKind};
+use crate::server::web::Protocol;
 use crate::store::{Created, IdempotencyKey, Page, PageQuery, StoreError, UserStore};
 
 /// The methods of the other services this server has (health and
@@ -64,7 +65,7 @@ fn served() -> impl Iterator<Item = (&'static str, &'static str)> {
 
 /// The path and `grpc_type` of the method counted as `series`.
 fn served_at(series: Series) -> (&'static str, &'static str) {
-    served().nth(series.0).expect("a served method")
+    served().nth(series.method).expect("a served method")
 }
 
 /// The `grpc_type` of the method at `path`; `None` for a path this server
@@ -81,17 +82,36 @@ fn code_label(code: Code) -> String {
     }
 }
 
-/// The labels of one method: type, service, method.
-fn labels(path: &str) -> Option<[&str; 3]> {
-    let kind = grpc_type(path)?;
-    let (service, method) = path.trim_start_matches('/').split_once('/')?;
-    Some([kind, service, method])
+/// The labels of one series: type, service, method, protocol.
+fn labels(series: Series) -> [&'static str; 4] {
+    let (path, kind) = served_at(series);
+    let (service, method) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .expect("a served path");
+    [kind, service, method, series.protocol.label()]
 }
 
 /// The series of a method this server serves, as found once when its call
 /// starts.
 #[derive(Clone, Copy, Debug)]
-pub struct Series(usize);
+pub struct Series {
+    method: usize,
+    protocol: Protocol,
+}
+
+/// The protocols a call may come in, each a value of the `protocol` label.
+const PROTOCOLS: [Protocol; 3] = [Protocol::Grpc, Protocol::GrpcWeb, Protocol::Connect];
+
+impl Series {
+    fn index(self) -> usize {
+        let protocol = PROTOCOLS
+            .iter()
+            .position(|p| *p == self.protocol)
+            .expect("a known protocol");
+        self.method * PROTOCOLS.len() + protocol
+    }
+}
 
 /// gRPC has 17 codes, 0 to 16.
 const CODES: usize = 17;
@@ -127,7 +147,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Arc<Self> {
-        let call = ["grpc_type", "grpc_service", "grpc_method"];
+        let call = ["grpc_type", "grpc_service", "grpc_method", "protocol"];
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let counter = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
@@ -144,7 +164,7 @@ impl Metrics {
         let handled = counter(
             "grpc_server_handled_total",
             "Total number of RPCs completed on the server, regardless of success or failure.",
-            &["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
+            &["grpc_type", "grpc_service", "grpc_method", "protocol", "grpc_code"],
         );
         let received = counter(
             "grpc_server_msg_received_total",
@@ -192,19 +212,22 @@ impl Metrics {
             sent,
             watch_streams,
             store_errors,
-            methods: served().map(|_| MethodSeries::default()).collect(),
+            methods: served()
+                .flat_map(|_| PROTOCOLS.map(|_| MethodSeries::default()))
+                .collect(),
         })
     }
 
     /// The method at `path`; `None` for a path this server does not serve,
     /// which is not counted (as go-grpc-prometheus does not).
-    pub fn series(path: &str) -> Option<Series> {
-        served().position(|(p, _)| p == path).map(Series)
+    pub fn series(path: &str, protocol: Protocol) -> Option<Series> {
+        let method = served().position(|(p, _)| p == path)?;
+        Some(Series { method, protocol })
     }
 
     fn calls(&self, method: Series) -> &CallSeries {
-        self.methods[method.0].calls.get_or_init(|| {
-            let labels = labels(served_at(method).0).expect("a served method");
+        self.methods[method.index()].calls.get_or_init(|| {
+            let labels = labels(method);
             CallSeries {
                 started: self.started.with_label_values(&labels),
                 handling: self.handling.with_label_values(&labels),
@@ -234,10 +257,10 @@ impl Metrics {
         let calls = self.calls(method);
         calls.handling.observe(elapsed.as_secs_f64());
         // A `Code`'s value is its number, 0 to 16.
-        let handled = self.methods[method.0].handled[code as usize].get_or_init(|| {
-            let [kind, service, name] = labels(served_at(method).0).expect("a served method");
+        let handled = self.methods[method.index()].handled[code as usize].get_or_init(|| {
+            let [kind, service, name, protocol] = labels(method);
             self.handled
-                .with_label_values(&[kind, service, name, &code_label(code)])
+                .with_label_values(&[kind, service, name, protocol, &code_label(code)])
         });
         handled.inc();
     }

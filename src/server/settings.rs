@@ -90,6 +90,9 @@ pub struct Settings {
     /// Proxies whose `x-forwarded-for` names the client, for the limits of
     /// callers without a token or certificate.
     pub trusted_proxies: Vec<Cidr>,
+    /// Origins whose pages may call the server from a browser (CORS), as
+    /// `https://app.example.com`; none by default.
+    pub cors_origins: Vec<http::HeaderValue>,
 }
 
 impl Settings {
@@ -110,6 +113,7 @@ impl Settings {
             transport: TransportSettings::default(),
             rate_limit: Some(RateLimit::default()),
             trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
         }
     }
 }

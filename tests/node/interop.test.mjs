@@ -50,7 +50,7 @@ function bearer(value) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-const BULK = 'grpc_method="BulkCreateUsers",grpc_service="techoral.users.v1.UserService",grpc_type="client_stream"';
+const BULK = 'grpc_method="BulkCreateUsers",grpc_service="techoral.users.v1.UserService",grpc_type="client_stream",protocol="grpc"';
 
 /** The value of one Prometheus series now, 0 before it exists. */
 async function metric(series) {

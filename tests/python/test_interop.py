@@ -112,7 +112,7 @@ def test_unimplemented_service(channel):
 
 
 def bulk_series(name, code=None):
-    labels = f'grpc_method="BulkCreateUsers",grpc_service="techoral.users.v1.UserService",grpc_type="client_stream"'
+    labels = f'grpc_method="BulkCreateUsers",grpc_service="techoral.users.v1.UserService",grpc_type="client_stream",protocol="grpc"'
     if code:
         labels = f'grpc_code="{code}",' + labels
     return f"{name}{{{labels}}}"

@@ -31,6 +31,7 @@ use tower::{Layer, Service};
 
 use crate::auth::Caller;
 use crate::server::metrics::{Metrics, Series};
+use crate::server::web::Protocol;
 
 /// The request header a client may set to correlate its logs with ours.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -89,6 +90,8 @@ struct Call {
     /// The metrics, and the method they count this call under.
     metrics: Option<(Arc<Metrics>, Series)>,
     path: http::uri::PathAndQuery,
+    /// The protocol the client spoke, before the web layer made it gRPC.
+    protocol: Protocol,
     peer: Option<SocketAddr>,
     request_id: Option<HeaderValue>,
     start: Instant,
@@ -127,6 +130,7 @@ impl Drop for Call {
         tracing::info!(
             target: "usersvc::rpc",
             method = self.path.path(),
+            protocol = self.protocol.label(),
             peer = self.peer.map(tracing::field::display),
             code = crate::error::code_name(code),
             duration_us = elapsed.as_micros() as u64,
@@ -158,14 +162,20 @@ where
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let protocol = request
+            .extensions()
+            .get::<Protocol>()
+            .copied()
+            .unwrap_or(Protocol::Grpc);
         let metrics = self.metrics.as_ref().and_then(|metrics| {
-            let method = Metrics::series(path.path())?;
+            let method = Metrics::series(path.path(), protocol)?;
             metrics.call_started(method);
             Some((Arc::clone(metrics), method))
         });
         let call = Arc::new(Call {
             metrics,
             path,
+            protocol,
             peer: Caller::of(&mut request).peer,
             request_id: request.headers().get(&REQUEST_ID).map(request_id),
             start: Instant::now(),

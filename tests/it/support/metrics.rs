@@ -30,7 +30,7 @@ pub fn value(text: &str, series: &str) -> f64 {
 
 pub fn series(name: &str, kind: &str, method: &str) -> String {
     format!(
-        "{name}{{grpc_method=\"{method}\",grpc_service=\"techoral.users.v1.UserService\",grpc_type=\"{kind}\"}}"
+        "{name}{{grpc_method=\"{method}\",grpc_service=\"techoral.users.v1.UserService\",grpc_type=\"{kind}\",protocol=\"grpc\"}}"
     )
 }
 
@@ -72,6 +72,6 @@ pub async fn wait_for_bulk_items(addr: std::net::SocketAddr, items: usize) {
 /// with `code`, as go-grpc-prometheus spells it (`Cancelled`).
 pub fn handled(method: &str, kind: &str, code: &str) -> String {
     format!(
-        "grpc_server_handled_total{{grpc_code=\"{code}\",grpc_method=\"{method}\",grpc_service=\"techoral.users.v1.UserService\",grpc_type=\"{kind}\"}}"
+        "grpc_server_handled_total{{grpc_code=\"{code}\",grpc_method=\"{method}\",grpc_service=\"techoral.users.v1.UserService\",grpc_type=\"{kind}\",protocol=\"grpc\"}}"
     )
 }

@@ -1,0 +1,242 @@
+//! Browsers and curl on the gRPC port: Connect and gRPC-Web, from the one
+//! contract, with no code generator.
+//!
+//! The outermost layer. It tells the protocols apart by content type, and
+//! turns a Connect call, or a gRPC-Web call in JSON, into the gRPC call it
+//! means, so that every layer behind it (telemetry, auth, rate limit,
+//! limits, deadlines) and the service see gRPC, whatever the client spoke.
+//! Binary gRPC-Web (and its base64 `-text` form) is tonic-web's, the next
+//! layer in. JSON comes from the committed descriptor set ([`json`]).
+//!
+//! | content type | protocol |
+//! |---|---|
+//! | `application/grpc`, `application/grpc+proto` | gRPC, as it is |
+//! | `application/grpc-web`, `+proto`, `-text`, `-text+proto` | gRPC-Web, by tonic-web |
+//! | `application/grpc-web+json` | gRPC-Web, messages turned to binary here |
+//! | `application/json`, `application/proto`, a GET with `connect=v1` | Connect unary |
+//! | `application/connect+json`, `application/connect+proto` | Connect streaming |
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, header};
+use tonic::Status;
+use tower::Service;
+
+use crate::BoxError;
+
+pub mod connect;
+pub mod cors;
+mod envelope;
+pub mod json;
+
+use connect::Codec;
+use envelope::{Reframe, TRAILERS};
+
+/// The protocol a call came in, for the access log and the metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    GrpcWeb,
+    Connect,
+}
+
+impl Protocol {
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::GrpcWeb => "grpc-web",
+            Protocol::Connect => "connect",
+        }
+    }
+}
+
+/// What a request is, from its method and content type.
+enum Kind {
+    Grpc,
+    GrpcWeb,
+    GrpcWebJson,
+    ConnectUnary(Codec),
+    ConnectStreaming(Codec),
+}
+
+impl Kind {
+    fn of<B>(request: &Request<B>) -> Kind {
+        if request.method() == http::Method::GET {
+            let connect = request
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|pair| pair == "connect=v1"));
+            let proto = request
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|pair| pair == "encoding=proto"));
+            return match (connect, proto) {
+                (true, true) => Kind::ConnectUnary(Codec::Proto),
+                (true, false) => Kind::ConnectUnary(Codec::Json),
+                (false, _) => Kind::Grpc,
+            };
+        }
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        // Parameters such as `; charset=utf-8` do not change the protocol.
+        let essence = content_type.split(';').next().unwrap_or_default().trim();
+        match essence {
+            "application/json" => Kind::ConnectUnary(Codec::Json),
+            "application/proto" => Kind::ConnectUnary(Codec::Proto),
+            "application/connect+json" => Kind::ConnectStreaming(Codec::Json),
+            "application/connect+proto" => Kind::ConnectStreaming(Codec::Proto),
+            "application/grpc-web+json" => Kind::GrpcWebJson,
+            web if web.starts_with("application/grpc-web") => Kind::GrpcWeb,
+            _ => Kind::Grpc,
+        }
+    }
+}
+
+/// Adds [`Web`] in front of a service.
+#[derive(Clone, Debug)]
+pub struct WebLayer {
+    max_message_bytes: usize,
+}
+
+impl WebLayer {
+    pub fn new(max_message_bytes: usize) -> Self {
+        Self { max_message_bytes }
+    }
+}
+
+impl<S> tower::Layer<S> for WebLayer {
+    type Service = Web<S>;
+
+    fn layer(&self, inner: S) -> Web<S> {
+        Web {
+            inner,
+            max_message_bytes: self.max_message_bytes,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Web<S> {
+    inner: S,
+    max_message_bytes: usize,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B> Service<Request<tonic::body::Body>> for Web<S>
+where
+    S: Service<Request<tonic::body::Body>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<tonic::body::Body>) -> Self::Future {
+        // The service that was made ready serves this call; a clone waits
+        // for the next one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let max = self.max_message_bytes;
+        let kind = Kind::of(&request);
+        let protocol = match kind {
+            Kind::Grpc => Protocol::Grpc,
+            Kind::GrpcWeb | Kind::GrpcWebJson => Protocol::GrpcWeb,
+            Kind::ConnectUnary(_) | Kind::ConnectStreaming(_) => Protocol::Connect,
+        };
+        request.extensions_mut().insert(protocol);
+        let schema = json::method(request.uri().path());
+        match (kind, schema) {
+            (Kind::ConnectUnary(codec), Some(schema)) => {
+                if request.method() == http::Method::GET && !schema.no_side_effects {
+                    let status = Status::unimplemented(
+                        "only a method with no side effects may be called with GET",
+                    );
+                    return Box::pin(async move {
+                        Ok(connect::unary_error(&status, Default::default()))
+                    });
+                }
+                Box::pin(connect::unary(inner, request, codec, schema, max))
+            }
+            (Kind::ConnectStreaming(codec), Some(schema)) => {
+                Box::pin(connect::streaming(inner, request, codec, schema, max))
+            }
+            (Kind::GrpcWebJson, Some(schema)) => {
+                Box::pin(grpc_web_json(inner, request, schema, max))
+            }
+            // A GET or a Connect call to a path outside the contract:
+            // unknown, in the protocol's own terms.
+            (Kind::ConnectUnary(_), None) => {
+                let status =
+                    Status::unimplemented(format!("unknown method {}", request.uri().path()));
+                Box::pin(async move { Ok(connect::unary_error(&status, Default::default())) })
+            }
+            (Kind::ConnectStreaming(codec), None) => {
+                let status =
+                    Status::unimplemented(format!("unknown method {}", request.uri().path()));
+                Box::pin(async move { Ok(connect::streaming_error(&status, codec)) })
+            }
+            _ => {
+                let call = inner.call(request);
+                Box::pin(async move { Ok(call.await?.map(tonic::body::Body::new)) })
+            }
+        }
+    }
+}
+
+/// gRPC-Web with JSON messages: the messages become binary, and the call
+/// goes on as binary gRPC-Web (tonic-web's); the answer's messages become
+/// JSON again, and its trailers frame passes as it is.
+async fn grpc_web_json<S, B>(
+    mut inner: S,
+    request: Request<tonic::body::Body>,
+    schema: &'static json::MethodSchema,
+    max: usize,
+) -> Result<Response<tonic::body::Body>, S::Error>
+where
+    S: Service<Request<tonic::body::Body>, Response = Response<B>>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (mut parts, body) = request.into_parts();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc-web+proto"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::ACCEPT);
+    let rewrite = Box::new(move |flags: u8, message: Bytes| {
+        let binary = json::to_binary(&schema.input, &message)?;
+        Ok(envelope::envelope(flags, &binary))
+    });
+    let body = tonic::body::Body::new(Reframe::new(body, max, rewrite, None));
+    let response = inner.call(Request::from_parts(parts, body)).await?;
+    let (mut head, body) = response.into_parts();
+    head.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc-web+json"),
+    );
+    head.headers.remove(header::CONTENT_LENGTH);
+    let rewrite = Box::new(move |flags: u8, message: Bytes| {
+        if flags & TRAILERS != 0 {
+            return Ok(envelope::envelope(flags, &message));
+        }
+        let json = json::to_json(&schema.output, &message)?;
+        Ok(envelope::envelope(flags, &json))
+    });
+    let body = Reframe::new(tonic::body::Body::new(body), usize::MAX, rewrite, None);
+    Ok(Response::from_parts(head, tonic::body::Body::new(body)))
+}
