@@ -164,7 +164,13 @@ impl Metrics {
         let handled = counter(
             "grpc_server_handled_total",
             "Total number of RPCs completed on the server, regardless of success or failure.",
-            &["grpc_type", "grpc_service", "grpc_method", "protocol", "grpc_code"],
+            &[
+                "grpc_type",
+                "grpc_service",
+                "grpc_method",
+                "protocol",
+                "grpc_code",
+            ],
         );
         let received = counter(
             "grpc_server_msg_received_total",

@@ -36,3 +36,4 @@ mod tls;
 mod unary;
 mod vectors;
 mod watch;
+mod web;
