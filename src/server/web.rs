@@ -54,6 +54,7 @@ impl Protocol {
 }
 
 /// What a request is, from its method and content type.
+#[derive(Clone, Copy)]
 enum Kind {
     Grpc,
     GrpcWeb,
@@ -149,7 +150,7 @@ where
         // The service that was made ready serves this call; a clone waits
         // for the next one.
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let inner = std::mem::replace(&mut self.inner, clone);
         let max = self.max_message_bytes;
         let kind = Kind::of(&request);
         let protocol = match kind {
@@ -158,41 +159,112 @@ where
             Kind::ConnectUnary(_) | Kind::ConnectStreaming(_) => Protocol::Connect,
         };
         request.extensions_mut().insert(protocol);
-        let schema = json::method(request.uri().path());
-        match (kind, schema) {
-            (Kind::ConnectUnary(codec), Some(schema)) => {
-                if request.method() == http::Method::GET && !schema.no_side_effects {
-                    let status = Status::unimplemented(
-                        "only a method with no side effects may be called with GET",
-                    );
-                    return Box::pin(async move {
-                        Ok(connect::unary_error(&status, Default::default()))
-                    });
-                }
-                Box::pin(connect::unary(inner, request, codec, schema, max))
+        let read_first = request.version() < http::Version::HTTP_2
+            && matches!(
+                kind,
+                Kind::GrpcWeb | Kind::GrpcWebJson | Kind::ConnectStreaming(_)
+            );
+        if !read_first {
+            return dispatch(inner, request, kind, max);
+        }
+        Box::pin(async move {
+            match read_whole(request, max).await {
+                Ok(request) => dispatch(inner, request, kind, max).await,
+                Err(status) => Ok(refusal(kind, &status)),
             }
-            (Kind::ConnectStreaming(codec), Some(schema)) => {
-                Box::pin(connect::streaming(inner, request, codec, schema, max))
+        })
+    }
+}
+
+/// The call `kind` makes through `inner`.
+fn dispatch<S, B>(
+    mut inner: S,
+    request: Request<tonic::body::Body>,
+    kind: Kind,
+    max: usize,
+) -> BoxFuture<Response<tonic::body::Body>, S::Error>
+where
+    S: Service<Request<tonic::body::Body>, Response = Response<B>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let schema = json::method(request.uri().path());
+    match (kind, schema) {
+        (Kind::ConnectUnary(codec), Some(schema)) => {
+            if request.method() == http::Method::GET && !schema.no_side_effects {
+                let status = Status::unimplemented(
+                    "only a method with no side effects may be called with GET",
+                );
+                return Box::pin(
+                    async move { Ok(connect::unary_error(&status, Default::default())) },
+                );
             }
-            (Kind::GrpcWebJson, Some(schema)) => {
-                Box::pin(grpc_web_json(inner, request, schema, max))
-            }
-            // A GET or a Connect call to a path outside the contract:
-            // unknown, in the protocol's own terms.
-            (Kind::ConnectUnary(_), None) => {
-                let status =
-                    Status::unimplemented(format!("unknown method {}", request.uri().path()));
-                Box::pin(async move { Ok(connect::unary_error(&status, Default::default())) })
-            }
-            (Kind::ConnectStreaming(codec), None) => {
-                let status =
-                    Status::unimplemented(format!("unknown method {}", request.uri().path()));
-                Box::pin(async move { Ok(connect::streaming_error(&status, codec)) })
-            }
-            _ => {
-                let call = inner.call(request);
-                Box::pin(async move { Ok(call.await?.map(tonic::body::Body::new)) })
-            }
+            Box::pin(connect::unary(inner, request, codec, schema, max))
+        }
+        (Kind::ConnectStreaming(codec), Some(schema)) => {
+            Box::pin(connect::streaming(inner, request, codec, schema, max))
+        }
+        (Kind::GrpcWebJson, Some(schema)) => Box::pin(grpc_web_json(inner, request, schema, max)),
+        // A Connect call to a path outside the contract: unknown, in the
+        // protocol's own terms.
+        (Kind::ConnectUnary(_) | Kind::ConnectStreaming(_), None) => {
+            let status = Status::unimplemented(format!("unknown method {}", request.uri().path()));
+            let answer = refusal(kind, &status);
+            Box::pin(async move { Ok(answer) })
+        }
+        _ => {
+            let call = inner.call(request);
+            Box::pin(async move { Ok(call.await?.map(tonic::body::Body::new)) })
+        }
+    }
+}
+
+/// Reads a request's body whole, up to twice the message limit (room for
+/// gRPC-Web's base64). Over HTTP/1.1 an answer sent before the body is read
+/// makes the server close the connection while the client still writes,
+/// and a refusal (a missing token, say) would reach the client as a broken
+/// pipe; a body read first cannot be cut off.
+async fn read_whole(
+    request: Request<tonic::body::Body>,
+    max: usize,
+) -> Result<Request<tonic::body::Body>, Status> {
+    use http_body_util::BodyExt;
+    let limit = max.saturating_mul(2);
+    let (parts, body) = request.into_parts();
+    let body = http_body_util::Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| match e.downcast::<http_body_util::LengthLimitError>() {
+            Ok(_) => Status::resource_exhausted(format!(
+                "over HTTP/1.1 a request body is read whole, up to {limit} bytes; send a larger upload over HTTP/2"
+            )),
+            Err(e) => Status::from_error(e),
+        })?
+        .to_bytes();
+    Ok(Request::from_parts(
+        parts,
+        tonic::body::Body::new(http_body_util::Full::new(body)),
+    ))
+}
+
+/// An error answered before the call, as the client's protocol says.
+fn refusal(kind: Kind, status: &Status) -> Response<tonic::body::Body> {
+    match kind {
+        Kind::ConnectUnary(_) => connect::unary_error(status, Default::default()),
+        Kind::ConnectStreaming(codec) => connect::streaming_error(status, codec),
+        Kind::Grpc | Kind::GrpcWeb | Kind::GrpcWebJson => {
+            let content_type = match kind {
+                Kind::GrpcWebJson => "application/grpc-web+json",
+                Kind::GrpcWeb => "application/grpc-web+proto",
+                _ => "application/grpc",
+            };
+            let mut answer = status.clone().into_http();
+            answer
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            answer
         }
     }
 }
@@ -218,9 +290,31 @@ where
     );
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::ACCEPT);
+    // The answer's messages are read here, so they come uncompressed.
+    parts.headers.remove("grpc-accept-encoding");
+    let gzipped = match parts.headers.remove("grpc-encoding") {
+        None => false,
+        Some(encoding) if encoding == "gzip" => true,
+        Some(encoding) if encoding == "identity" => false,
+        Some(other) => {
+            let status = Status::unimplemented(format!(
+                "unsupported grpc-encoding {other:?}; this server reads gzip"
+            ));
+            return Ok(status.into_http());
+        }
+    };
     let rewrite = Box::new(move |flags: u8, message: Bytes| {
+        let message = match (flags & envelope::COMPRESSED != 0, gzipped) {
+            (false, _) => message,
+            (true, true) => envelope::gunzip(&message, max)?,
+            (true, false) => {
+                return Err(Status::internal(
+                    "a compressed message with no grpc-encoding",
+                ));
+            }
+        };
         let binary = json::to_binary(&schema.input, &message)?;
-        Ok(envelope::envelope(flags, &binary))
+        Ok(envelope::envelope(0, &binary))
     });
     let body = tonic::body::Body::new(Reframe::new(body, max, rewrite, None));
     let response = inner.call(Request::from_parts(parts, body)).await?;

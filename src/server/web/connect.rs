@@ -12,8 +12,6 @@
 //! `connect-timeout-ms` becomes `grpc-timeout`, so the deadline layer
 //! bounds it as it bounds gRPC's; gzip is honoured both ways.
 
-use std::io::Read;
-
 use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
@@ -21,7 +19,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use prost::Message;
 use tonic::{Code, Status};
 
-use super::envelope::{self, COMPRESSED, END_STREAM, Reframe};
+use super::envelope::{self, COMPRESSED, END_STREAM, Reframe, gunzip, too_large};
 use super::json::{self, MethodSchema};
 use crate::BoxError;
 
@@ -261,28 +259,11 @@ fn grpc_timeout(value: &HeaderValue) -> Result<HeaderValue, Status> {
     Ok(HeaderValue::from_str(&timeout).expect("digits and a unit"))
 }
 
-/// Gunzips a message, reading at most `max` bytes of it.
-fn gunzip(compressed: &[u8], max: usize) -> Result<Bytes, Status> {
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(compressed)
-        .take(max as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| Status::invalid_argument(format!("invalid gzip: {e}")))?;
-    if out.len() > max {
-        return Err(too_large(max));
-    }
-    Ok(out.into())
-}
-
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     encoder.write_all(bytes).expect("writing to memory");
     encoder.finish().expect("writing to memory")
-}
-
-fn too_large(max: usize) -> Status {
-    Status::resource_exhausted(format!("the message is over the limit of {max} bytes"))
 }
 
 /// Whether `encoding` (a `content-encoding`) is one we read: gzip, or none.

@@ -3,6 +3,7 @@
 //! body of them is rewritten one message at a time as it streams, so that a
 //! long stream is never held whole.
 
+use std::io::Read;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -54,6 +55,23 @@ fn next<B: Buf + AsRef<[u8]>>(buffer: &mut B) -> Result<Option<(u8, Bytes)>, Sta
     let flags = bytes[0];
     buffer.advance(5);
     Ok(Some((flags, buffer.copy_to_bytes(len))))
+}
+
+/// Gunzips a message, reading at most `max` bytes of it.
+pub fn gunzip(compressed: &[u8], max: usize) -> Result<Bytes, Status> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(compressed)
+        .take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| Status::invalid_argument(format!("invalid gzip: {e}")))?;
+    if out.len() > max {
+        return Err(too_large(max));
+    }
+    Ok(out.into())
+}
+
+pub fn too_large(max: usize) -> Status {
+    Status::resource_exhausted(format!("the message is over the limit of {max} bytes"))
 }
 
 /// What becomes of each message: the bytes to send in its place (a whole
