@@ -1,0 +1,186 @@
+// Every RPC kind from @connectrpc/connect-node, with the schema read at run
+// time from proto/user_service.binpb (no generated code), over Connect
+// (JSON and binary), gRPC-Web (binary and JSON) and gRPC, on HTTP/1.1 and
+// HTTP/2, against a real usersvc.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { createClient, Code, ConnectError } from "@connectrpc/connect";
+import {
+  createConnectTransport,
+  createGrpcWebTransport,
+  createGrpcTransport,
+} from "@connectrpc/connect-node";
+import { createFileRegistry, fromBinary } from "@bufbuild/protobuf";
+import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
+import { Usersvc, ROOT } from "./usersvc.mjs";
+
+const registry = createFileRegistry(
+  fromBinary(FileDescriptorSetSchema, readFileSync(path.join(ROOT, "proto/user_service.binpb"))),
+);
+const UserService = registry.getService("techoral.users.v1.UserService");
+const UserRole = registry.getEnum("techoral.users.v1.UserRole");
+const role = (name) => UserRole.values.find((v) => v.name === name).number;
+
+let server, admin, viewer;
+
+before(async () => {
+  server = await new Usersvc("connect-node-secret-connect-node-secret!", ["--store", "memory", "--rate-limit", "0"]).started();
+  admin = server.token("admin");
+  viewer = server.token("viewer");
+});
+
+after(() => server?.kill());
+
+const transports = () => {
+  const baseUrl = `http://${server.address}`;
+  const json = { jsonOptions: { registry } };
+  return [
+    ["connect json http/1.1", createConnectTransport({ baseUrl, httpVersion: "1.1", ...json })],
+    ["connect binary http/1.1", createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: true })],
+    ["connect json http/2", createConnectTransport({ baseUrl, httpVersion: "2", ...json })],
+    ["connect binary http/2", createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true })],
+    ["grpc-web binary http/1.1", createGrpcWebTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: true })],
+    ["grpc-web json http/1.1", createGrpcWebTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: false, ...json })],
+    ["grpc-web binary http/2", createGrpcWebTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true })],
+    ["grpc http/2", createGrpcTransport({ baseUrl, httpVersion: "2" })],
+  ];
+};
+
+/** Runs `check` over every transport, naming the one that fails. */
+async function everyProtocol(check, only = () => true) {
+  for (const [name, transport] of transports().filter(([name]) => only(name))) {
+    try {
+      await check(name, createClient(UserService, transport));
+    } catch (err) {
+      err.message = `${name}: ${err.message}`;
+      throw err;
+    }
+  }
+}
+
+const auth = (token) => ({ headers: { authorization: `Bearer ${token}` }, timeoutMs: 20000 });
+
+async function rejected(call) {
+  try {
+    await call;
+  } catch (err) {
+    return ConnectError.from(err);
+  }
+  assert.fail("the call succeeded");
+}
+
+test("unary calls, int64, enums and optionals over every protocol", async () => {
+  await everyProtocol(async (name, client) => {
+    const tag = name.replaceAll(/[^a-z0-9]/g, "");
+    const created = await client.createUser(
+      { name: `Ann ${name}`, email: `ann-${tag}@example.com`, role: role("USER_ROLE_EDITOR"), bio: "" },
+      auth(admin),
+    );
+    assert.equal(typeof created.createdAt, "bigint", name);
+    assert.ok(created.createdAt > 1_600_000_000n, name);
+    assert.equal(created.role, role("USER_ROLE_EDITOR"), name);
+    assert.equal(created.bio, "", `${name}: a present, empty optional`);
+
+    const plain = await client.createUser({ name: "Bo", email: `bo-${tag}@example.com` }, auth(admin));
+    assert.equal(plain.bio, undefined, `${name}: an absent optional`);
+    assert.equal(plain.role, role("USER_ROLE_VIEWER"), name);
+
+    const got = await client.getUser({ userId: created.id }, auth(viewer));
+    assert.equal(got.user.id, created.id, name);
+    assert.equal(got.user.createdAt, created.createdAt, name);
+
+    const updated = await client.updateUser({ userId: plain.id, bio: "hi" }, auth(admin));
+    assert.equal(updated.bio, "hi", name);
+    const deleted = await client.deleteUser({ userId: plain.id }, auth(admin));
+    assert.equal(deleted.user.id, plain.id, name);
+  });
+});
+
+test("errors and auth refusals keep their codes over every protocol", async () => {
+  await everyProtocol(async (name, client) => {
+    const invalid = await rejected(client.createUser({ name: "", email: "nope" }, auth(admin)));
+    assert.equal(invalid.code, Code.InvalidArgument, `${name}: ${invalid.message}`);
+    assert.match(invalid.rawMessage, /email/, name);
+    assert.deepEqual(
+      invalid.details.map((d) => d.type ?? d.desc?.typeName),
+      ["google.rpc.BadRequest"],
+      name,
+    );
+
+    const missing = await rejected(client.getUser({ userId: "0190c0de-0000-7000-8000-000000000000" }, auth(viewer)));
+    assert.equal(missing.code, Code.NotFound, name);
+
+    const anonymous = await rejected(client.createUser({ name: "X", email: "x@example.com" }));
+    assert.equal(anonymous.code, Code.Unauthenticated, name);
+
+    const denied = await rejected(client.deleteUser({ userId: "0190c0de-0000-7000-8000-000000000000" }, auth(viewer)));
+    assert.equal(denied.code, Code.PermissionDenied, name);
+    assert.match(denied.rawMessage, /role/, name);
+  });
+});
+
+test("server streams: ListUsers and SubscribeUserEvents over every protocol", async () => {
+  await everyProtocol(async (name, client) => {
+    const listed = [];
+    for await (const user of client.listUsers({ limit: 2 }, auth(viewer))) listed.push(user);
+    assert.equal(listed.length, 2, name);
+
+    const abort = new AbortController();
+    const events = client
+      .subscribeUserEvents({ userIds: ["*"] }, { ...auth(viewer), signal: abort.signal })
+      [Symbol.asyncIterator]();
+    const ack = await events.next();
+    assert.equal(ack.value.eventType, "subscribed", name);
+    assert.equal(ack.value.userId, "*", name);
+    const tag = name.replaceAll(/[^a-z0-9]/g, "");
+    const made = await client.createUser({ name: "Ev", email: `ev-${tag}@example.com` }, auth(admin));
+    const event = await events.next();
+    assert.equal(event.value.eventType, "user_created", name);
+    assert.equal(event.value.userId, made.id, name);
+    abort.abort();
+    await events.return?.();
+  });
+});
+
+test("client and bidi streams over HTTP/2", async () => {
+  await everyProtocol(async (name, client) => {
+    const tag = name.replaceAll(/[^a-z0-9]/g, "");
+    async function* items() {
+      for (let i = 0; i < 3; i++) yield { name: `Bulk ${i}`, email: `bulk${i}-${tag}@example.com` };
+    }
+    const bulk = await client.bulkCreateUsers(items(), auth(admin));
+    assert.equal(bulk.totalCount, 3, name);
+    assert.deepEqual(bulk.users.map((u) => u.name), ["Bulk 0", "Bulk 1", "Bulk 2"], name);
+
+    const abort = new AbortController();
+    async function* subscriptions() {
+      yield { userId: "*" };
+      await new Promise((resolve) => abort.signal.addEventListener("abort", resolve));
+    }
+    const watch = client.watchUserEvents(subscriptions(), { ...auth(viewer), signal: abort.signal })[Symbol.asyncIterator]();
+    const ack = await watch.next();
+    assert.equal(ack.value.eventType, "subscribed", name);
+    const made = await client.createUser({ name: "W", email: `w-${tag}@example.com` }, auth(admin));
+    const event = await watch.next();
+    assert.equal(event.value.userId, made.id, name);
+    abort.abort();
+    await watch.return?.();
+  }, (name) => name.endsWith("http/2") && !name.startsWith("grpc-web"));
+});
+
+test("a bidi stream over HTTP/1.1 gets a clear error, not a hang", async () => {
+  const baseUrl = `http://${server.address}`;
+  const client = createClient(UserService, createConnectTransport({ baseUrl, httpVersion: "1.1", jsonOptions: { registry } }));
+  async function* once() {
+    yield { userId: "*" };
+  }
+  const err = await rejected(
+    (async () => {
+      for await (const _ of client.watchUserEvents(once(), auth(viewer)));
+    })(),
+  );
+  assert.equal(err.code, Code.Unimplemented, err.message);
+});
