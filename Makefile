@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 NODE_DIR := tests/node
 
-.PHONY: run build test lint check-no-codegen rust-tests python-env node-env \
+.PHONY: run build test lint check-no-codegen rust-tests python-env node-env browser-tools \
 	vectors vectors-check python-interop node-interop bench bench-quick bench-tools bench-codec \
 	fuzz fuzz-build fuzz-merge
 
@@ -55,6 +55,10 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/packag
 	cd $(NODE_DIR) && npm ci --no-audit --no-fund
 	touch $@
 
+## Debian's chromium, for the browser test (tests/node/browser.test.mjs).
+browser-tools:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+
 ## Rewrite tests/vectors/*.hex from Google's protobuf runtime.
 vectors: python-env
 	$(PY) tests/vectors/generate.py tests/vectors
@@ -72,7 +76,7 @@ python-interop: python-env
 	$(CARGO) test --no-run --quiet
 	cd tests/python && ../../$(PY) -m pytest -q
 
-node-interop: node-env
+node-interop: node-env browser-tools
 	$(CARGO) test --no-run --quiet
 	cd $(NODE_DIR) && node --test --test-timeout=60000
 
