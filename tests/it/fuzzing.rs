@@ -57,7 +57,16 @@ fn the_service_corpus_gets_a_status_in_process() {
 async fn random_bytes_as_any_message_get_a_status_from_the_binary() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&["--store", "memory", "--rate-limit", "0"], dir.path());
-    let admin = crate::support::token(usersvc::domain::Role::Admin);
+    let admin = |index: usize| {
+        usersvc::auth::mint(
+            &crate::support::secret(),
+            &format!("fuzz-{index}"),
+            usersvc::domain::Role::Admin,
+            Duration::from_secs(600),
+            &Default::default(),
+        )
+        .unwrap()
+    };
     let addr = server.url.trim_start_matches("http://").to_owned();
     let tcp = TcpStream::connect(&addr).await.unwrap();
     let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
@@ -87,36 +96,50 @@ async fn random_bytes_as_any_message_get_a_status_from_the_binary() {
         }
     }
 
-    for (name, input) in &inputs {
-        let Some(case) = harness::Case::new(input) else {
+    // Many at once on the one connection, as a busy client would send
+    // them, each as a caller of its own, so that a caller's cap on open
+    // streams never stands in for the status under test.
+    let calls = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
+    let mut running = tokio::task::JoinSet::new();
+    for (index, (name, input)) in inputs.into_iter().enumerate() {
+        let Some(case) = harness::Case::new(&input) else {
             continue;
         };
         let request = http::Request::post(format!("{}{}", server.url, case.path()))
             .header("content-type", "application/grpc")
             .header("te", "trailers")
-            .header("authorization", format!("Bearer {admin}"))
+            .header("authorization", format!("Bearer {}", admin(index)))
             .body(())
             .unwrap();
+        let permit = std::sync::Arc::clone(&calls).acquire_owned().await.unwrap();
         client = client.ready().await.expect("the connection stays up");
         let (response, mut send) = client.send_request(request, false).unwrap();
         send.send_data(case.body.clone(), true).unwrap();
-        let answered = async {
-            let response = response.await.unwrap_or_else(|e| panic!("{name}: {e}"));
-            harness::response_status(response.map(H2Body)).await
-        };
-        // A watch that subscribed stays open: two seconds tell it from one
-        // that ended; any other call that takes ten has hung.
-        let wait = match case.method {
-            usersvc::pb::Method::WatchUserEvents | usersvc::pb::Method::SubscribeUserEvents => {
-                Duration::from_secs(2)
+        running.spawn(async move {
+            let answered = async {
+                let response = response.await.unwrap_or_else(|e| panic!("{name}: {e}"));
+                harness::response_status(response.map(H2Body)).await
+            };
+            // A watch that subscribed stays open: two seconds tell it from
+            // one that ended; any other call that takes ten has hung.
+            let wait = match case.method {
+                usersvc::pb::Method::WatchUserEvents | usersvc::pb::Method::SubscribeUserEvents => {
+                    Duration::from_secs(2)
+                }
+                _ => Duration::from_secs(10),
+            };
+            let outcome = tokio::time::timeout(wait, answered).await;
+            drop(permit);
+            match outcome {
+                Ok(status) => case.check(status, false),
+                // A watch stays open while subscribed; dropping its stream
+                // resets it.
+                Err(_) => case.check(None, true),
             }
-            _ => Duration::from_secs(10),
-        };
-        match tokio::time::timeout(wait, answered).await {
-            Ok(status) => case.check(status, false),
-            // A watch stays open while subscribed; its stream is reset on drop.
-            Err(_) => case.check(None, true),
-        }
+        });
+    }
+    while let Some(call) = running.join_next().await {
+        call.unwrap();
     }
     assert!(!connection.is_finished(), "the connection was dropped");
 }
