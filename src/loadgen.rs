@@ -18,6 +18,9 @@ use tonic::Status;
 use crate::client::{Client, ClientConfig, RetryPolicy};
 use crate::pb;
 
+pub mod wire;
+pub use wire::Protocol;
+
 /// What to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -58,12 +61,18 @@ pub struct Load {
     /// subscribed to a user id that no write touches: what an idle watcher
     /// costs the calls around it.
     pub idle_watchers: usize,
+    /// The protocol GetUser is called over.
+    pub protocol: Protocol,
 }
 
 /// What a run measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub scenario: Scenario,
+    pub protocol: Protocol,
+    /// Bytes on the wire per call, both ways, headers and framing included;
+    /// measured for the protocols other than `grpc`.
+    pub bytes_per_call: Option<f64>,
     /// Calls completed (OK or not) after the warm-up.
     pub calls: u64,
     pub seconds: f64,
@@ -168,6 +177,9 @@ async fn seed(client: &Client, run: u64, count: usize) -> Result<Vec<String>, St
 /// Runs `load` against the server `config` names.
 pub async fn run(config: &ClientConfig, load: &Load) -> Result<Report, String> {
     let run_id = crate::clock::unix_millis() as u64;
+    if load.protocol != Protocol::Grpc && load.scenario != Scenario::Get {
+        return Err("--protocol is for the get scenario".into());
+    }
     let setup = client(config)?;
     let _idle = idle_watchers(config, load.idle_watchers).await?;
     if load.scenario == Scenario::Watch {
@@ -183,12 +195,28 @@ pub async fn run(config: &ClientConfig, load: &Load) -> Result<Report, String> {
     let start = Instant::now();
     let measure_from = start + load.warmup;
     let stop = measure_from + load.duration;
+    let wire_bytes = Arc::new(AtomicU64::new(0));
+    let bytes_at_start = {
+        let wire_bytes = Arc::clone(&wire_bytes);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from.into()).await;
+            wire_bytes.load(Ordering::Relaxed)
+        })
+    };
     let mut callers = Vec::new();
     for _ in 0..load.connections.max(1) {
         let connection = client(config)?;
+        let raw = match load.protocol {
+            Protocol::Grpc => None,
+            _ => Some(
+                wire::Connection::open(&config.addr, config.token.clone(), Arc::clone(&wire_bytes))
+                    .await?,
+            ),
+        };
         for caller in 0..load.concurrency.max(1) {
-            let (client, ids, counter, measured, load) = (
+            let (client, raw, ids, counter, measured, load) = (
                 connection.clone(),
+                raw.clone(),
                 Arc::clone(&ids),
                 Arc::clone(&counter),
                 Arc::clone(&measured),
@@ -207,7 +235,13 @@ pub async fn run(config: &ClientConfig, load: &Load) -> Result<Report, String> {
                     if done {
                         break;
                     }
-                    let outcome = one_call(&client, &load, &ids, i, run_id, &counter).await;
+                    let outcome = match &raw {
+                        Some(raw) => raw
+                            .get_user(load.protocol, &ids[i % ids.len()])
+                            .await
+                            .map(|()| 1),
+                        None => one_call(&client, &load, &ids, i, run_id, &counter).await,
+                    };
                     if counts {
                         tally.record(started, outcome);
                     }
@@ -226,8 +260,12 @@ pub async fn run(config: &ClientConfig, load: &Load) -> Result<Report, String> {
         None => load.duration.as_secs_f64(),
     };
     let calls = total.latencies_us.len() as u64;
+    let bytes = wire_bytes.load(Ordering::Relaxed) - bytes_at_start.await.unwrap_or(0);
     Ok(Report {
         scenario: load.scenario,
+        protocol: load.protocol,
+        bytes_per_call: (load.protocol != Protocol::Grpc && calls > 0)
+            .then(|| bytes as f64 / calls as f64),
         calls,
         seconds,
         calls_per_second: calls as f64 / seconds,
@@ -395,6 +433,8 @@ async fn watch(
     let seconds = load.duration.as_secs_f64();
     Ok(Report {
         scenario: Scenario::Watch,
+        protocol: load.protocol,
+        bytes_per_call: None,
         calls: writes,
         seconds,
         calls_per_second: writes as f64 / seconds,

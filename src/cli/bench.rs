@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::output::Output;
 use super::{ConnectArgs, Failure};
-use crate::loadgen::{self, Load, Report, Scenario};
+use crate::loadgen::{self, Load, Protocol, Report, Scenario};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -46,6 +46,11 @@ pub struct BenchArgs {
     /// no write touches, a hundred to a connection.
     #[arg(long, default_value_t = 0)]
     idle_watchers: usize,
+    /// The protocol GetUser is called over (get only): grpc through the
+    /// usersvc client, or grpc-raw, grpc-web, connect-proto or connect-json
+    /// from one plain HTTP/2 client, which also counts the bytes per call.
+    #[arg(long, value_enum, default_value_t = Protocol::Grpc)]
+    protocol: Protocol,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -59,9 +64,13 @@ fn print(report: &Report, output: Output) -> Result<(), Failure> {
         Output::Table => {
             let l = &report.latency_us;
             println!("scenario      {:?}", report.scenario);
+            println!("protocol      {:?}", report.protocol);
             println!("calls         {} in {:.1} s", report.calls, report.seconds);
             println!("calls/s       {:.0}", report.calls_per_second);
             println!("items/s       {:.0}", report.items_per_second);
+            if let Some(bytes) = report.bytes_per_call {
+                println!("bytes/call    {bytes:.0}");
+            }
             println!(
                 "latency (µs)  p50 {}  p90 {}  p99 {}  max {}",
                 l.p50, l.p90, l.p99, l.max
@@ -93,6 +102,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
         watchers: args.watchers,
         write_rate: args.write_rate,
         idle_watchers: args.idle_watchers,
+        protocol: args.protocol,
     };
     let report = loadgen::run(&config, &load).await.map_err(Failure::Other)?;
     print(&report, args.connect.output)
