@@ -70,7 +70,7 @@ impl Application {
             .local_addr()
             .map_err(|e| ServeError::Config(format!("the listener has no local address: {e}")))?;
         let transport = &settings.transport;
-        let mut builder = Server::builder()
+        let builder = Server::builder()
             .max_concurrent_streams(transport.max_concurrent_streams)
             .http2_max_local_error_reset_streams(Some(transport.max_local_error_reset_streams))
             .http2_max_pending_accept_reset_streams(Some(
@@ -82,9 +82,10 @@ impl Application {
             .max_connection_age(transport.max_connection_age)
             // Connect and gRPC-Web over HTTP/1.1, beside gRPC's HTTP/2.
             .accept_http1(true);
-        if let Some(tls) = &settings.tls {
-            builder = builder.tls_config(tls.config().map_err(ServeError::Config)?)?;
-        }
+        let tls = match &settings.tls {
+            Some(tls) => Some(tls.config().map_err(ServeError::Config)?),
+            None => None,
+        };
         let auth = Authorizer::new(
             Verifier::new(&settings.secret, &settings.expect),
             Policy::new(settings.public_methods.clone()),
@@ -150,7 +151,7 @@ impl Application {
         };
         let cors = (!settings.cors_origins.is_empty())
             .then(|| web::cors::Layer::new(settings.cors_origins.clone()));
-        let server = builder
+        let router = builder
             .layer(tower::util::option_layer(cors))
             .layer(web::WebLayer::new(max_message_bytes))
             .layer(tonic_web::GrpcWebLayer::new())
@@ -166,8 +167,14 @@ impl Application {
             .add_service(health)
             .add_optional_service(reflection_v1)
             .add_optional_service(reflection_v1alpha)
-            .add_service(users)
-            .serve_with_incoming_shutdown(incoming, signal);
+            .add_service(users);
+        let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+            match tls {
+                Some(config) => Box::pin(
+                    router.serve_with_incoming_shutdown(tls::accept(incoming, config), signal),
+                ),
+                None => Box::pin(router.serve_with_incoming_shutdown(incoming, signal)),
+            };
         let grace = settings.shutdown_grace;
         let server = async move {
             tokio::select! {

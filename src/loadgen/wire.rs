@@ -171,7 +171,9 @@ impl Connection {
                     .ok_or_else(|| Status::internal("no message"))?;
                 let trailer = body.get(5 + len + 5..).unwrap_or_default();
                 if !trailer.starts_with(b"grpc-status:0") {
-                    return Err(Status::internal(String::from_utf8_lossy(trailer).into_owned()));
+                    return Err(Status::internal(
+                        String::from_utf8_lossy(trailer).into_owned(),
+                    ));
                 }
                 decode(&body[5..5 + len])
             }

@@ -228,12 +228,14 @@ async fn the_client_certificate_subject_reaches_the_handler() {
         Policy::default(),
     )
     .layer();
+    let incoming = usersvc::server::tls::accept(
+        tonic::transport::server::TcpIncoming::from(listener),
+        pki.server(true).config().unwrap(),
+    );
     let server = tonic::transport::Server::builder()
-        .tls_config(pki.server(true).config().unwrap())
-        .unwrap()
         .layer(auth)
         .add_service(UserServiceServer::new(WhoAmI))
-        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
+        .serve_with_incoming(incoming);
     tokio::spawn(server);
 
     let user = pki
@@ -243,4 +245,53 @@ async fn the_client_certificate_subject_reaches_the_handler() {
         .unwrap();
     assert!(user.name.contains("CN=alice"), "{}", user.name);
     assert!(user.name.contains("O=usersvc tests"), "{}", user.name);
+}
+
+/// Over TLS, ALPN offers HTTP/2 and HTTP/1.1, so Connect and gRPC-Web
+/// clients that ask for either are served: curl over both, with the CA.
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_over_tls_is_served_with_http1_and_http2_by_alpn() {
+    let pki = Pki::new();
+    let app = spawn_app_with(|s| s.tls = Some(pki.server(false))).await;
+    let url = format!(
+        "https://localhost:{}/techoral.users.v1.UserService/GetUser",
+        app.addr.port()
+    );
+    let ca = pki.path("good-ca.pem");
+    for (version, expected) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        let (url, ca) = (url.clone(), ca.clone());
+        let output = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("curl")
+                .args(["-sS", "--max-time", "20", version, "--cacert"])
+                .arg(&ca)
+                .args([
+                    "--resolve",
+                    &format!(
+                        "localhost:{}:127.0.0.1",
+                        url.split(':').nth(2).unwrap().split('/').next().unwrap()
+                    ),
+                ])
+                .args(["-w", "\n%{http_version} %{http_code}", "-X", "POST", &url])
+                .args([
+                    "-H",
+                    "content-type: application/json",
+                    "-d",
+                    r#"{"userId":"missing"}"#,
+                ])
+                .output()
+                .expect("curl is installed")
+        })
+        .await
+        .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{version}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let (body, last) = text.rsplit_once('\n').unwrap();
+        assert_eq!(last, format!("{expected} 404"), "{version}: {text}");
+        let error: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(error["code"], "not_found", "{version}");
+    }
 }
