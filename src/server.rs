@@ -26,6 +26,7 @@ use crate::pb::server::UserServiceServer;
 use crate::service::Directory;
 
 mod connection_age;
+pub mod console;
 pub mod health;
 pub mod layers;
 pub mod logging;
@@ -153,6 +154,7 @@ impl Application {
             .then(|| web::cors::Layer::new(settings.cors_origins.clone()));
         let router = builder
             .layer(tower::util::option_layer(cors))
+            .layer(console::ConsoleLayer::new(settings.console))
             .layer(web::WebLayer::new(max_message_bytes))
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(TelemetryLayer::new(metrics))

@@ -91,6 +91,9 @@ pub struct ServeArgs {
     /// Serve gRPC server reflection (for grpcurl and Postman): true or false.
     #[arg(long, env = "USERSVC_REFLECTION", default_value_t = DEFAULTS.settings.reflection, action = clap::ArgAction::Set)]
     reflection: bool,
+    /// Serve the console, a page for people, at GET /: true or false.
+    #[arg(long, env = "USERSVC_CONSOLE", default_value_t = DEFAULTS.settings.console, action = clap::ArgAction::Set)]
+    console: bool,
     /// Serve Prometheus metrics over HTTP on this address (off unless given).
     #[arg(long, env = "USERSVC_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
@@ -305,6 +308,7 @@ fn settings(args: &ServeArgs, defaults: Settings) -> Result<Settings, Failure> {
             max_timeout: args.max_timeout.into(),
         },
         reflection: args.reflection,
+        console: args.console,
         trusted_proxies: args.trusted_proxies.clone(),
         cors_origins: args.cors_origins.clone(),
         limits: Limits {

@@ -93,6 +93,8 @@ pub struct Settings {
     /// Origins whose pages may call the server from a browser (CORS), as
     /// `https://app.example.com`; none by default.
     pub cors_origins: Vec<http::HeaderValue>,
+    /// Serve the console page at `GET /`.
+    pub console: bool,
 }
 
 impl Settings {
@@ -114,6 +116,7 @@ impl Settings {
             rate_limit: Some(RateLimit::default()),
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
+            console: true,
         }
     }
 }
