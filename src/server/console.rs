@@ -6,11 +6,11 @@
 //! The page is served with a strict Content-Security-Policy: scripts,
 //! styles and calls from its own origin only, nothing inline, no frames.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::future::{Ready, ready};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use tower::Service;
@@ -86,11 +86,11 @@ pub struct Console<S> {
 impl<S, B> Service<Request<B>> for Console<S>
 where
     S: Service<Request<B>, Response = Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
 {
     type Response = Response<tonic::body::Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    /// The page at once, or the call: no allocation on the way to gRPC.
+    type Future = Either<Ready<Result<Self::Response, S::Error>>, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -101,16 +101,13 @@ where
         // A Connect GET carries its message in the query; the console's
         // paths have none of their own.
         match asset(request.uri().path()).filter(|_| self.on && get) {
-            Some((body, content_type)) => {
-                let response = page(body, content_type);
-                Box::pin(async move { Ok(response) })
-            }
+            Some((body, content_type)) => Either::Left(ready(Ok(page(body, content_type)))),
             None if !self.on && request.uri().path() == "/" => {
                 let mut response = Response::new(tonic::body::Body::empty());
                 *response.status_mut() = StatusCode::NOT_FOUND;
-                Box::pin(async move { Ok(response) })
+                Either::Left(ready(Ok(response)))
             }
-            None => Box::pin(self.inner.call(request)),
+            None => Either::Right(self.inner.call(request)),
         }
     }
 }

@@ -21,6 +21,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::TryFutureExt;
+use futures_util::future::{Either, MapOk};
 use http::{HeaderValue, Request, Response, header};
 use tonic::Status;
 use tower::Service;
@@ -140,23 +142,30 @@ where
 {
     type Response = Response<tonic::body::Body>;
     type Error = S::Error;
-    type Future = BoxFuture<Self::Response, Self::Error>;
+    type Future = Either<
+        BoxFuture<Self::Response, Self::Error>,
+        MapOk<S::Future, fn(Response<B>) -> Response<tonic::body::Body>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request<tonic::body::Body>) -> Self::Future {
+        let kind = Kind::of(&request);
+        // gRPC, most calls, goes straight through: the telemetry layer
+        // takes a call with no protocol for gRPC.
+        if let Kind::Grpc = kind {
+            return Either::Right(self.inner.call(request).map_ok(box_body));
+        }
         // The service that was made ready serves this call; a clone waits
         // for the next one.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let max = self.max_message_bytes;
-        let kind = Kind::of(&request);
         let protocol = match kind {
-            Kind::Grpc => Protocol::Grpc,
             Kind::GrpcWeb | Kind::GrpcWebJson => Protocol::GrpcWeb,
-            Kind::ConnectUnary(_) | Kind::ConnectStreaming(_) => Protocol::Connect,
+            _ => Protocol::Connect,
         };
         request.extensions_mut().insert(protocol);
         let read_first = request.version() < http::Version::HTTP_2
@@ -165,15 +174,23 @@ where
                 Kind::GrpcWeb | Kind::GrpcWebJson | Kind::ConnectStreaming(_)
             );
         if !read_first {
-            return dispatch(inner, request, kind, max);
+            return Either::Left(dispatch(inner, request, kind, max));
         }
-        Box::pin(async move {
+        Either::Left(Box::pin(async move {
             match read_whole(request, max).await {
                 Ok(request) => dispatch(inner, request, kind, max).await,
                 Err(status) => Ok(refusal(kind, &status)),
             }
-        })
+        }))
     }
+}
+
+fn box_body<B>(response: Response<B>) -> Response<tonic::body::Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    response.map(tonic::body::Body::new)
 }
 
 /// The call `kind` makes through `inner`.
