@@ -107,6 +107,16 @@ fn url(server: &ServerProcess, method: &str) -> String {
     format!("{}/{SERVICE}/{method}", server.url)
 }
 
+/// A Connect JSON POST of `body` to `url`, with `headers`.
+fn post_json(url: &str, headers: &[&str], body: &str) -> Answer {
+    let mut args = vec!["-X", "POST", url, "-H", "content-type: application/json"];
+    for header in headers {
+        args.extend(["-H", header]);
+    }
+    args.extend(["-d", body]);
+    curl(&args)
+}
+
 fn bearer(role: Role) -> String {
     format!("authorization: Bearer {}", token(role))
 }
@@ -117,19 +127,11 @@ fn bearer(role: Role) -> String {
 fn connect_json_creates_and_reads_over_http1_and_http2() {
     let (_dir, server) = start();
     let admin = bearer(Role::Admin);
-    let created = curl(&[
-        "-X",
-        "POST",
+    let created = post_json(
         &url(&server, "CreateUser"),
-        "-H",
-        "content-type: application/json",
-        "-H",
-        &admin,
-        "-H",
-        "x-request-id: connect-create-1",
-        "-d",
+        &[&admin, "x-request-id: connect-create-1"],
         r#"{"name":"Zoë Ångström","email":"zoe@example.com","role":"USER_ROLE_EDITOR","bio":""}"#,
-    ]);
+    );
     assert_eq!(
         created.status,
         200,
@@ -204,13 +206,7 @@ fn connect_json_creates_and_reads_over_http1_and_http2() {
 fn connect_errors_carry_code_status_and_violations() {
     let (_dir, server) = start();
     let post = |method: &str, headers: &[&str], body: &str| {
-        let url = url(&server, method);
-        let mut args = vec!["-X", "POST", &url, "-H", "content-type: application/json"];
-        for header in headers {
-            args.extend(["-H", header]);
-        }
-        args.extend(["-d", body]);
-        curl(&args)
+        post_json(&url(&server, method), headers, body)
     };
     let editor = bearer(Role::Editor);
     let viewer = bearer(Role::Viewer);
@@ -335,17 +331,11 @@ fn connect_streams_list_users_and_refuse_bidi_over_http1() {
     let (dir, server) = start();
     let admin = bearer(Role::Admin);
     for i in 0..3 {
-        let created = curl(&[
-            "-X",
-            "POST",
+        let created = post_json(
             &url(&server, "CreateUser"),
-            "-H",
-            "content-type: application/json",
-            "-H",
-            &admin,
-            "-d",
+            &[&admin],
             &format!(r#"{{"name":"U{i}","email":"u{i}@example.com"}}"#),
-        ]);
+        );
         assert_eq!(created.status, 200);
     }
     let request = dir.path().join("list");
@@ -447,17 +437,11 @@ fn cors_allows_the_listed_origin_only() {
     );
 
     let call = |origin: &str| {
-        curl(&[
-            "-X",
-            "POST",
+        post_json(
             &url(&server, "GetUser"),
-            "-H",
-            "content-type: application/json",
-            "-H",
-            &format!("origin: {origin}"),
-            "-d",
+            &[&format!("origin: {origin}")],
             r#"{"userId":"missing"}"#,
-        ])
+        )
     };
     let answer = call(PAGE);
     assert_eq!(answer.header("access-control-allow-origin"), Some(PAGE));
@@ -483,19 +467,9 @@ async fn the_access_log_and_metrics_name_the_protocol() {
         dir.path(),
     );
     let get = url(&server, "GetUser");
-    tokio::task::spawn_blocking(move || {
-        curl(&[
-            "-X",
-            "POST",
-            &get,
-            "-H",
-            "content-type: application/json",
-            "-d",
-            r#"{"userId":"x"}"#,
-        ])
-    })
-    .await
-    .unwrap();
+    tokio::task::spawn_blocking(move || post_json(&get, &[], r#"{"userId":"x"}"#))
+        .await
+        .unwrap();
     let text = crate::support::metrics::scrape(server.metrics.unwrap()).await;
     let series = "grpc_server_handled_total{grpc_code=\"NotFound\",grpc_method=\"GetUser\",grpc_service=\"techoral.users.v1.UserService\",grpc_type=\"unary\",protocol=\"connect\"}";
     assert_eq!(crate::support::metrics::value(&text, series), 1.0);
@@ -525,4 +499,87 @@ fn envelopes(mut body: &[u8]) -> Vec<(u8, Vec<u8>)> {
         body = &body[5 + len..];
     }
     out
+}
+
+/// gRPC-Web as a browser's grpc-web client sends it, in base64
+/// (`application/grpc-web-text`) and in binary: the message, then the
+/// trailers frame with the status, over HTTP/1.1.
+#[test]
+fn grpc_web_text_and_binary_answer_with_a_trailers_frame() {
+    let (dir, server) = start();
+    let created = post_json(
+        &url(&server, "CreateUser"),
+        &[&bearer(Role::Admin)],
+        r#"{"name":"Web","email":"web@example.com"}"#,
+    );
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let request = envelope(
+        0,
+        &usersvc::pb::GetUserRequest {
+            user_id: id.clone(),
+        }
+        .encode_to_vec(),
+    );
+    for (content_type, text) in [
+        ("application/grpc-web-text", true),
+        ("application/grpc-web+proto", false),
+    ] {
+        let body = dir.path().join("request");
+        let sent = if text {
+            base64::engine::general_purpose::STANDARD
+                .encode(&request)
+                .into_bytes()
+        } else {
+            request.clone()
+        };
+        std::fs::write(&body, sent).unwrap();
+        let answer = curl(&[
+            "--http1.1",
+            "-X",
+            "POST",
+            &url(&server, "GetUser"),
+            "-H",
+            &format!("content-type: {content_type}"),
+            "-H",
+            // As grpc-web's JavaScript client asks for the answer.
+            &format!("accept: {content_type}"),
+            "-H",
+            "x-grpc-web: 1",
+            "--data-binary",
+            &format!("@{}", body.display()),
+        ]);
+        assert_eq!(answer.status, 200, "{content_type}");
+        assert!(
+            answer
+                .header("content-type")
+                .unwrap()
+                .starts_with(content_type),
+            "{content_type}: {:?}",
+            answer.header("content-type")
+        );
+        let bytes = if text {
+            base64::engine::general_purpose::STANDARD
+                .decode(&answer.body)
+                .unwrap()
+        } else {
+            answer.body.clone()
+        };
+        let frames = envelopes(&bytes);
+        assert_eq!(
+            frames.len(),
+            2,
+            "{content_type}: a message and the trailers"
+        );
+        let user = usersvc::pb::GetUserResponse::decode(&frames[0].1[..])
+            .unwrap()
+            .user
+            .unwrap();
+        assert_eq!(user.id, id, "{content_type}");
+        assert_eq!(frames[1].0, 0x80, "{content_type}: the trailers frame");
+        let trailers = String::from_utf8(frames[1].1.clone()).unwrap();
+        assert!(
+            trailers.contains("grpc-status:0"),
+            "{content_type}: {trailers}"
+        );
+    }
 }
