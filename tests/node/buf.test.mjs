@@ -1,4 +1,4 @@
-// buf, the Buf CLI from npm (@bufbuild/buf): `buf curl` calls usersvc over
+// buf, the Buf CLI from npm: `buf curl` calls usersvc over
 // Connect, gRPC-Web and gRPC with the schema from the committed descriptor
 // set, and `buf breaking` holds the contract to the original one.
 
@@ -11,7 +11,10 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { Usersvc, ROOT } from "./usersvc.mjs";
 
-const BUF = path.join(ROOT, "tests/node/node_modules/.bin/buf");
+// The binary of @bufbuild/buf for this platform, the package that
+// @bufbuild/buf installs: the registry this project installs from serves
+// only the Linux ones, so `npm ci` could not check @bufbuild/buf's lock.
+const BUF = path.join(ROOT, "tests/node/node_modules/@bufbuild/buf-linux-x64/bin/buf");
 const SCHEMA = path.join(ROOT, "proto/user_service.binpb");
 const SERVICE = "techoral.users.v1.UserService";
 
