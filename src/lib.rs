@@ -9,7 +9,7 @@
 //! | [`cli`] | the `usersvc` command: one file per subcommand |
 //! | [`loadgen`] | the load generator behind `usersvc bench` |
 //! | [`client`] | retries, tokens and TLS around [`pb::client`] |
-//! | [`server`] | build and run: listener, TLS, shutdown, health, reflection, metrics, and the tower layers in [`server::layers`] |
+//! | [`server`] | build and run: listener, TLS, shutdown, health, reflection, metrics, the console page, Connect and gRPC-Web in [`server::web`], and the tower layers in [`server::layers`] |
 //! | [`service`] | the `UserService` implementation: one method per RPC |
 //! | [`error`] | the error enum and the one table from every error to a gRPC status |
 //! | [`auth`] | tokens, the permission table, the [`auth::Caller`] and its rate limit |
@@ -19,7 +19,8 @@
 //! | [`pb`] | wire types in the .proto's order, the `METHODS` table, the server and client |
 //! | [`clock`] | the time of day, in the units the contract uses |
 //!
-//! A call travels down the layers and back: [`server::layers`] wrap it,
+//! A call travels down the layers and back: [`server::web`] makes it gRPC
+//! whatever the client spoke, [`server::layers`] wrap it,
 //! [`pb::server`] decodes it, [`domain`] validates it, [`service`] decides,
 //! [`store`] persists, [`events`] announces, and [`error`] answers failures.
 #![forbid(unsafe_code)]

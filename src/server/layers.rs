@@ -10,6 +10,11 @@
 //! | [`deadline`] | the default deadline, DEADLINE_EXCEEDED |
 //!
 //! [`gate`] is the shape the auth check and the rate limit share.
+//!
+//! In front of them all, outermost first: CORS (when origins are listed),
+//! the console page ([`super::console`]), the web protocols turned into
+//! gRPC ([`super::web`]), and tonic-web. So every protocol reaches these
+//! layers as gRPC.
 
 pub mod auth;
 pub mod deadline;
