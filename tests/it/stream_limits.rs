@@ -349,15 +349,15 @@ async fn uploads_held_open_are_capped_per_caller() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_watch_ends_when_its_token_does_and_delivers_nothing_after() {
     let (server, _dir) = start(&[]);
-    // A viewer token that expired 29 s ago: accepted for one more second,
-    // within the 30 s leeway.
+    // A viewer token that expired 26 s ago: accepted for four more
+    // seconds, within the 30 s leeway.
     let now = usersvc::clock::unix_seconds() as u64;
     let token = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &Claims {
             sub: "short-lived".into(),
             role: Role::Viewer,
-            exp: now - 29,
+            exp: now - 26,
             iat: Some(now - 60),
             nbf: None,
             iss: None,
@@ -375,7 +375,11 @@ async fn a_watch_ends_when_its_token_does_and_delivers_nothing_after() {
     );
 
     // Past exp + leeway, a change is made; the watcher must not see it.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let expired = std::time::UNIX_EPOCH + Duration::from_secs(now - 26 + 30);
+    let left = expired
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::sleep(left + Duration::from_millis(500)).await;
     admin_client(&server.url)
         .create_user(
             create_request("Late", "late@example.com", UserRole::Viewer),
