@@ -321,15 +321,7 @@ where
         }
     };
     let rewrite = Box::new(move |flags: u8, message: Bytes| {
-        let message = match (flags & envelope::COMPRESSED != 0, gzipped) {
-            (false, _) => message,
-            (true, true) => envelope::gunzip(&message, max)?,
-            (true, false) => {
-                return Err(Status::internal(
-                    "a compressed message with no grpc-encoding",
-                ));
-            }
-        };
+        let message = envelope::inflated(flags, message, gzipped, max, "grpc-encoding")?;
         let binary = json::to_binary(&schema.input, &message)?;
         Ok(envelope::envelope(0, &binary))
     });

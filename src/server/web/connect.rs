@@ -19,7 +19,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use prost::Message;
 use tonic::{Code, Status};
 
-use super::envelope::{self, COMPRESSED, END_STREAM, Reframe, gunzip, too_large};
+use super::envelope::{self, END_STREAM, Reframe, gunzip, too_large};
 use super::json::{self, MethodSchema};
 use crate::BoxError;
 
@@ -538,15 +538,7 @@ where
     parts.version = http::Version::HTTP_2;
     parts.headers = headers;
     let rewrite = Box::new(move |flags: u8, message: Bytes| {
-        let message = match (flags & COMPRESSED != 0, gzipped) {
-            (false, _) => message,
-            (true, true) => gunzip(&message, max)?,
-            (true, false) => {
-                return Err(Status::internal(
-                    "a compressed message with no connect-content-encoding",
-                ));
-            }
-        };
+        let message = envelope::inflated(flags, message, gzipped, max, "connect-content-encoding")?;
         Ok(envelope::envelope(0, &codec.request(schema, message)?))
     });
     let body = tonic::body::Body::new(Reframe::new(body, max, rewrite, None));

@@ -74,6 +74,25 @@ pub fn too_large(max: usize) -> Status {
     Status::resource_exhausted(format!("the message is over the limit of {max} bytes"))
 }
 
+/// A message of a stream as its bytes: inflated when its flags say it is
+/// compressed and the stream is gzipped; refused when the flags say so
+/// but `header`, which names the stream's compression, did not.
+pub fn inflated(
+    flags: u8,
+    message: Bytes,
+    gzipped: bool,
+    max: usize,
+    header: &str,
+) -> Result<Bytes, Status> {
+    match (flags & COMPRESSED != 0, gzipped) {
+        (false, _) => Ok(message),
+        (true, true) => gunzip(&message, max),
+        (true, false) => Err(Status::internal(format!(
+            "a compressed message with no {header}"
+        ))),
+    }
+}
+
 /// What becomes of each message: the bytes to send in its place (a whole
 /// envelope, or nothing).
 pub type Rewrite = Box<dyn FnMut(u8, Bytes) -> Result<Bytes, Status> + Send>;
