@@ -45,14 +45,16 @@ pub struct Bounds {
 
 /// The moment a token whose `exp` is `exp` (Unix seconds) stops being
 /// accepted: `exp` plus the leeway, as the check of a new call allows.
+/// Counted in milliseconds: in whole seconds the stream outlived its
+/// token by up to a second, and delivered changes in that second.
 pub fn expiry(exp: u64) -> Instant {
-    let now = u64::try_from(clock::unix_seconds()).unwrap_or(0);
-    let left = exp.saturating_add(LEEWAY.as_secs()).saturating_sub(now);
+    let now_ms = u64::try_from(clock::unix_millis()).unwrap_or(0);
+    let end_ms = exp.saturating_add(LEEWAY.as_secs()).saturating_mul(1000);
+    let left = Duration::from_millis(end_ms.saturating_sub(now_ms));
     // A token that outlives any Instant simply never ends its stream.
     let never = Duration::from_secs(100 * 365 * 24 * 3600);
     let now = Instant::now();
-    now.checked_add(Duration::from_secs(left))
-        .unwrap_or(now + never)
+    now.checked_add(left).unwrap_or(now + never)
 }
 
 struct Watcher {
