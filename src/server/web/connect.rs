@@ -335,16 +335,17 @@ struct Query {
 impl Query {
     fn parse(query: &str) -> Result<Query, Status> {
         let (mut message, mut base64, mut compression) = (None, false, false);
-        for (key, value) in form_pairs(query) {
+        for (key, value) in query_pairs(query) {
             match key.as_str() {
                 "message" => message = Some(value),
-                "base64" => base64 = value == "1",
-                "compression" => match value.as_str() {
-                    "gzip" => compression = true,
-                    "identity" => {}
+                "base64" => base64 = value == b"1",
+                "compression" => match &value[..] {
+                    b"gzip" => compression = true,
+                    b"identity" => {}
                     other => {
                         return Err(Status::unimplemented(format!(
-                            "unsupported compression {other}; this server reads gzip"
+                            "unsupported compression {}; this server reads gzip",
+                            String::from_utf8_lossy(other)
                         )));
                     }
                 },
@@ -354,12 +355,15 @@ impl Query {
         let message =
             message.ok_or_else(|| Status::invalid_argument("a GET needs a message parameter"))?;
         let message = if base64 {
-            let trimmed = message.trim_end_matches('=');
+            let trimmed = message
+                .iter()
+                .rposition(|b| *b != b'=')
+                .map_or(0, |i| i + 1);
             base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(trimmed)
+                .decode(&message[..trimmed])
                 .map_err(|e| Status::invalid_argument(format!("invalid base64 message: {e}")))?
         } else {
-            message.into_bytes()
+            message
         };
         Ok(Query {
             message: message.into(),
@@ -368,45 +372,22 @@ impl Query {
     }
 }
 
-/// The pairs of an `application/x-www-form-urlencoded` query, decoded.
-fn form_pairs(query: &str) -> Vec<(String, String)> {
-    fn hex(byte: u8) -> Option<u8> {
-        (byte as char).to_digit(16).map(|d| d as u8)
-    }
-    fn decode(part: &str) -> String {
-        let bytes = part.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            let escaped = match bytes.get(i..i + 3) {
-                Some([b'%', high, low]) => hex(*high).zip(hex(*low)),
-                _ => None,
-            };
-            match (escaped, bytes[i]) {
-                (Some((high, low)), _) => {
-                    out.push(high << 4 | low);
-                    i += 3;
-                }
-                (None, b'+') => {
-                    out.push(b' ');
-                    i += 1;
-                }
-                (None, byte) => {
-                    out.push(byte);
-                    i += 1;
-                }
-            }
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
+/// The pairs of a query, percent-decoded (and `+` as a space). Values stay
+/// bytes: without `base64=1`, a binary message is percent-encoded as it is.
+fn query_pairs(query: &str) -> impl Iterator<Item = (String, Vec<u8>)> + '_ {
+    let decode = |part: &str| -> Vec<u8> {
+        percent_encoding::percent_decode(part.replace('+', " ").as_bytes()).collect()
+    };
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
-        .map(|pair| {
+        .map(move |pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(key), decode(value))
+            (
+                String::from_utf8_lossy(&decode(key)).into_owned(),
+                decode(value),
+            )
         })
-        .collect()
 }
 
 /// Serves a unary Connect call through `inner`, the gRPC service.
@@ -584,6 +565,9 @@ mod tests {
         let query = Query::parse("encoding=proto&base64=1&message=CgNhYmM").unwrap();
         assert_eq!(&query.message[..], b"\x0a\x03abc");
         assert!(Query::parse("encoding=json").is_err());
+        // Without base64, a binary message is percent-encoded byte for byte.
+        let query = Query::parse("encoding=proto&message=%0A%03%FF%FEx").unwrap();
+        assert_eq!(&query.message[..], b"\x0a\x03\xff\xfex");
     }
 
     #[test]
