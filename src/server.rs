@@ -16,16 +16,15 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
-use tokio_stream::StreamExt;
 use tonic::codec::CompressionEncoding;
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
+use tonic::service::Routes;
+use tower::ServiceBuilder;
 
 use crate::auth::{Policy, RateLimiter, Verifier};
 use crate::pb::server::UserServiceServer;
 use crate::service::Directory;
 
-mod connection_age;
+pub mod connections;
 pub mod console;
 pub mod health;
 pub mod layers;
@@ -39,7 +38,9 @@ pub mod web;
 
 use layers::auth::Authorizer;
 use layers::deadline::DefaultDeadlineLayer;
+use layers::gate::GateLayer;
 use layers::oversize::OversizeLayer;
+use layers::request_memory::{RequestMemory, RequestMemoryLayer};
 
 use layers::stream_end::StreamEndLayer;
 use layers::telemetry::TelemetryLayer;
@@ -51,8 +52,6 @@ pub use settings::{Settings, TransportSettings};
 pub enum ServeError {
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error(transparent)]
-    Transport(#[from] tonic::transport::Error),
 }
 
 /// A server that is built and bound, and not yet serving.
@@ -70,19 +69,7 @@ impl Application {
         let local_addr = listener
             .local_addr()
             .map_err(|e| ServeError::Config(format!("the listener has no local address: {e}")))?;
-        let transport = &settings.transport;
-        let builder = Server::builder()
-            .max_concurrent_streams(transport.max_concurrent_streams)
-            .http2_max_local_error_reset_streams(Some(transport.max_local_error_reset_streams))
-            .http2_max_pending_accept_reset_streams(Some(
-                transport.max_pending_accept_reset_streams,
-            ))
-            .http2_max_header_list_size(transport.max_header_list_size)
-            .http2_keepalive_interval(Some(transport.keepalive_interval))
-            .http2_keepalive_timeout(Some(transport.keepalive_timeout))
-            .max_connection_age(transport.max_connection_age)
-            // Connect and gRPC-Web over HTTP/1.1, beside gRPC's HTTP/2.
-            .accept_http1(true);
+        let transport = settings.transport.clone();
         let tls = match &settings.tls {
             Some(tls) => Some(tls.config().map_err(ServeError::Config)?),
             None => None,
@@ -127,13 +114,6 @@ impl Application {
             .send_compressed(CompressionEncoding::Zstd)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
-        let lifetime = transport.max_connection_age + transport.max_connection_age_grace;
-        let incoming = TcpIncoming::from(listener)
-            .with_nodelay(Some(true))
-            .map(move |accepted| {
-                accepted.map(|stream| connection_age::AgedConnection::new(stream, lifetime))
-            });
-
         let (stop, stop_requested) = oneshot::channel::<()>();
         let signal = async move {
             // A dropped sender stops the server too.
@@ -152,35 +132,45 @@ impl Application {
         };
         let cors = (!settings.cors_origins.is_empty())
             .then(|| web::cors::Layer::new(settings.cors_origins.clone()));
-        let router = builder
-            .layer(tower::util::option_layer(cors))
+        // Browsers may reach a server on a loopback address only under
+        // loopback names (and the operator's), against DNS rebinding.
+        let hosts = local_addr
+            .ip()
+            .is_loopback()
+            .then(|| web::hosts::Layer::new(settings.allowed_hosts.clone()));
+        let memory = RequestMemory::new(settings.request_memory);
+        let mut routes = Routes::new(health).add_service(users);
+        if let Some(v1) = reflection_v1 {
+            routes = routes.add_service(v1);
+        }
+        if let Some(v1alpha) = reflection_v1alpha {
+            routes = routes.add_service(v1alpha);
+        }
+        // Outermost first. Every gate decides from the headers, before the
+        // body is read: the web layer reads none of it itself.
+        let service = ServiceBuilder::new()
+            .option_layer(hosts)
+            .option_layer(cors)
             .layer(console::ConsoleLayer::new(settings.console))
             .layer(web::WebLayer::new(max_message_bytes))
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(TelemetryLayer::new(metrics))
+            .layer(GateLayer::new(web::RefusedCalls))
             .layer(auth)
             .layer(layers::rate_limit::layer(rate))
+            .layer(RequestMemoryLayer::new(memory))
             .layer(StreamEndLayer)
             .layer(OversizeLayer)
             .layer(DefaultDeadlineLayer::new(
-                settings.transport.default_timeout,
-                settings.transport.max_timeout,
+                transport.default_timeout,
+                transport.max_timeout,
             ))
-            .add_service(health)
-            .add_optional_service(reflection_v1)
-            .add_optional_service(reflection_v1alpha)
-            .add_service(users);
-        let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
-            match tls {
-                Some(config) => Box::pin(
-                    router.serve_with_incoming_shutdown(tls::accept(incoming, config), signal),
-                ),
-                None => Box::pin(router.serve_with_incoming_shutdown(incoming, signal)),
-            };
+            .service(routes.prepare());
+        let server = connections::serve(listener, tls, service, transport, signal);
         let grace = settings.shutdown_grace;
         let server = async move {
             tokio::select! {
-                result = server => result?,
+                () = server => {}
                 () = grace_after(stopping, grace) => tracing::warn!(
                     ?grace,
                     "shutdown grace period expired; dropping the remaining calls"

@@ -141,6 +141,36 @@ pub struct ServeArgs {
     /// The longest deadline a call may set; a longer one is cut to this.
     #[arg(long, env = "USERSVC_MAX_TIMEOUT", default_value_t = transport().max_timeout.into())]
     max_timeout: Duration,
+    /// How long a new connection may take to send its first request head
+    /// (or HTTP/2 preface and SETTINGS) before it is closed; a TLS one counts
+    /// from the end of its handshake.
+    #[arg(long, env = "USERSVC_HEADER_READ_TIMEOUT", default_value_t = transport().header_read_timeout.into())]
+    header_read_timeout: Duration,
+    /// How long a connection may have no call open before it is shut down
+    /// (GOAWAY over HTTP/2).
+    #[arg(long, env = "USERSVC_IDLE_CONNECTION_TIMEOUT", default_value_t = transport().idle_connection_timeout.into())]
+    idle_connection_timeout: Duration,
+    /// Connections open at once, in all; more are closed as they arrive.
+    #[arg(long, env = "USERSVC_MAX_CONNECTIONS", default_value_t = transport().max_connections, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_connections: usize,
+    /// Connections open at once from one client address (an IPv6 client by
+    /// its /64); more are closed as they arrive.
+    #[arg(long, env = "USERSVC_MAX_CONNECTIONS_PER_CLIENT", default_value_t = transport().max_connections_per_client, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_connections_per_client: usize,
+    /// Request bytes held for calls before their handler has them, from
+    /// every caller; past it calls end RESOURCE_EXHAUSTED.
+    #[arg(long, env = "USERSVC_MAX_REQUEST_MEMORY", default_value_t = DEFAULTS.settings.request_memory.total)]
+    max_request_memory: usize,
+    /// The same, for one caller with a token or client certificate.
+    #[arg(long, env = "USERSVC_MAX_REQUEST_MEMORY_PER_CALLER", default_value_t = DEFAULTS.settings.request_memory.per_caller)]
+    max_request_memory_per_caller: usize,
+    /// The same, for one caller with neither (by address).
+    #[arg(long, env = "USERSVC_MAX_REQUEST_MEMORY_ANONYMOUS", default_value_t = DEFAULTS.settings.request_memory.anonymous)]
+    max_request_memory_anonymous: usize,
+    /// A host name, besides the loopback ones, under which browsers may
+    /// reach a server listening on a loopback address; repeatable.
+    #[arg(long = "allowed-host", env = "USERSVC_ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
     /// How long a BulkCreateUsers stream may send nothing before it is ended
     /// with DEADLINE_EXCEEDED.
     #[arg(long, env = "USERSVC_STREAM_IDLE_TIMEOUT", default_value_t = limits().stream_idle_timeout.into())]
@@ -306,7 +336,17 @@ fn settings(args: &ServeArgs, defaults: Settings) -> Result<Settings, Failure> {
             max_connection_age_grace: args.max_connection_age_grace.into(),
             default_timeout: args.default_timeout.into(),
             max_timeout: args.max_timeout.into(),
+            header_read_timeout: args.header_read_timeout.into(),
+            idle_connection_timeout: args.idle_connection_timeout.into(),
+            max_connections: args.max_connections,
+            max_connections_per_client: args.max_connections_per_client,
         },
+        request_memory: crate::server::layers::request_memory::MemoryCaps {
+            total: args.max_request_memory,
+            per_caller: args.max_request_memory_per_caller,
+            anonymous: args.max_request_memory_anonymous,
+        },
+        allowed_hosts: args.allowed_hosts.clone(),
         reflection: args.reflection,
         console: args.console,
         trusted_proxies: args.trusted_proxies.clone(),

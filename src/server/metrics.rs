@@ -209,6 +209,9 @@ impl Metrics {
         registry
             .register(Box::new(super::logging::DROPPED_LINES.clone()))
             .expect("registered once");
+        registry
+            .register(Box::new(super::connections::REFUSED_CONNECTIONS.clone()))
+            .expect("registered once");
         Arc::new(Self {
             registry,
             started,

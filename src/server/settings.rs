@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use super::layers::request_memory::MemoryCaps;
 use super::tls::ServerTls;
 use crate::auth::{Cidr, DEFAULT_PUBLIC_METHODS, Expect, RateLimit, Secret};
 use crate::pb::Method;
@@ -44,6 +45,16 @@ pub struct TransportSettings {
     pub default_timeout: Duration,
     /// The longest deadline a call may ask for; a larger one is clamped.
     pub max_timeout: Duration,
+    /// How long a new connection may take to send its first request head
+    /// (or HTTP/2's preface and SETTINGS), counted after a TLS handshake.
+    pub header_read_timeout: Duration,
+    /// How long a connection may have no call open before it is shut down.
+    pub idle_connection_timeout: Duration,
+    /// Connections open at once, from every client.
+    pub max_connections: usize,
+    /// Connections open at once from one client address (an IPv6 client
+    /// by its /64).
+    pub max_connections_per_client: usize,
 }
 
 impl Default for TransportSettings {
@@ -59,6 +70,16 @@ impl Default for TransportSettings {
             max_connection_age_grace: Duration::from_secs(30),
             default_timeout: Duration::from_secs(30),
             max_timeout: Duration::from_secs(300),
+            header_read_timeout: Duration::from_secs(10),
+            // Past a browser's own idle close (Chromium's is 5 minutes) and
+            // a client's pause between bursts, so a live client keeps its
+            // connection and its TLS session; far short of the hour of
+            // --max-connection-age an abandoned one held before.
+            idle_connection_timeout: Duration::from_secs(300),
+            // Well under a usual descriptor limit (tens of thousands), and
+            // far over what one client needs: HTTP/2 multiplexes its calls.
+            max_connections: 10_000,
+            max_connections_per_client: 1_000,
         }
     }
 }
@@ -95,6 +116,11 @@ pub struct Settings {
     pub cors_origins: Vec<http::HeaderValue>,
     /// Serve the console page at `GET /`.
     pub console: bool,
+    /// Names besides the loopback ones that browsers may reach a server on
+    /// a loopback address under (`--allowed-host`).
+    pub allowed_hosts: Vec<String>,
+    /// The caps on request bytes held before their handler has them.
+    pub request_memory: MemoryCaps,
 }
 
 impl Settings {
@@ -117,6 +143,8 @@ impl Settings {
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
             console: true,
+            allowed_hosts: Vec::new(),
+            request_memory: MemoryCaps::default(),
         }
     }
 }

@@ -23,7 +23,7 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
 
 /// How long a client may take over its handshake before it is dropped:
 /// a client that stalls there holds no more than a task for this long.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The server's certificate and key, and the CA that client certificates
 /// must chain to for mTLS (without it, clients need no certificate).

@@ -8,6 +8,17 @@
 //! Binary gRPC-Web (and its base64 `-text` form) is tonic-web's, the next
 //! layer in. JSON comes from the committed descriptor set ([`json`]).
 //!
+//! It reads no byte of a request body itself. The body it passes on is
+//! turned into gRPC messages as the service reads it, so every decision
+//! made from the headers (the token, the permission table, the rate limit)
+//! is made before the body is read, and the call's deadline covers reading
+//! it. Its unfinished messages are paid for by the caller
+//! ([`request_memory`](crate::server::layers::request_memory)). A call that
+//! is wrong from its headers alone (a streaming content type for a unary
+//! method, a GET with side effects, a bad `connect-timeout-ms`) is still
+//! passed on, marked [`Refused`], so the telemetry layer logs and counts
+//! it like any other, and [`RefusedCalls`] answers it there.
+//!
 //! | content type | protocol |
 //! |---|---|
 //! | `application/grpc`, `application/grpc+proto` | gRPC, as it is |
@@ -23,7 +34,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::TryFutureExt;
 use futures_util::future::{Either, MapOk};
-use http::{HeaderValue, Request, Response, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use tonic::Status;
 use tower::Service;
 
@@ -31,11 +42,17 @@ use crate::BoxError;
 
 pub mod connect;
 pub mod cors;
+mod drain;
 mod envelope;
+pub mod hosts;
 pub mod json;
 
 use connect::Codec;
 use envelope::{Reframe, TRAILERS};
+
+use crate::server::layers::gate::Gate;
+use crate::server::layers::request_memory::{self, Framing};
+use crate::server::layers::telemetry::REQUEST_ID;
 
 /// The protocol a call came in, for the access log and the metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +77,8 @@ impl Protocol {
 enum Kind {
     Grpc,
     GrpcWeb,
+    /// gRPC-Web in base64 (`application/grpc-web-text`), a browser's.
+    GrpcWebText,
     GrpcWebJson,
     ConnectUnary(Codec),
     ConnectStreaming(Codec),
@@ -95,6 +114,7 @@ impl Kind {
             "application/connect+json" => Kind::ConnectStreaming(Codec::Json),
             "application/connect+proto" => Kind::ConnectStreaming(Codec::Proto),
             "application/grpc-web+json" => Kind::GrpcWebJson,
+            text if text.starts_with("application/grpc-web-text") => Kind::GrpcWebText,
             web if web.starts_with("application/grpc-web") => Kind::GrpcWeb,
             _ => Kind::Grpc,
         }
@@ -151,7 +171,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<tonic::body::Body>) -> Self::Future {
+    fn call(&mut self, request: Request<tonic::body::Body>) -> Self::Future {
         let kind = Kind::of(&request);
         // gRPC, most calls, goes straight through: the telemetry layer
         // takes a call with no protocol for gRPC.
@@ -163,25 +183,47 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let max = self.max_message_bytes;
+        let (mut parts, body) = request.into_parts();
         let protocol = match kind {
-            Kind::GrpcWeb | Kind::GrpcWebJson => Protocol::GrpcWeb,
+            Kind::GrpcWeb | Kind::GrpcWebText | Kind::GrpcWebJson => Protocol::GrpcWeb,
             _ => Protocol::Connect,
         };
-        request.extensions_mut().insert(protocol);
-        let read_first = request.version() < http::Version::HTTP_2
-            && matches!(
-                kind,
-                Kind::GrpcWeb | Kind::GrpcWebJson | Kind::ConnectStreaming(_)
-            );
-        if !read_first {
-            return Either::Left(dispatch(inner, request, kind, max));
-        }
-        Either::Left(Box::pin(async move {
-            match read_whole(request, max).await {
-                Ok(request) => dispatch(inner, request, kind, max).await,
-                Err(status) => Ok(refusal(kind, &status)),
+        parts.extensions.insert(protocol);
+        // Over HTTP/1.1 a body the call leaves unread is read after its
+        // answer, so that the client gets the answer.
+        let (body, unread) = match parts.version < http::Version::HTTP_2 {
+            true => {
+                let (lent, unread) = drain::lend(body);
+                (tonic::body::Body::new(lent), Some(unread))
             }
-        }))
+            false => (body, None),
+        };
+        let (body, payer) = request_memory::meter(body, kind.framing());
+        parts.extensions.insert(payer);
+        let request = Request::from_parts(parts, tonic::body::Body::new(body));
+        let call = dispatch(inner, request, kind, max);
+        Either::Left(match unread {
+            None => call,
+            Some(unread) => Box::pin(async move {
+                let response = call.await?;
+                let budget = max.saturating_mul(2);
+                Ok(response.map(|body| tonic::body::Body::new(drain::draining(body, unread, budget))))
+            }),
+        })
+    }
+}
+
+impl Kind {
+    /// How the bytes of a request body of this kind make messages.
+    fn framing(self) -> Framing {
+        match self {
+            // base64 hides the prefixes; a browser's gRPC-Web request is one
+            // message anyway.
+            Kind::ConnectUnary(_) | Kind::GrpcWebText => Framing::Whole,
+            Kind::Grpc | Kind::GrpcWeb | Kind::GrpcWebJson | Kind::ConnectStreaming(_) => {
+                Framing::Enveloped
+            }
+        }
     }
 }
 
@@ -207,30 +249,18 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let schema = json::method(request.uri().path());
+    let schema = match refusal_of(&request, kind) {
+        Ok(schema) => schema,
+        Err(refusal) => return Box::pin(refuse(inner, request, kind, refusal)),
+    };
     match (kind, schema) {
         (Kind::ConnectUnary(codec), Some(schema)) => {
-            if request.method() == http::Method::GET && !schema.no_side_effects {
-                let status = Status::unimplemented(
-                    "only a method with no side effects may be called with GET",
-                );
-                return Box::pin(
-                    async move { Ok(connect::unary_error(&status, Default::default())) },
-                );
-            }
             Box::pin(connect::unary(inner, request, codec, schema, max))
         }
         (Kind::ConnectStreaming(codec), Some(schema)) => {
             Box::pin(connect::streaming(inner, request, codec, schema, max))
         }
         (Kind::GrpcWebJson, Some(schema)) => Box::pin(grpc_web_json(inner, request, schema, max)),
-        // A Connect call to a path outside the contract: unknown, in the
-        // protocol's own terms.
-        (Kind::ConnectUnary(_) | Kind::ConnectStreaming(_), None) => {
-            let status = Status::unimplemented(format!("unknown method {}", request.uri().path()));
-            let answer = refusal(kind, &status);
-            Box::pin(async move { Ok(answer) })
-        }
         _ => {
             let call = inner.call(request);
             Box::pin(async move { Ok(call.await?.map(tonic::body::Body::new)) })
@@ -238,43 +268,147 @@ where
     }
 }
 
-/// Reads a request's body whole, up to twice the message limit (room for
-/// gRPC-Web's base64). Over HTTP/1.1 an answer sent before the body is read
-/// makes the server close the connection while the client still writes,
-/// and a refusal (a missing token, say) would reach the client as a broken
-/// pipe; a body read first cannot be cut off.
-async fn read_whole(
-    request: Request<tonic::body::Body>,
-    max: usize,
-) -> Result<Request<tonic::body::Body>, Status> {
-    use http_body_util::BodyExt;
-    let limit = max.saturating_mul(2);
-    let (parts, body) = request.into_parts();
-    let body = http_body_util::Limited::new(body, limit)
-        .collect()
-        .await
-        .map_err(|e| match e.downcast::<http_body_util::LengthLimitError>() {
-            Ok(_) => Status::resource_exhausted(format!(
-                "over HTTP/1.1 a request body is read whole, up to {limit} bytes; send a larger upload over HTTP/2"
-            )),
-            Err(e) => Status::from_error(e),
-        })?
-        .to_bytes();
-    Ok(Request::from_parts(
-        parts,
-        tonic::body::Body::new(http_body_util::Full::new(body)),
-    ))
+/// A call refused from its headers, and how its answer looks.
+struct Refusal {
+    status: Status,
+    /// A bare HTTP answer, as connect-go gives for a content type or an
+    /// HTTP method the method does not take; else the protocol's own error.
+    bare: Option<(StatusCode, header::HeaderName, &'static str)>,
 }
 
+impl From<Status> for Refusal {
+    fn from(status: Status) -> Self {
+        Self { status, bare: None }
+    }
+}
+
+/// The method's schema, if it has one; or why the call is refused from its
+/// headers alone.
+fn refusal_of<B>(
+    request: &Request<B>,
+    kind: Kind,
+) -> Result<Option<&'static json::MethodSchema>, Refusal> {
+    let path = request.uri().path();
+    let schema = json::method(path);
+    let streaming_method = schema.map(|s| s.client_streaming || s.server_streaming);
+    match (kind, streaming_method) {
+        (Kind::ConnectUnary(_) | Kind::ConnectStreaming(_), None) => {
+            Err(Status::unimplemented(format!("unknown method {path}")).into())
+        }
+        (Kind::ConnectUnary(_), Some(_))
+            if request.method() == http::Method::GET
+                && !schema.is_some_and(|s| s.no_side_effects) =>
+        {
+            Err(Refusal {
+                status: Status::unknown(format!(
+                    "{path} has side effects: call it with POST, not GET"
+                )),
+                bare: Some((StatusCode::METHOD_NOT_ALLOWED, header::ALLOW, "POST")),
+            })
+        }
+        (Kind::ConnectUnary(_), Some(true)) => Err(Refusal {
+            status: Status::unknown(format!(
+                "{path} is a streaming method: send application/connect+json or application/connect+proto"
+            )),
+            bare: Some((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                header::HeaderName::from_static("accept-post"),
+                "application/connect+json, application/connect+proto, application/grpc, application/grpc-web",
+            )),
+        }),
+        (Kind::ConnectStreaming(_), Some(false)) => Err(Refusal {
+            status: Status::unknown(format!(
+                "{path} is a unary method: send application/json or application/proto"
+            )),
+            bare: Some((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                header::HeaderName::from_static("accept-post"),
+                "application/json, application/proto, application/grpc, application/grpc-web",
+            )),
+        }),
+        (Kind::ConnectUnary(_) | Kind::ConnectStreaming(_), Some(_)) => {
+            connect::check(request, schema.expect("a method"))
+                .map_err(Refusal::from)
+                .map(|()| schema)
+        }
+        (Kind::GrpcWebJson, _) => match request.headers().get("grpc-encoding") {
+            Some(encoding) if encoding != "gzip" && encoding != "identity" => {
+                Err(Status::unimplemented(format!(
+                    "unsupported grpc-encoding {encoding:?}; this server reads gzip"
+                ))
+                .into())
+            }
+            _ => Ok(schema),
+        },
+        _ => Ok(schema),
+    }
+}
+
+/// A call refused from its headers: passed on with its body left unread,
+/// marked [`Refused`], so that it is logged and counted like any other and
+/// its request id echoed; then answered as its protocol (or connect-go) has it.
+async fn refuse<S, B>(
+    mut inner: S,
+    request: Request<tonic::body::Body>,
+    kind: Kind,
+    refusal: Refusal,
+) -> Result<Response<tonic::body::Body>, S::Error>
+where
+    S: Service<Request<tonic::body::Body>, Response = Response<B>>,
+{
+    let (mut parts, _unread) = request.into_parts();
+    parts.extensions.insert(Refused(refusal.status.clone()));
+    // gRPC's content type, so that tonic-web lets it by.
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    let answered = inner
+        .call(Request::from_parts(parts, tonic::body::Body::empty()))
+        .await?;
+    let mut answer = match refusal.bare {
+        Some((status, name, value)) => {
+            let mut answer = Response::new(tonic::body::Body::empty());
+            *answer.status_mut() = status;
+            answer
+                .headers_mut()
+                .insert(name, HeaderValue::from_static(value));
+            answer
+        }
+        None => self::refusal(kind, &refusal.status),
+    };
+    if let Some(id) = answered.headers().get(&REQUEST_ID) {
+        answer.headers_mut().insert(REQUEST_ID.clone(), id.clone());
+    }
+    Ok(answer)
+}
+
+/// Marks a call the web layer refused from its headers.
+#[derive(Clone, Debug)]
+pub struct Refused(pub Status);
+
+/// Answers the calls marked [`Refused`], behind the telemetry layer.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RefusedCalls;
+
+impl Gate for RefusedCalls {
+    fn admit<B>(&self, request: &mut Request<B>) -> Result<(), Status> {
+        match request.extensions().get::<Refused>() {
+            Some(Refused(status)) => Err(status.clone()),
+            None => Ok(()),
+        }
+    }
+}
 /// An error answered before the call, as the client's protocol says.
 fn refusal(kind: Kind, status: &Status) -> Response<tonic::body::Body> {
     match kind {
         Kind::ConnectUnary(_) => connect::unary_error(status, Default::default()),
         Kind::ConnectStreaming(codec) => connect::streaming_error(status, codec),
-        Kind::Grpc | Kind::GrpcWeb | Kind::GrpcWebJson => {
+        Kind::Grpc | Kind::GrpcWeb | Kind::GrpcWebText | Kind::GrpcWebJson => {
             let content_type = match kind {
                 Kind::GrpcWebJson => "application/grpc-web+json",
                 Kind::GrpcWeb => "application/grpc-web+proto",
+                Kind::GrpcWebText => "application/grpc-web-text+proto",
                 _ => "application/grpc",
             };
             let mut answer = status.clone().into_http();
@@ -309,17 +443,11 @@ where
     parts.headers.remove(header::ACCEPT);
     // The answer's messages are read here, so they come uncompressed.
     parts.headers.remove("grpc-accept-encoding");
-    let gzipped = match parts.headers.remove("grpc-encoding") {
-        None => false,
-        Some(encoding) if encoding == "gzip" => true,
-        Some(encoding) if encoding == "identity" => false,
-        Some(other) => {
-            let status = Status::unimplemented(format!(
-                "unsupported grpc-encoding {other:?}; this server reads gzip"
-            ));
-            return Ok(status.into_http());
-        }
-    };
+    // Any other encoding was refused from the headers.
+    let gzipped = parts
+        .headers
+        .remove("grpc-encoding")
+        .is_some_and(|encoding| encoding == "gzip");
     let rewrite = Box::new(move |flags: u8, message: Bytes| {
         let message = envelope::inflated(flags, message, gzipped, max, "grpc-encoding")?;
         let binary = json::to_binary(&schema.input, &message)?;

@@ -192,12 +192,14 @@ fn connect_json_creates_and_reads_over_http1_and_http2() {
     let answer = usersvc::pb::GetUserResponse::decode(&get.body[..]).unwrap();
     assert_eq!(answer.user.unwrap().id, id);
 
-    // A method with side effects is not for GET.
+    // A method with side effects is not for GET: 405 and `Allow: POST`,
+    // as connect-go answers.
     let get = curl(&[&format!(
         "{}?connect=v1&encoding=json&message=%7B%7D",
         url(&server, "DeleteUser")
     )]);
-    assert_eq!(get.json()["code"], "unimplemented");
+    assert_eq!(get.status, 405);
+    assert_eq!(get.header("allow"), Some("POST"));
 }
 
 /// Errors: the code, the message, the HTTP status the Connect spec gives
@@ -252,7 +254,7 @@ fn connect_errors_carry_code_status_and_violations() {
         (404, Some("not_found"))
     );
 
-    let anonymous = post("ListUsers", &[], "{}");
+    let anonymous = post("CreateUser", &[], "{}");
     assert_eq!(anonymous.status, 401);
     assert_eq!(anonymous.json()["code"], "unauthenticated");
 

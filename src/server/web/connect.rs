@@ -15,7 +15,7 @@
 use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use prost::Message;
 use tonic::{Code, Status};
 
@@ -287,42 +287,135 @@ fn accepts_gzip(headers: &HeaderMap, name: &str) -> bool {
         .any(|v| v.trim() == "gzip")
 }
 
-/// A unary request, as the message (binary) and the request's parts: from
-/// a POST's body, or from a GET's query.
-async fn unary_request(
-    request: Request<tonic::body::Body>,
-    codec: Codec,
-    schema: &MethodSchema,
-    max: usize,
-) -> Result<(http::request::Parts, Bytes), Status> {
-    let (parts, body) = request.into_parts();
-    let message = if parts.method == http::Method::GET {
-        let query = Query::parse(parts.uri.query().unwrap_or_default())?;
-        if query.compression {
-            gunzip(&query.message, max)?
-        } else {
-            query.message
-        }
-    } else {
-        let gzipped = compressed(parts.headers.get(header::CONTENT_ENCODING))?;
-        // A gzipped body is bounded again once inflated.
-        let body = Limited::new(body, max + 1)
-            .collect()
-            .await
-            .map_err(|e| match e.downcast::<http_body_util::LengthLimitError>() {
-                Ok(_) => too_large(max),
-                Err(e) => Status::from_error(e),
-            })?
-            .to_bytes();
-        if gzipped {
-            gunzip(&body, max)?
-        } else if body.len() > max {
-            return Err(too_large(max));
-        } else {
-            body
-        }
+/// Checks what a Connect call's headers say before any of it is read:
+/// the deadline, the compression, and, for a bidirectional stream, HTTP/2.
+pub fn check<B>(request: &Request<B>, schema: &MethodSchema) -> Result<(), Status> {
+    let streaming = schema.client_streaming || schema.server_streaming;
+    if schema.client_streaming
+        && schema.server_streaming
+        && request.version() < http::Version::HTTP_2
+    {
+        return Err(Status::unimplemented(
+            "a bidirectional stream needs HTTP/2; over HTTP/1.1 use SubscribeUserEvents",
+        ));
+    }
+    if let Some(timeout) = request.headers().get("connect-timeout-ms") {
+        grpc_timeout(timeout)?;
+    }
+    let encoding = match streaming {
+        true => "connect-content-encoding",
+        false => header::CONTENT_ENCODING.as_str(),
     };
-    Ok((parts, codec.request(schema, message)?))
+    compressed(request.headers().get(encoding)).map(|_| ())
+}
+
+/// A unary call's request body as the gRPC message it means, made as the
+/// service reads it: the POST's body read up to the limit (and gunzipped,
+/// and bounded again), or the GET's query, then turned into binary.
+struct UnaryBody {
+    /// The POST's body, while it is being read.
+    source: Option<tonic::body::Body>,
+    /// A GET's message, taken from the query when the call was made.
+    query: Option<Result<Bytes, Status>>,
+    read: bytes::BytesMut,
+    gzipped: bool,
+    codec: Codec,
+    schema: &'static MethodSchema,
+    max: usize,
+    done: bool,
+}
+
+impl UnaryBody {
+    /// The message of `parts` and `body`.
+    fn new(
+        parts: &http::request::Parts,
+        body: tonic::body::Body,
+        codec: Codec,
+        schema: &'static MethodSchema,
+        max: usize,
+    ) -> Self {
+        let (source, query, gzipped) = if parts.method == http::Method::GET {
+            let query = Query::parse(parts.uri.query().unwrap_or_default());
+            let gzipped = query.as_ref().is_ok_and(|q| q.compression);
+            (None, Some(query.map(|q| q.message)), gzipped)
+        } else {
+            let gzipped = compressed(parts.headers.get(header::CONTENT_ENCODING)).unwrap_or(false);
+            (Some(body), None, gzipped)
+        };
+        Self {
+            source,
+            query,
+            read: bytes::BytesMut::new(),
+            gzipped,
+            codec,
+            schema,
+            max,
+            done: false,
+        }
+    }
+
+    /// The whole message as read, as an enveloped binary message.
+    fn message(&self, message: Bytes) -> Result<Bytes, Status> {
+        let message = if self.gzipped {
+            gunzip(&message, self.max)?
+        } else if message.len() > self.max {
+            return Err(too_large(self.max));
+        } else {
+            message
+        };
+        let binary = self.codec.request(self.schema, message)?;
+        Ok(envelope::envelope(0, &binary))
+    }
+}
+
+impl http_body::Body for UnaryBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(query) = this.query.take() {
+            this.done = true;
+            let message = query.and_then(|message| this.message(message));
+            return Poll::Ready(Some(message.map(http_body::Frame::data)));
+        }
+        let Some(source) = this.source.as_mut() else {
+            return Poll::Ready(None);
+        };
+        loop {
+            match std::task::ready!(std::pin::Pin::new(&mut *source).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        // A gzipped body is bounded again once inflated.
+                        if this.read.len() + data.len() > this.max {
+                            this.done = true;
+                            this.source = None;
+                            return Poll::Ready(Some(Err(too_large(this.max))));
+                        }
+                        this.read.extend_from_slice(data);
+                    }
+                }
+                Some(Err(status)) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(status)));
+                }
+                None => {
+                    this.done = true;
+                    this.source = None;
+                    let read = std::mem::take(&mut this.read).freeze();
+                    let message = this.message(read);
+                    return Poll::Ready(Some(message.map(http_body::Frame::data)));
+                }
+            }
+        }
+    }
 }
 
 /// A GET's query: `connect=v1&encoding=json&message=…`, with `base64=1`
@@ -404,24 +497,16 @@ where
     B::Error: Into<BoxError>,
 {
     let gzip_answer = accepts_gzip(request.headers(), "accept-encoding");
-    let prepared = match unary_request(request, codec, schema, max).await {
-        Ok((parts, message)) => {
-            grpc_headers(&parts.headers).map(|headers| (parts, headers, message))
-        }
-        Err(status) => Err(status),
-    };
-    let (mut parts, headers, message) = match prepared {
-        Ok(prepared) => prepared,
-        Err(status) => return Ok(unary_error(&status, HeaderMap::new())),
-    };
+    let (mut parts, body) = request.into_parts();
+    let body = tonic::body::Body::new(UnaryBody::new(&parts, body, codec, schema, max));
+    // Checked before the call came here.
+    parts.headers = grpc_headers(&parts.headers).unwrap_or_default();
     parts.method = http::Method::POST;
     parts.version = http::Version::HTTP_2;
     parts.uri = http::Uri::builder()
         .path_and_query(parts.uri.path())
         .build()
         .expect("a path");
-    parts.headers = headers;
-    let body = tonic::body::Body::new(Full::new(envelope::envelope(0, &message)));
     let response = inner.call(Request::from_parts(parts, body)).await?;
 
     let (head, body) = response.into_parts();
@@ -498,26 +583,11 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    if schema.client_streaming
-        && schema.server_streaming
-        && request.version() < http::Version::HTTP_2
-    {
-        let status = Status::unimplemented(
-            "a bidirectional stream needs HTTP/2; over HTTP/1.1 use SubscribeUserEvents",
-        );
-        return Ok(streaming_error(&status, codec));
-    }
+    // The headers were checked before the call came here.
     let (mut parts, body) = request.into_parts();
-    let prepared = grpc_headers(&parts.headers).and_then(|headers| {
-        let gzipped = compressed(parts.headers.get("connect-content-encoding"))?;
-        Ok((headers, gzipped))
-    });
-    let (headers, gzipped) = match prepared {
-        Ok(prepared) => prepared,
-        Err(status) => return Ok(streaming_error(&status, codec)),
-    };
+    let gzipped = compressed(parts.headers.get("connect-content-encoding")).unwrap_or(false);
+    parts.headers = grpc_headers(&parts.headers).unwrap_or_default();
     parts.version = http::Version::HTTP_2;
-    parts.headers = headers;
     let rewrite = Box::new(move |flags: u8, message: Bytes| {
         let message = envelope::inflated(flags, message, gzipped, max, "connect-content-encoding")?;
         Ok(envelope::envelope(0, &codec.request(schema, message)?))

@@ -2,6 +2,8 @@
 //! default. tower-http's `CorsLayer` answers preflights and adds the
 //! headers; this layer lets only the listed origins reach it, so that any
 //! other origin gets no CORS header at all (and a refused preflight).
+//! Every answer varies on `Origin`, so that a shared cache never gives one
+//! origin an answer made for another.
 
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -110,12 +112,23 @@ where
             // tower-http's service around the inner service made ready.
             return Box::pin(tower::Layer::layer(&self.cors, inner).call(request));
         }
+        let vary = |response: &mut Response<ResBody>| {
+            response
+                .headers_mut()
+                .append(header::VARY, HeaderValue::from_static("origin"));
+        };
         if preflight {
             let mut refused = Response::new(ResBody::default());
             *refused.status_mut() = StatusCode::FORBIDDEN;
+            vary(&mut refused);
             return Box::pin(async move { Ok(refused) });
         }
         let mut inner = inner;
-        Box::pin(inner.call(request))
+        let call = inner.call(request);
+        Box::pin(async move {
+            let mut response = call.await?;
+            vary(&mut response);
+            Ok(response)
+        })
     }
 }
