@@ -130,8 +130,7 @@ impl Application {
             }
             false => (None, None),
         };
-        let cors = (!settings.cors_origins.is_empty())
-            .then(|| web::cors::Layer::new(settings.cors_origins.clone()));
+        let cors = web::cors::Layer::new(settings.cors_origins.clone());
         // Browsers may reach a server on a loopback address only under
         // loopback names (and the operator's), against DNS rebinding.
         let hosts = local_addr
@@ -150,7 +149,7 @@ impl Application {
         // body is read: the web layer reads none of it itself.
         let service = ServiceBuilder::new()
             .option_layer(hosts)
-            .option_layer(cors)
+            .layer(cors)
             .layer(console::ConsoleLayer::new(settings.console))
             .layer(web::WebLayer::new(max_message_bytes))
             .layer(tonic_web::GrpcWebLayer::new())

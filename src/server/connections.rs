@@ -599,6 +599,12 @@ impl<S> Connection<S> {
                     Some(deadline) if deadline <= tokio::time::Instant::now() => {
                         connection.as_mut().graceful_shutdown();
                         going_away = true;
+                        // With no call open, only the answer to the GOAWAY's
+                        // PING is awaited: a client that gives none is closed.
+                        let now = tokio::time::Instant::now();
+                        if now + transport.keepalive_timeout < ended.deadline() {
+                            ended.as_mut().reset(now + transport.keepalive_timeout);
+                        }
                     }
                     Some(deadline) => idle.as_mut().reset(deadline),
                     None => idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout),
@@ -608,7 +614,7 @@ impl<S> Connection<S> {
                     going_away = true;
                 }
                 () = &mut ended => {
-                    tracing::debug!("closing a connection past its age and grace");
+                    tracing::debug!("closing a connection past its age and grace, or idle and silent");
                     return;
                 }
                 _ = self.stopping.wait_for(|stopping| *stopping), if !going_away => {

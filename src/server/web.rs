@@ -191,25 +191,14 @@ where
         parts.extensions.insert(protocol);
         // Over HTTP/1.1 a body the call leaves unread is read after its
         // answer, so that the client gets the answer.
-        let (body, unread) = match parts.version < http::Version::HTTP_2 {
-            true => {
-                let (lent, unread) = drain::lend(body);
-                (tonic::body::Body::new(lent), Some(unread))
-            }
-            false => (body, None),
+        let body = match parts.version < http::Version::HTTP_2 {
+            true => tonic::body::Body::new(drain::Drained::new(body, max.saturating_mul(2))),
+            false => body,
         };
         let (body, payer) = request_memory::meter(body, kind.framing());
         parts.extensions.insert(payer);
         let request = Request::from_parts(parts, tonic::body::Body::new(body));
-        let call = dispatch(inner, request, kind, max);
-        Either::Left(match unread {
-            None => call,
-            Some(unread) => Box::pin(async move {
-                let response = call.await?;
-                let budget = max.saturating_mul(2);
-                Ok(response.map(|body| tonic::body::Body::new(drain::draining(body, unread, budget))))
-            }),
-        })
+        Either::Left(dispatch(inner, request, kind, max))
     }
 }
 
@@ -358,11 +347,13 @@ where
 {
     let (mut parts, _unread) = request.into_parts();
     parts.extensions.insert(Refused(refusal.status.clone()));
-    // gRPC's content type, so that tonic-web lets it by.
+    // A gRPC call's shape, so that tonic-web lets it by.
     parts.headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
+    parts.method = http::Method::POST;
+    parts.version = http::Version::HTTP_2;
     let answered = inner
         .call(Request::from_parts(parts, tonic::body::Body::empty()))
         .await?;

@@ -1,8 +1,9 @@
-//! The server's deadlines: the default, for a call that brings none of its
-//! own (or one that does not parse: tonic ignores a `grpc-timeout` it
-//! cannot read, so that header alone must not lift the deadline), and the
-//! most a client may ask for. Both end a call DEADLINE_EXCEEDED if its
-//! response has not started; a stream then runs on.
+//! Every call's deadline: the one it asks for (`grpc-timeout`, which the
+//! web layer makes of `connect-timeout-ms`), at most the server's most, or
+//! the server's default for a call that brings none (or one that does not
+//! parse, so that a bad header cannot lift the deadline). It ends a call
+//! DEADLINE_EXCEEDED if its response has not started, reading its request
+//! included; a stream then runs on.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,10 +13,9 @@ use std::time::Duration;
 use tonic::Status;
 use tower::{Layer, Service};
 
-/// Gives a call that brings no deadline (`grpc-timeout`) the server's
-/// default, answered DEADLINE_EXCEEDED when it passes before the response
-/// starts. (tonic's own server timeout answers CANCELLED, which tells a
-/// client the wrong thing.)
+/// Gives every call its deadline, answered DEADLINE_EXCEEDED when it passes
+/// before the response starts. (tonic's own server timeout answers
+/// CANCELLED, which tells a client the wrong thing.)
 #[derive(Clone, Copy, Debug)]
 pub struct DefaultDeadlineLayer {
     deadline: Duration,
@@ -68,17 +68,15 @@ where
             .headers()
             .get("grpc-timeout")
             .and_then(|value| parse_grpc_timeout(value.as_bytes()));
-        // A deadline the client asked for and the server allows is tonic's
-        // to keep; the others are this layer's.
-        let ours = match asked {
-            None => Some((self.deadline, "the server's default")),
-            Some(asked) if asked > self.max => Some((self.max, "the server's most")),
-            Some(_) => None,
+        let deadline = match asked {
+            None => (self.deadline, "the server's default"),
+            Some(asked) if asked > self.max => (self.max, "the server's most"),
+            Some(asked) => (asked, "the call's own"),
         };
         DeadlineFuture {
             inner: self.inner.call(request),
-            sleep: ours.map(|(deadline, _)| Box::pin(tokio::time::sleep(deadline))),
-            deadline: ours.unwrap_or((Duration::ZERO, "")),
+            sleep: Box::pin(tokio::time::sleep(deadline.0)),
+            deadline,
         }
     }
 }
@@ -87,9 +85,8 @@ pin_project_lite::pin_project! {
     pub struct DeadlineFuture<F> {
         #[pin]
         inner: F,
-        // Boxed so that this future stays Unpin-agnostic and small when no
-        // default applies.
-        sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+        // Boxed, as tokio's timers are large.
+        sleep: Pin<Box<tokio::time::Sleep>>,
         // The deadline, and which of the server's it is.
         deadline: (Duration, &'static str),
     }
@@ -107,13 +104,10 @@ where
         if let Poll::Ready(result) = this.inner.poll(cx) {
             return Poll::Ready(result);
         }
-        if let Some(sleep) = this.sleep {
-            ready!(sleep.as_mut().poll(cx));
-            let (deadline, which) = this.deadline;
-            let message = format!("deadline exceeded: no response within {which} of {deadline:?}");
-            return Poll::Ready(Ok(Status::deadline_exceeded(message).into_http()));
-        }
-        Poll::Pending
+        ready!(this.sleep.as_mut().poll(cx));
+        let (deadline, which) = this.deadline;
+        let message = format!("deadline exceeded: no response within {which} of {deadline:?}");
+        Poll::Ready(Ok(Status::deadline_exceeded(message).into_http()))
     }
 }
 

@@ -2,8 +2,9 @@
 //! default. tower-http's `CorsLayer` answers preflights and adds the
 //! headers; this layer lets only the listed origins reach it, so that any
 //! other origin gets no CORS header at all (and a refused preflight).
-//! Every answer varies on `Origin`, so that a shared cache never gives one
-//! origin an answer made for another.
+//! With origins listed, every answer varies on `Origin`, so that a shared
+//! cache never gives one origin an answer made for another. With none (the
+//! default) every preflight is refused, and no answer has a CORS header.
 
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -112,10 +113,13 @@ where
             // tower-http's service around the inner service made ready.
             return Box::pin(tower::Layer::layer(&self.cors, inner).call(request));
         }
-        let vary = |response: &mut Response<ResBody>| {
-            response
-                .headers_mut()
-                .append(header::VARY, HeaderValue::from_static("origin"));
+        let configured = !self.origins.is_empty();
+        let vary = move |response: &mut Response<ResBody>| {
+            if configured {
+                response
+                    .headers_mut()
+                    .append(header::VARY, HeaderValue::from_static("origin"));
+            }
         };
         if preflight {
             let mut refused = Response::new(ResBody::default());
