@@ -9,7 +9,7 @@
 //! | [`cli`] | the `usersvc` command: one file per subcommand |
 //! | [`loadgen`] | the load generator behind `usersvc bench` |
 //! | [`client`] | retries, tokens and TLS around [`pb::client`] |
-//! | [`server`] | build and run: listener, TLS, shutdown, health, reflection, metrics, the console page, Connect and gRPC-Web in [`server::web`], and the tower layers in [`server::layers`] |
+//! | [`server`] | build and run: connections ([`server::connections`]), TLS, shutdown, health, reflection, metrics, the console page, Connect and gRPC-Web in [`server::web`], and the tower layers in [`server::layers`] |
 //! | [`service`] | the `UserService` implementation: one method per RPC |
 //! | [`error`] | the error enum and the one table from every error to a gRPC status |
 //! | [`auth`] | tokens, the permission table, the [`auth::Caller`] and its rate limit |

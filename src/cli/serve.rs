@@ -169,7 +169,11 @@ pub struct ServeArgs {
     max_request_memory_anonymous: usize,
     /// A host name, besides the loopback ones, under which browsers may
     /// reach a server listening on a loopback address; repeatable.
-    #[arg(long = "allowed-host", env = "USERSVC_ALLOWED_HOSTS", value_delimiter = ',')]
+    #[arg(
+        long = "allowed-host",
+        env = "USERSVC_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
     allowed_hosts: Vec<String>,
     /// How long a BulkCreateUsers stream may send nothing before it is ended
     /// with DEADLINE_EXCEEDED.

@@ -272,7 +272,10 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let response = inner.call(request).await.map_err(Into::into)?;
-            Ok(response.map(|body| Busy { inner: body, _call: call }))
+            Ok(response.map(|body| Busy {
+                inner: body,
+                _call: call,
+            }))
         })
     }
 }
@@ -506,10 +509,16 @@ pub async fn serve<S, B>(
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             match acceptor {
-                None => connection.serve(stream, |s| ConnectInfo::Tcp(s.connect_info())).await,
+                None => {
+                    connection
+                        .serve(stream, |s| ConnectInfo::Tcp(s.connect_info()))
+                        .await
+                }
                 Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(super::tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    let handshake = tokio::time::timeout(
+                        super::tls::HANDSHAKE_TIMEOUT,
+                        acceptor.accept(stream),
+                    );
                     match handshake.await {
                         Ok(Ok(tls)) => {
                             connection
@@ -671,6 +680,9 @@ mod tests {
         let _fourth = census.admit(b_neighbour).unwrap();
         drop(_second);
         assert_eq!(census.admit(b).err(), Some("per_client"));
-        assert!(census.admit(a).is_ok(), "a's place came back when it closed");
+        assert!(
+            census.admit(a).is_ok(),
+            "a's place came back when it closed"
+        );
     }
 }

@@ -212,6 +212,9 @@ impl Metrics {
         registry
             .register(Box::new(super::connections::REFUSED_CONNECTIONS.clone()))
             .expect("registered once");
+        registry
+            .register(Box::new(super::layers::request_memory::HELD_BYTES.clone()))
+            .expect("registered once");
         Arc::new(Self {
             registry,
             started,

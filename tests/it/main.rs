@@ -37,3 +37,4 @@ mod unary;
 mod vectors;
 mod watch;
 mod web;
+mod web_limits;

@@ -19,7 +19,7 @@ use usersvc::server::tls::ServerTls;
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate for
 /// "alice" that it signed, and an unrelated CA; as PEM files in a directory.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
 }
 
@@ -59,7 +59,7 @@ fn leaf(dir: &Path, name: &str, sans: &[&str], cn: &str, issuer: &Issuer<'static
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let dir = tempfile::tempdir().unwrap();
         let issuer = ca(dir.path(), "good");
         leaf(
@@ -74,7 +74,7 @@ impl Pki {
         Pki { dir }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 

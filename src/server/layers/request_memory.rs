@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -28,6 +28,15 @@ use tower::{Layer, Service};
 
 use crate::BoxError;
 use crate::auth::Caller;
+
+/// Request bytes held now, by every caller of every server in the process.
+pub static HELD_BYTES: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    prometheus::IntGauge::new(
+        "usersvc_request_bytes_held",
+        "Request bytes of unfinished messages held for calls before their handler has them.",
+    )
+    .expect("valid metric")
+});
 
 /// The caps, in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +105,7 @@ impl RequestMemory {
         }
         drop(per_caller);
         self.total.fetch_sub(shrink, Ordering::AcqRel);
+        HELD_BYTES.add(grow as i64 - shrink as i64);
         Ok(())
     }
 
@@ -184,7 +194,13 @@ pub fn meter<B>(body: B, framing: Framing) -> (Metered<B>, PayerSlot) {
 }
 
 /// Bytes of the message unfinished after `data`, for an enveloped body.
-fn unfinished(prefix_seen: &mut u8, length: &mut u32, remaining: &mut usize, held: usize, mut data: &[u8]) -> usize {
+fn unfinished(
+    prefix_seen: &mut u8,
+    length: &mut u32,
+    remaining: &mut usize,
+    held: usize,
+    mut data: &[u8],
+) -> usize {
     let mut held = held;
     while !data.is_empty() {
         if *remaining > 0 {
@@ -258,7 +274,10 @@ where
         if let Payment::Paying(payer) = this.payment
             && held != *this.held
         {
-            let (grow, shrink) = (held.saturating_sub(*this.held), this.held.saturating_sub(held));
+            let (grow, shrink) = (
+                held.saturating_sub(*this.held),
+                this.held.saturating_sub(held),
+            );
             if let Err(status) = payer.memory.adjust(&payer.key, payer.cap, grow, shrink) {
                 return Poll::Ready(Some(Err(Box::new(status))));
             }
@@ -376,7 +395,10 @@ mod tests {
         let mut two = message.clone();
         two.extend_from_slice(&message[..6]);
         let (mut seen, mut length, mut remaining) = (0, 0, 0);
-        assert_eq!(unfinished(&mut seen, &mut length, &mut remaining, 0, &two), 6);
+        assert_eq!(
+            unfinished(&mut seen, &mut length, &mut remaining, 0, &two),
+            6
+        );
     }
 
     #[test]
@@ -390,10 +412,19 @@ mod tests {
         let bob = payer(&memory, "sub:bob", 60);
         let anon = payer(&memory, "ip:192.0.2.1", 10);
         assert!(memory.adjust(&alice.key, alice.cap, 60, 0).is_ok());
-        assert!(memory.adjust(&alice.key, alice.cap, 1, 0).is_err(), "alice's cap");
-        assert!(memory.adjust(&anon.key, anon.cap, 11, 0).is_err(), "the anonymous cap");
+        assert!(
+            memory.adjust(&alice.key, alice.cap, 1, 0).is_err(),
+            "alice's cap"
+        );
+        assert!(
+            memory.adjust(&anon.key, anon.cap, 11, 0).is_err(),
+            "the anonymous cap"
+        );
         assert!(memory.adjust(&anon.key, anon.cap, 10, 0).is_ok());
-        assert!(memory.adjust(&bob.key, bob.cap, 31, 0).is_err(), "the total");
+        assert!(
+            memory.adjust(&bob.key, bob.cap, 31, 0).is_err(),
+            "the total"
+        );
         assert_eq!(memory.held(), 70);
         assert!(memory.adjust(&alice.key, alice.cap, 0, 60).is_ok());
         assert!(memory.adjust(&bob.key, bob.cap, 31, 0).is_ok());

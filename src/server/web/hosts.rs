@@ -26,7 +26,10 @@ impl Layer {
     /// The check, for a server listening on a loopback address; `allowed`
     /// are the other names it answers to (lower case, no port).
     pub fn new(allowed: Vec<String>) -> Self {
-        let allowed = allowed.into_iter().map(|h| h.to_ascii_lowercase()).collect();
+        let allowed = allowed
+            .into_iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
         Self { allowed }
     }
 }
@@ -54,7 +57,9 @@ fn is_grpc<B>(request: &Request<B>) -> bool {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc") && !v.starts_with("application/grpc-web"))
+        .is_some_and(|v| {
+            v.starts_with("application/grpc") && !v.starts_with("application/grpc-web")
+        })
 }
 
 /// The host a request names, without its port: HTTP/2's `:authority`, or
@@ -62,11 +67,18 @@ fn is_grpc<B>(request: &Request<B>) -> bool {
 fn host_of<B>(request: &Request<B>) -> Option<String> {
     let authority = match request.uri().authority() {
         Some(authority) => authority.as_str().to_owned(),
-        None => request.headers().get(header::HOST)?.to_str().ok()?.to_owned(),
+        None => request
+            .headers()
+            .get(header::HOST)?
+            .to_str()
+            .ok()?
+            .to_owned(),
     };
     let host = match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.rsplit_once(':').map_or(authority.as_str(), |(h, _)| h),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority.as_str(), |(h, _)| h),
     };
     Some(host.trim_end_matches('.').to_ascii_lowercase())
 }
@@ -94,8 +106,8 @@ where
         if is_grpc(&request) {
             return Either::Left(self.inner.call(request));
         }
-        let allowed = host_of(&request)
-            .is_none_or(|host| is_loopback(&host) || self.allowed.iter().any(|a| *a == host));
+        let allowed =
+            host_of(&request).is_none_or(|host| is_loopback(&host) || self.allowed.contains(&host));
         if allowed {
             return Either::Left(self.inner.call(request));
         }
@@ -130,9 +142,15 @@ mod tests {
 
     #[test]
     fn hosts_are_read_without_their_ports() {
-        assert_eq!(host_of(&request(None, Some("LocalHost:50051"))).unwrap(), "localhost");
+        assert_eq!(
+            host_of(&request(None, Some("LocalHost:50051"))).unwrap(),
+            "localhost"
+        );
         assert_eq!(host_of(&request(Some("[::1]:8080"), None)).unwrap(), "::1");
-        assert_eq!(host_of(&request(Some("evil.example.:80"), None)).unwrap(), "evil.example");
+        assert_eq!(
+            host_of(&request(Some("evil.example.:80"), None)).unwrap(),
+            "evil.example"
+        );
         assert!(host_of(&request(None, None)).is_none());
         assert!(is_loopback("127.0.0.2") && is_loopback("::1") && is_loopback("app.localhost"));
         assert!(!is_loopback("localhost.evil.example") && !is_loopback("10.0.0.1"));
