@@ -267,11 +267,10 @@ where
                 request.extensions_mut().insert(info.clone());
             }
         }
-        // The service that was made ready serves this call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        // hyper calls a clone made ready for this call alone.
+        let response = self.inner.call(request);
         Box::pin(async move {
-            let response = inner.call(request).await.map_err(Into::into)?;
+            let response = response.await.map_err(Into::into)?;
             Ok(response.map(|body| Busy {
                 inner: body,
                 _call: call,

@@ -99,7 +99,7 @@ impl RequestMemory {
                 "this caller's requests not yet handled may hold at most {cap} bytes"
             )));
         }
-        *held = *held + grow - shrink;
+        *held = (*held + grow).saturating_sub(shrink);
         if *held == 0 {
             per_caller.remove(key);
         }
