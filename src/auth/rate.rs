@@ -133,8 +133,10 @@ mod tests {
         assert!(limiter.take("first".into()).is_err(), "drained");
         for n in 0..MAX_TRACKED + 500 {
             let _ = limiter.take(format!("caller-{n}"));
-            if n == 10 {
-                // Heard from again: kept while older callers go.
+            if n == MAX_TRACKED - 10 {
+                // First seen before every other caller, but heard from
+                // again just now: an LRU table keeps it while callers seen
+                // later, and not since, go; first-in, first-out would not.
                 let _ = limiter.take("first".into());
             }
         }
@@ -142,13 +144,22 @@ mod tests {
         assert_eq!(buckets.by_caller.len(), MAX_TRACKED);
         assert_eq!(buckets.by_use.len(), MAX_TRACKED);
         assert!(
+            buckets.by_caller.contains_key("first"),
+            "the caller heard from recently stays"
+        );
+        assert!(
             !buckets.by_caller.contains_key("caller-0"),
-            "the oldest went"
+            "the one unheard from longest went"
         );
         assert!(
             buckets
                 .by_caller
                 .contains_key(&format!("caller-{}", MAX_TRACKED + 499))
+        );
+        drop(buckets);
+        assert!(
+            limiter.take("first".into()).is_err(),
+            "kept with its bucket, still drained"
         );
     }
 }

@@ -1,11 +1,14 @@
-//! HTTP/2 hardening, driven below gRPC: raw frames for what a well-behaved
-//! client library would never send (too many streams, rapid resets, floods
-//! of malformed requests), and the h2 crate for malformed gRPC bodies. After
-//! each, the server is still healthy.
+//! HTTP/2 hardening, driven below gRPC against a real `usersvc serve`
+//! started with each flag at a value other than its default, so that only
+//! a flag wired through to the server passes: raw frames for what a
+//! well-behaved client library would never send (too many streams, rapid
+//! resets, floods of malformed requests, PINGs left unanswered), and the h2
+//! crate for malformed gRPC bodies. After each, the server is still healthy.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::support::spawn_app_with;
+use crate::support::process::ServerProcess;
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -26,6 +29,32 @@ const REFUSED_STREAM: u32 = 0x7;
 const CANCEL: u32 = 0x8;
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 const PING_PAYLOAD: &[u8] = b"usersvc!";
+
+/// A real `usersvc serve` with `flags`, on the memory store.
+struct Served {
+    _dir: tempfile::TempDir,
+    server: ServerProcess,
+    addr: SocketAddr,
+}
+
+impl Served {
+    fn start(flags: &[&str]) -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec!["--store", "memory"];
+        args.extend_from_slice(flags);
+        let server = ServerProcess::start(&args, dir.path());
+        let addr = server.url.trim_start_matches("http://").parse().unwrap();
+        Served {
+            _dir: dir,
+            server,
+            addr,
+        }
+    }
+
+    fn url(&self) -> String {
+        self.server.url.clone()
+    }
+}
 
 /// An HTTP/2 connection spoken frame by frame.
 struct RawH2 {
@@ -70,7 +99,7 @@ fn request_headers(path: &str) -> Vec<u8> {
 const HEALTH_WATCH: &str = "/grpc.health.v1.Health/Watch";
 
 impl RawH2 {
-    async fn connect(addr: std::net::SocketAddr) -> RawH2 {
+    async fn connect(addr: SocketAddr) -> RawH2 {
         let mut tcp = TcpStream::connect(addr).await.unwrap();
         tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
             .await
@@ -135,7 +164,7 @@ fn error_code(payload: &[u8], at: usize) -> u32 {
     u32::from_be_bytes(payload[at..at + 4].try_into().unwrap())
 }
 
-async fn assert_healthy(app: &crate::support::TestApp) {
+async fn assert_healthy(app: &Served) {
     let channel = tonic::transport::Channel::from_shared(app.url())
         .unwrap()
         .connect_lazy();
@@ -150,7 +179,7 @@ async fn assert_healthy(app: &crate::support::TestApp) {
 
 #[tokio::test]
 async fn streams_past_the_limit_are_refused() {
-    let app = spawn_app_with(|s| s.transport.max_concurrent_streams = 2).await;
+    let app = Served::start(&["--max-concurrent-streams", "2"]);
     let mut h2 = RawH2::connect(app.addr).await;
     for stream in [1, 3, 5] {
         h2.open_watch(stream).await;
@@ -171,7 +200,7 @@ async fn streams_past_the_limit_are_refused() {
 /// Opens `count` streams and resets each at once, in one write, then sends
 /// a PING; returns the GOAWAY's error code if one came before the PING's
 /// answer, `None` if the connection was still in use after the burst.
-async fn rapid_resets(app: &crate::support::TestApp, count: u32) -> Option<u32> {
+async fn rapid_resets(app: &Served, count: u32) -> Option<u32> {
     let mut h2 = RawH2::connect(app.addr).await;
     let mut burst = Vec::new();
     for i in 0..count {
@@ -196,7 +225,7 @@ async fn rapid_resets(app: &crate::support::TestApp, count: u32) -> Option<u32> 
 #[tokio::test]
 async fn a_rapid_reset_burst_past_the_configured_limit_gets_goaway() {
     // Not h2's default of 20, so that only a wired-through flag passes.
-    let strict = spawn_app_with(|s| s.transport.max_pending_accept_reset_streams = 3).await;
+    let strict = Served::start(&["--max-pending-reset-streams", "3"]);
     assert_eq!(
         rapid_resets(&strict, 10).await,
         Some(ENHANCE_YOUR_CALM),
@@ -204,7 +233,7 @@ async fn a_rapid_reset_burst_past_the_configured_limit_gets_goaway() {
     );
     assert_healthy(&strict).await;
 
-    let lenient = spawn_app_with(|s| s.transport.max_pending_accept_reset_streams = 1000).await;
+    let lenient = Served::start(&["--max-pending-reset-streams", "1000"]);
     assert_eq!(
         rapid_resets(&lenient, 500).await,
         None,
@@ -213,7 +242,7 @@ async fn a_rapid_reset_burst_past_the_configured_limit_gets_goaway() {
     assert_healthy(&lenient).await;
 
     // The same burst against the default limit (20) is refused.
-    let default = crate::support::spawn_app().await;
+    let default = Served::start(&[]);
     assert_eq!(
         rapid_resets(&default, 500).await,
         Some(ENHANCE_YOUR_CALM),
@@ -224,7 +253,7 @@ async fn a_rapid_reset_burst_past_the_configured_limit_gets_goaway() {
 
 #[tokio::test]
 async fn a_flood_of_malformed_requests_gets_goaway() {
-    let app = spawn_app_with(|s| s.transport.max_local_error_reset_streams = 10).await;
+    let app = Served::start(&["--max-local-error-reset-streams", "10"]);
     let mut h2 = RawH2::connect(app.addr).await;
     let mut flood = Vec::new();
     for i in 0..100u32 {
@@ -243,11 +272,7 @@ async fn a_flood_of_malformed_requests_gets_goaway() {
 
 /// Sends one GetUser with `body` as its raw DATA, extra `headers` added,
 /// and returns the gRPC status code and message.
-async fn get_user_with_body(
-    app: &crate::support::TestApp,
-    body: &[u8],
-    headers: &[(&str, &str)],
-) -> (i32, String) {
+async fn get_user_with_body(app: &Served, body: &[u8], headers: &[(&str, &str)]) -> (i32, String) {
     let tcp = TcpStream::connect(app.addr).await.unwrap();
     let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(connection);
@@ -286,7 +311,7 @@ async fn get_user_with_body(
 
 #[tokio::test]
 async fn malformed_grpc_bodies_get_clean_error_statuses() {
-    let app = crate::support::spawn_app().await;
+    let app = Served::start(&[]);
 
     // A prefix announcing 100 bytes, then 3 and the end of the stream.
     let (code, message) = get_user_with_body(&app, &[0, 0, 0, 0, 100, 0x0a, 0x01, 0x78], &[]).await;
@@ -323,11 +348,12 @@ async fn malformed_grpc_bodies_get_clean_error_statuses() {
 
 #[tokio::test]
 async fn idle_connections_are_pinged_and_old_ones_are_told_to_go() {
-    let app = spawn_app_with(|s| {
-        s.transport.keepalive_interval = Duration::from_millis(200);
-        s.transport.max_connection_age = Duration::from_millis(500);
-    })
-    .await;
+    let app = Served::start(&[
+        "--keepalive-interval",
+        "200ms",
+        "--max-connection-age",
+        "500ms",
+    ]);
     let mut h2 = RawH2::connect(app.addr).await;
     let ping = h2.read_until(|kind, _, _| kind == PING).await;
     assert!(ping.is_some(), "no keepalive PING on an idle connection");
@@ -337,16 +363,78 @@ async fn idle_connections_are_pinged_and_old_ones_are_told_to_go() {
     assert_healthy(&app).await;
 }
 
+/// A client that never answers the keepalive PING has its connection
+/// closed once `--keepalive-timeout` passes; one that answers keeps it.
+#[tokio::test]
+async fn a_client_that_does_not_answer_pings_is_disconnected() {
+    let app = Served::start(&[
+        "--keepalive-interval",
+        "300ms",
+        "--keepalive-timeout",
+        "700ms",
+    ]);
+    // An open stream, so that only the keepalive can close the connection
+    // (not the idle timeout); its PINGs are read and never answered.
+    let mut silent = RawH2::connect(app.addr).await;
+    silent.open_watch(1).await;
+    let mut pings = 0;
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut head = [0u8; 9];
+        loop {
+            if silent.tcp.read_exact(&mut head).await.is_err() {
+                return;
+            }
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0; len];
+            if silent.tcp.read_exact(&mut payload).await.is_err() {
+                return;
+            }
+            if head[3] == PING && head[4] & 0x1 == 0 {
+                pings += 1;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection was not closed");
+    assert!(pings >= 1, "closed without a PING");
+
+    // One that answers, with a stream open, is still served after several
+    // intervals: it answers a health check on the same connection.
+    let mut answering = RawH2::connect(app.addr).await;
+    answering.open_watch(1).await;
+    let mut answered = 0;
+    while answered < 4 {
+        let (kind, flags, _, payload) = answering.read().await.expect("the connection lives");
+        if kind == PING && flags & 0x1 == 0 {
+            answering.send(&frame(PING, 0x1, 0, &payload)).await;
+            answered += 1;
+        }
+    }
+    answering.send(&frame(PING, 0, 0, PING_PAYLOAD)).await;
+    let pong = answering
+        .read_until(|kind, _, payload| kind == PING && payload == PING_PAYLOAD)
+        .await;
+    assert!(pong.is_some(), "the answering client was disconnected");
+    assert_healthy(&app).await;
+}
+
 #[tokio::test]
 async fn a_header_list_over_the_limit_is_refused() {
-    let app = spawn_app_with(|s| s.transport.max_header_list_size = 4096).await;
+    let app = Served::start(&["--max-header-list-size", "4096"]);
+    let raw = || {
+        usersvc::pb::client::UserServiceClient::new(
+            tonic::transport::Channel::from_shared(app.url())
+                .unwrap()
+                .connect_lazy(),
+        )
+    };
     let mut request = tonic::Request::new(usersvc::pb::GetUserRequest {
         user_id: "x".into(),
     });
     request
         .metadata_mut()
         .insert("x-padding", "p".repeat(8192).parse().unwrap());
-    let status = app.raw().get_user(request).await.unwrap_err();
+    let status = raw().get_user(request).await.unwrap_err();
     // The server refuses the header list before any handler runs, with
     // HTTP 431; a gRPC client maps an HTTP status it has no code for to
     // UNKNOWN (gRPC's "HTTP to gRPC status code mapping").
@@ -362,7 +450,7 @@ async fn a_header_list_over_the_limit_is_refused() {
     request
         .metadata_mut()
         .insert("x-padding", "p".repeat(1024).parse().unwrap());
-    let status = app.raw().get_user(request).await.unwrap_err();
+    let status = raw().get_user(request).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
     assert_healthy(&app).await;
 }

@@ -396,6 +396,46 @@ async fn a_watch_ends_when_its_token_does_and_delivers_nothing_after() {
     );
 }
 
+/// With no change at all after the token's end, the watch still ends then:
+/// its timer ends it, not the next event's check. (Without the timer the
+/// stream would stay open for ever, and this test would fail at its guard.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quiet_watch_ends_when_its_token_does() {
+    let (server, _dir) = start(&[]);
+    // Expired 27 s ago: three more seconds within the 30 s leeway.
+    let now = usersvc::clock::unix_seconds() as u64;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &Claims {
+            sub: "quiet".into(),
+            role: Role::Viewer,
+            exp: now - 27,
+            iat: Some(now - 60),
+            nbf: None,
+            iss: None,
+            aud: None,
+        },
+        &jsonwebtoken::EncodingKey::from_secret(crate::support::SECRET),
+    )
+    .unwrap();
+    let mut config = usersvc::client::ClientConfig::new(server.url.clone());
+    config.token = Some(token);
+    let mut stream = watch(&Client::new(config).unwrap()).await.unwrap();
+    assert_eq!(
+        stream.subscribe("*").await.unwrap().event_type,
+        "subscribed"
+    );
+    let next = tokio::time::timeout(Duration::from_secs(30), stream.events.message())
+        .await
+        .expect("the watch ends with its token, though nothing changed");
+    let status = next.expect_err("no event: nothing changed");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "token expired: reconnect with a fresh token and re-read"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connection_past_its_age_is_closed_after_the_grace_even_with_a_watch_open() {
     let (server, _dir) = start(&[
