@@ -196,6 +196,24 @@ fn errors_print_code_and_message_on_one_line_and_exit_non_zero() {
     assert_eq!(bad_role.status.code(), Some(2), "a usage error");
 }
 
+/// Each `usersvc create` sends a key of its own: the same user created
+/// twice is refused the second time (the email is taken), not answered
+/// with the first user as a retry of the same call would be.
+#[test]
+fn each_create_is_a_new_call_not_a_retry_of_the_last() {
+    let server = Server::start();
+    let admin = server.token("admin");
+    let args = ["create", "--name", "Twice", "--email", "twice@example.com"];
+    let first = server.run(&args, Some(&admin));
+    assert!(first.status.success(), "{first:?}");
+    let second = server.run(&args, Some(&admin));
+    assert_eq!(second.status.code(), Some(1), "{second:?}");
+    let stderr = String::from_utf8(second.stderr).unwrap();
+    assert!(stderr.starts_with("error: ALREADY_EXISTS: "), "{stderr}");
+    let listed = stdout(&server.run(&["list", "--output", "json"], Some(&admin)));
+    assert_eq!(json_lines(&listed).len(), 1, "{listed}");
+}
+
 #[test]
 fn bulk_create_reads_csv_from_stdin_and_json_lines_from_a_file() {
     let server = Server::start();

@@ -142,4 +142,39 @@ async fn the_cli_escapes_control_characters_whatever_the_server_sends() {
         "raw control or format characters reached the terminal: {shown:?}"
     );
     assert!(shown.contains("Eve\\u{1b}[2K\\radmin"), "{shown}");
+
+    // `usersvc watch` escapes what an event carries the same way: the
+    // planted user's role changes, and the event holds the whole user.
+    use std::io::BufRead;
+    let mut watch = std::process::Command::new(BIN)
+        .args(["watch", "*", "--addr", &server.url])
+        .env(
+            "USERSVC_TOKEN",
+            crate::support::token(usersvc::domain::Role::Admin),
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let subscribed = lines.next().unwrap().unwrap();
+    assert!(subscribed.contains("subscribed"), "{subscribed}");
+    crate::support::admin_client(&server.url)
+        .update_user(usersvc::pb::UpdateUserRequest {
+            user_id: "0190c0de-0000-7000-8000-000000000001".into(),
+            role: Some(usersvc::pb::UserRole::Editor as i32),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let event = lines.next().unwrap().unwrap();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(
+        !event
+            .chars()
+            .any(|c| c.is_control()
+                || (matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'))),
+        "raw control or format characters reached the terminal: {event:?}"
+    );
+    assert!(event.contains("Eve\\u{1b}[2K\\radmin"), "{event}");
 }
