@@ -64,7 +64,7 @@ impl SqliteStore {
             .foreign_keys(true);
         private_file(connect.get_filename())?;
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(POOL_SIZE)
             .acquire_timeout(options.db_timeout)
             .connect_with(connect)
             .await
@@ -75,6 +75,7 @@ impl SqliteStore {
             .map_err(|e| {
                 StoreError::Internal(format!("migrating the SQLite schema: {e}").into())
             })?;
+        durability(&pool, options.sqlite_synchronous).await?;
         Ok(Self {
             pool,
             write: Mutex::new(()),
@@ -93,6 +94,45 @@ impl SqliteStore {
             None => Err(StoreError::NotFound(id.clone())),
         }
     }
+}
+
+/// Connections the pool may hold at once.
+const POOL_SIZE: u32 = 4;
+
+/// Checks that every connection of the pool runs with the `synchronous`
+/// it was given, as SQLite itself reports it (`PRAGMA synchronous`), and
+/// says so in the log: a durability promise that only a configuration
+/// value makes is not one. A connection that disagrees stops the start.
+async fn durability(pool: &SqlitePool, wanted: Synchronous) -> Result<(), StoreError> {
+    let expected: i64 = match wanted {
+        Synchronous::Full => 2,
+        Synchronous::Normal => 1,
+    };
+    let mut connections = Vec::new();
+    for _ in 0..POOL_SIZE {
+        connections.push(pool.acquire().await.map_err(sql::failure)?);
+    }
+    for connection in &mut connections {
+        let (mode,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+            .fetch_one(&mut **connection)
+            .await
+            .map_err(sql::failure)?;
+        if mode != expected {
+            return Err(StoreError::Internal(
+                format!("a SQLite connection runs with synchronous={mode}, not {expected}").into(),
+            ));
+        }
+    }
+    let name = match wanted {
+        Synchronous::Full => "full",
+        Synchronous::Normal => "normal",
+    };
+    tracing::info!(
+        synchronous = name,
+        connections = connections.len(),
+        "SQLite connections checked: PRAGMA synchronous as configured"
+    );
+    Ok(())
 }
 
 /// Makes `path`, the database, readable by its owner only, before SQLite

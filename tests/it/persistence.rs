@@ -23,6 +23,37 @@ async fn durable_stores(dir: &Path) -> Vec<(&'static str, String)> {
     stores
 }
 
+/// `--sqlite-synchronous` reaches every connection of the real binary's
+/// pool, as SQLite reports it. (A kill -9 cannot tell `full` from `normal`:
+/// the OS page cache outlives the process. So the test asks SQLite.)
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_connections_run_with_the_synchronous_they_are_given() {
+    for (flag, shown) in [
+        (None, "full"),
+        (Some("full"), "full"),
+        (Some("normal"), "normal"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/users.db", dir.path().display());
+        let mut args = vec!["--store", url.as_str()];
+        if let Some(flag) = flag {
+            args.extend(["--sqlite-synchronous", flag]);
+        }
+        let mut server = ServerProcess::start(&args, dir.path());
+        server.terminate();
+        let (_, log) = server.wait_with_log();
+        let checked = log
+            .iter()
+            .find(|line| line.contains("PRAGMA synchronous as configured"))
+            .unwrap_or_else(|| panic!("{flag:?}: no check in the log:\n{}", log.join("\n")));
+        assert!(
+            checked.contains(&format!("synchronous=\"{shown}\""))
+                && checked.contains("connections=4"),
+            "{flag:?}: {checked}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_acknowledged_create_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
