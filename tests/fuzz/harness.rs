@@ -5,8 +5,10 @@
 //!
 //! Two targets:
 //! - `decode`: the first byte picks a request message, the rest is decoded
-//!   as it. A message that decodes must encode to bytes that decode to the
-//!   same message.
+//!   as it. A message that decodes goes through usersvc's own wire → domain
+//!   conversion for it (`NewUser::parse` and the others), which must not
+//!   panic, and whose refusals must be field violations naming fields of
+//!   that message; and it must encode to bytes that decode to itself.
 //! - `service`: the bytes become one call of one method ([`Case`]), sent
 //!   through the service as a client would send it; every call must end
 //!   with a gRPC status, and a first message that does not parse with
@@ -21,29 +23,107 @@ use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
 use usersvc::pb::{self, METHODS, Method, MethodKind};
 
-/// Decodes `data[1..]` as the request message that `data[0]` picks.
+/// Decodes `data[1..]` as the request message that `data[0]` picks, and
+/// converts it to the domain as the service would.
 pub fn decode(data: &[u8]) {
+    use usersvc::domain::{ListQuery, NewUser, Subscription, UserId, UserPatch};
     let Some((&pick, bytes)) = data.split_first() else {
         return;
     };
     let method = METHODS[usize::from(pick) % METHODS.len()].method;
     match method {
-        Method::GetUser => round_trip::<pb::GetUserRequest>(bytes),
-        Method::CreateUser | Method::BulkCreateUsers => round_trip::<pb::CreateUserRequest>(bytes),
-        Method::ListUsers => round_trip::<pb::ListUsersRequest>(bytes),
-        Method::WatchUserEvents => round_trip::<pb::EventStreamRequest>(bytes),
-        Method::UpdateUser => round_trip::<pb::UpdateUserRequest>(bytes),
-        Method::DeleteUser => round_trip::<pb::DeleteUserRequest>(bytes),
-        Method::SubscribeUserEvents => round_trip::<pb::SubscribeUserEventsRequest>(bytes),
+        Method::GetUser => {
+            let Some(m) = round_trip::<pb::GetUserRequest>(bytes) else {
+                return;
+            };
+            if let Err(refused) = UserId::parse("user_id", m.user_id) {
+                violations(method, std::iter::once(refused.field), &["user_id"]);
+            }
+        }
+        Method::DeleteUser => {
+            let Some(m) = round_trip::<pb::DeleteUserRequest>(bytes) else {
+                return;
+            };
+            if let Err(refused) = UserId::parse("user_id", m.user_id) {
+                violations(method, std::iter::once(refused.field), &["user_id"]);
+            }
+        }
+        Method::CreateUser | Method::BulkCreateUsers => {
+            let Some(m) = round_trip::<pb::CreateUserRequest>(bytes) else {
+                return;
+            };
+            if let Err(refused) = NewUser::parse(m) {
+                let fields = refused.iter().map(|v| v.field.clone());
+                violations(method, fields, &["name", "email", "role", "bio"]);
+            }
+        }
+        Method::ListUsers => {
+            let Some(m) = round_trip::<pb::ListUsersRequest>(bytes) else {
+                return;
+            };
+            if let Err(refused) = ListQuery::parse(m) {
+                let fields = refused.iter().map(|v| v.field.clone());
+                violations(method, fields, &["limit", "offset", "filter_role"]);
+            }
+        }
+        Method::UpdateUser => {
+            let Some(m) = round_trip::<pb::UpdateUserRequest>(bytes) else {
+                return;
+            };
+            if let Err(refused) = UserPatch::parse(m) {
+                let fields = refused.iter().map(|v| v.field.clone());
+                violations(method, fields, &["user_id", "name", "email", "role", "bio"]);
+            }
+        }
+        Method::WatchUserEvents => {
+            let Some(m) = round_trip::<pb::EventStreamRequest>(bytes) else {
+                return;
+            };
+            if let Err(refused) = Subscription::parse(m) {
+                violations(
+                    method,
+                    refused.iter().map(|v| v.field.clone()),
+                    &["user_id"],
+                );
+            }
+        }
+        Method::SubscribeUserEvents => {
+            let Some(m) = round_trip::<pb::SubscribeUserEventsRequest>(bytes) else {
+                return;
+            };
+            if let Err(refused) = Subscription::parse_all(m, 1000) {
+                violations(
+                    method,
+                    refused.iter().map(|v| v.field.clone()),
+                    &["user_ids"],
+                );
+            }
+        }
     }
 }
 
-fn round_trip<M: Message + Default + PartialEq + Debug>(bytes: &[u8]) {
-    if let Ok(message) = M::decode(bytes) {
-        let encoded = message.encode_to_vec();
-        let again = M::decode(encoded.as_slice()).expect("a re-encoded message decodes");
-        assert_eq!(message, again, "a message survives a round trip");
+/// `bytes` as `M`, if they decode, after checking the round trip.
+fn round_trip<M: Message + Default + PartialEq + Debug>(bytes: &[u8]) -> Option<M> {
+    let message = M::decode(bytes).ok()?;
+    let encoded = message.encode_to_vec();
+    let again = M::decode(encoded.as_slice()).expect("a re-encoded message decodes");
+    assert_eq!(message, again, "a message survives a round trip");
+    Some(message)
+}
+
+/// A refusal must name at least one field, and only fields of the message
+/// (`user_ids[3]` is a field of `user_ids`).
+fn violations(method: Method, fields: impl Iterator<Item = String>, known: &[&str]) {
+    let mut named = 0;
+    for field in fields {
+        let base = field.split(['[', '.']).next().unwrap_or_default();
+        assert!(
+            known.contains(&base),
+            "{method:?}: a violation names {field:?}, not a field of the request"
+        );
+        named += 1;
     }
+    assert!(named > 0, "{method:?}: refused with no field violation");
 }
 
 /// Whether `bytes` parse as a request message of `method`.
@@ -110,25 +190,47 @@ impl Case {
         self.method.path()
     }
 
-    /// Checks how the call ended: `status` is its grpc-status, `None` when
-    /// it sent none, and `open` says the response was still streaming when
-    /// the caller stopped waiting.
-    pub fn check(&self, status: Option<i32>, open: bool) {
-        if open {
-            // Only a watch may stay open after its client half-closes: it
-            // goes on sending events while anything is subscribed.
+    /// Subscriptions the call asks for: each whole frame of a
+    /// WatchUserEvents body, each id of a SubscribeUserEvents request; none
+    /// for the other methods.
+    pub fn subscriptions(&self) -> usize {
+        let mut body = &self.body[..];
+        let mut frames = Vec::new();
+        while let [_, a, b, c, d, rest @ ..] = body {
+            let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
+            if rest.len() < len {
+                break;
+            }
+            frames.push(&rest[..len]);
+            body = &rest[len..];
+        }
+        match self.method {
+            Method::WatchUserEvents => frames.len(),
+            Method::SubscribeUserEvents => frames
+                .first()
+                .and_then(|first| pb::SubscribeUserEventsRequest::decode(*first).ok())
+                .map_or(0, |request| request.user_ids.len()),
+            _ => 0,
+        }
+    }
+
+    /// Checks how the call ended, `None` when it had not within the wait:
+    /// with a status, INTERNAL for a first message that does not parse; or,
+    /// for a watch, still open having confirmed every subscription it was
+    /// sent. A watch open without that is a hang like any other.
+    pub fn check(&self, outcome: Option<Outcome>) {
+        let outcome =
+            outcome.unwrap_or_else(|| panic!("{:?}: no end and no answer: a hang", self.method));
+        let Some(status) = outcome.status else {
+            let subscriptions = self.subscriptions();
             assert!(
-                matches!(
-                    self.method,
-                    Method::WatchUserEvents | Method::SubscribeUserEvents
-                ),
-                "{:?} still open: a hang",
-                self.method
+                outcome.subscribed > 0 && outcome.subscribed == subscriptions,
+                "{:?} ended with no grpc-status ({} of {subscriptions} subscriptions confirmed)",
+                self.method,
+                outcome.subscribed
             );
             return;
-        }
-        let status =
-            status.unwrap_or_else(|| panic!("{:?} ended with no grpc-status", self.method));
+        };
         let refused = match &self.first {
             // Unary and server-streaming calls need one message.
             Some(None) => matches!(
@@ -147,6 +249,14 @@ impl Case {
             );
         }
     }
+}
+
+/// What a call answered: its grpc-status, if it ended, and how many
+/// `subscribed` confirmations it sent.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub status: Option<i32>,
+    pub subscribed: usize,
 }
 
 /// The service in this process, called as a client would call it, with an
@@ -203,7 +313,7 @@ impl InProcess {
             return;
         };
         let mut service = self.service();
-        let (case, status, open) = self.runtime.block_on(async move {
+        let (case, outcome) = self.runtime.block_on(async move {
             let mut request = http::Request::post(case.path())
                 .header("content-type", "application/grpc")
                 .header("te", "trailers")
@@ -213,14 +323,13 @@ impl InProcess {
             let response = tower::Service::call(&mut service, request)
                 .await
                 .expect("infallible");
-            let ended = response_status(response);
-            let (status, open) = match tokio::time::timeout(WAIT, ended).await {
-                Ok(status) => (status, false),
-                Err(_) => (None, true),
-            };
-            (case, status, open)
+            let subscriptions = case.subscriptions();
+            let outcome = tokio::time::timeout(WAIT, response_outcome(response, subscriptions))
+                .await
+                .ok();
+            (case, outcome)
         });
-        case.check(status, open);
+        case.check(outcome);
     }
 }
 
@@ -245,13 +354,16 @@ fn admin() -> usersvc::auth::Caller {
     }
 }
 
-/// The grpc-status of a response: in its headers (a trailers-only answer)
-/// or in its trailers, once the body has ended.
-pub async fn response_status<B>(response: http::Response<B>) -> Option<i32>
+/// How a response ends: its grpc-status, in its headers (a trailers-only
+/// answer) or its trailers; or, once it has confirmed `subscriptions`
+/// subscriptions (when there are any), that it is an open watch.
+pub async fn response_outcome<B>(response: http::Response<B>, subscriptions: usize) -> Outcome
 where
     B: http_body::Body + Unpin,
+    B::Data: bytes::Buf,
     B::Error: Debug,
 {
+    use bytes::Buf;
     use http_body_util::BodyExt;
     let code = |headers: &http::HeaderMap| {
         headers
@@ -261,18 +373,46 @@ where
             .parse::<i32>()
             .ok()
     };
-    if let Some(code) = code(response.headers()) {
-        return Some(code);
+    let mut outcome = Outcome {
+        status: code(response.headers()),
+        subscribed: 0,
+    };
+    if outcome.status.is_some() {
+        return outcome;
     }
     let mut body = response.into_body();
+    let mut buffer = BytesMut::new();
     while let Some(frame) = body.frame().await {
         // A body that breaks off is an answer with no status.
         let Ok(frame) = frame else {
-            return None;
+            return outcome;
+        };
+        let frame = match frame.into_data() {
+            Ok(mut data) => {
+                buffer.put(data.copy_to_bytes(data.remaining()));
+                while buffer.len() >= 5 {
+                    let len =
+                        u32::from_be_bytes([buffer[1], buffer[2], buffer[3], buffer[4]]) as usize;
+                    if buffer.len() < 5 + len {
+                        break;
+                    }
+                    let message = buffer.split_to(5 + len).split_off(5);
+                    let event = pb::UserEvent::decode(message.freeze());
+                    if event.is_ok_and(|e| e.event_type == "subscribed") {
+                        outcome.subscribed += 1;
+                    }
+                }
+                if subscriptions > 0 && outcome.subscribed == subscriptions {
+                    return outcome;
+                }
+                continue;
+            }
+            Err(frame) => frame,
         };
         if let Ok(trailers) = frame.into_trailers() {
-            return code(&trailers);
+            outcome.status = code(&trailers);
+            return outcome;
         }
     }
-    None
+    outcome
 }
