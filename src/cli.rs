@@ -96,7 +96,8 @@ struct SecretArgs {
     /// stays out of `ps` and shell history.
     #[arg(skip = std::env::var("USERSVC_JWT_SECRET").ok())]
     jwt_secret: Option<String>,
-    /// Directory for the generated secret when neither of the above is set.
+    /// Directory for the generated secret when neither of the above is set,
+    /// and for the default store.
     #[arg(long, env = "USERSVC_DATA_DIR", default_value_os_t = default_data_dir())]
     data_dir: PathBuf,
     /// Issuer that tokens carry and the server requires (`iss`).

@@ -12,7 +12,7 @@ use std::sync::{Arc, LazyLock};
 use clap::{Args, ValueEnum};
 use humantime::Duration;
 
-use super::{Failure, SecretArgs, default_data_dir};
+use super::{Failure, SecretArgs};
 use crate::auth::{Cidr, DEFAULT_PUBLIC_METHODS, RateLimit};
 use crate::pb::Method;
 use crate::server::tls::ServerTls;
@@ -44,9 +44,10 @@ fn limits() -> &'static Limits {
     &DEFAULTS.settings.limits
 }
 
-/// The default store: one SQLite file in the data directory.
-fn default_store() -> String {
-    format!("sqlite://{}/users.db", default_data_dir().display())
+/// The default store: one SQLite file in the data directory, the one
+/// `--data-dir` names.
+fn default_store(data_dir: &std::path::Path) -> String {
+    format!("sqlite://{}/users.db", data_dir.display())
 }
 
 fn default_public_methods() -> Vec<String> {
@@ -63,8 +64,9 @@ pub struct ServeArgs {
     addr: SocketAddr,
     /// Where users are kept: `sqlite://PATH` (embedded, one file),
     /// `postgres://USER@HOST/DB` (several replicas), or `memory` (lost on exit).
-    #[arg(long, env = "USERSVC_STORE", default_value_t = default_store(), value_parser = parse_store)]
-    store: String,
+    /// [default: sqlite://<data-dir>/users.db]
+    #[arg(long, env = "USERSVC_STORE", value_parser = parse_store)]
+    store: Option<String>,
     /// SQLite durability: `full` syncs every commit to disk before answering;
     /// `normal` survives a crash of usersvc but may lose the last commits to a
     /// power loss.
@@ -278,7 +280,11 @@ pub async fn build(args: ServeArgs) -> Result<Application, Failure> {
         sqlite_synchronous: args.sqlite_synchronous,
         db_timeout: args.db_timeout.into(),
     };
-    let store = store::open(&args.store, &options)
+    let address = args
+        .store
+        .clone()
+        .unwrap_or_else(|| default_store(&args.secret.data_dir));
+    let store = store::open(&address, &options)
         .await
         .map_err(|e| Failure::Other(format!("cannot open the store: {e}")))?;
     let mut settings = settings(&args, Settings::new(store, secret))?;
@@ -297,7 +303,7 @@ pub async fn build(args: ServeArgs) -> Result<Application, Failure> {
     let app = Application::build(listener, settings)
         .await
         .map_err(|e| Failure::Other(e.to_string()))?;
-    tracing::info!(addr = %app.local_addr(), store = %store::described(&args.store), "usersvc listening");
+    tracing::info!(addr = %app.local_addr(), store = %store::described(&address), "usersvc listening");
     Ok(app)
 }
 

@@ -196,6 +196,26 @@ fn errors_print_code_and_message_on_one_line_and_exit_non_zero() {
     assert_eq!(bad_role.status.code(), Some(2), "a usage error");
 }
 
+/// With no `--store`, the users go in `--data-dir`, beside the secret: a
+/// server started with a data directory of its own writes nothing else.
+#[test]
+fn the_default_store_lives_in_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start_with_generated_secret(&[], dir.path());
+    let store = dir.path().join("users.db");
+    assert!(store.exists(), "no {}", store.display());
+    server.terminate();
+    let (_, log) = server.wait_with_log();
+    let listening = log
+        .iter()
+        .find(|l| l.contains("usersvc listening"))
+        .unwrap();
+    assert!(
+        listening.contains(&format!("store=sqlite://{}", store.display())),
+        "{listening}"
+    );
+}
+
 /// Each `usersvc create` sends a key of its own: the same user created
 /// twice is refused the second time (the email is taken), not answered
 /// with the first user as a retry of the same call would be.

@@ -5,7 +5,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -78,6 +78,7 @@ test("buf breaking: the contract stays compatible with the original", async () =
   assert.notEqual(renumbered, proto);
   writeFileSync(path.join(dir, "user_service.proto"), renumbered);
   const broken = await buf(["breaking", dir, "--against", original, "--config", config]);
+  rmSync(dir, { recursive: true, force: true });
   assert.notEqual(broken.code, 0);
   assert.match(broken.stdout, /email/);
 });

@@ -4,7 +4,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, openSync } from "node:fs";
+import { mkdtempSync, readFileSync, openSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -67,8 +67,10 @@ async function waitForMetric(series, atLeast) {
 
 
 
+let dir;
+
 before(async () => {
-  const dir = mkdtempSync(path.join(tmpdir(), "usersvc-node-"));
+  dir = mkdtempSync(path.join(tmpdir(), "usersvc-node-"));
   logPath = path.join(dir, "server.log");
   server = spawn(BIN, ["serve", "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--data-dir", dir, "--store", `sqlite://${dir}/users.db`, "--log-json"], {
     env: { ...process.env, USERSVC_JWT_SECRET: SECRET, RUST_LOG: "info" },
@@ -88,7 +90,12 @@ before(async () => {
 
 after(() => {
   stub?.close();
-  server?.kill();
+  if (server && server.exitCode === null && server.signalCode === null) {
+    server.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+    server.kill();
+  } else if (dir) {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 /** A unary call as a promise of [error, response, call]. */

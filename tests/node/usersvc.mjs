@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, openSync } from "node:fs";
+import { mkdtempSync, readFileSync, openSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -17,6 +17,7 @@ export class Usersvc {
   constructor(secret, args = []) {
     this.secret = secret;
     const dir = mkdtempSync(path.join(tmpdir(), "usersvc-node-"));
+    this.dir = dir;
     this.logPath = path.join(dir, "server.log");
     this.process = spawn(
       BIN,
@@ -55,7 +56,14 @@ export class Usersvc {
       .trim();
   }
 
+  /** Stops the server, and removes its directory once it has exited. */
   kill() {
-    this.process.kill();
+    const remove = () => rmSync(this.dir, { recursive: true, force: true });
+    if (this.process.exitCode !== null || this.process.signalCode !== null) {
+      remove();
+    } else {
+      this.process.once("exit", remove);
+      this.process.kill();
+    }
   }
 }

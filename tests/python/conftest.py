@@ -18,8 +18,12 @@ BIN = os.environ.get("USERSVC_BIN", os.path.join(ROOT, "target", "debug", "users
 SECRET = "python-interop-secret-python-interop-secret"
 
 
+# Removed when the test run ends (the object is finalized at exit).
+_STUBS = tempfile.TemporaryDirectory(prefix="usersvc-stubs-")
+
+
 def generate_stubs():
-    out = tempfile.mkdtemp(prefix="usersvc-stubs-")
+    out = _STUBS.name
     proto_dir = os.path.join(ROOT, "proto")
     code = protoc.main([
         "protoc", f"-I{proto_dir}", f"--python_out={out}", f"--grpc_python_out={out}",
