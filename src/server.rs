@@ -86,12 +86,7 @@ impl Application {
             let metrics = Metrics::new();
             store = Arc::new(MeteredStore::new(store.clone(), Arc::clone(&metrics)));
             let events = store.events().clone();
-            tokio::spawn(metrics::serve(
-                listener,
-                Arc::clone(&metrics),
-                events,
-                stopping.clone(),
-            ));
+            metrics::spawn(listener, Arc::clone(&metrics), events, stopping.clone());
             metrics
         });
         let (reporter, health) = tonic_health::server::health_reporter();

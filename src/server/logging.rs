@@ -1,33 +1,41 @@
 //! Where log lines go: the global `tracing` subscriber, and the thread that
 //! writes its lines.
 //!
-//! Lines are formatted on the calling thread but written by a thread of
-//! their own, which drains every line queued and writes them with one
-//! syscall: a write per call was the largest cost of serving GetUser (see
-//! BENCHMARKS.md). When the sink is slower than the calls (a stalled pipe,
-//! a slow disk), the queue fills. Then the two kinds of line part ways:
+//! Lines are formatted on the calling thread and appended to one buffer; a
+//! thread of its own takes the whole buffer and writes it with one syscall.
+//! That thread is not woken per line: it wakes on a short timer, or early
+//! when the buffer passes a high-water mark. A wake per line cost a context
+//! switch per call, half of GetUser's throughput on one CPU (BENCHMARKS.md).
+//! When the sink is slower than the calls (a stalled pipe, a slow disk), the
+//! buffer fills. Then the two kinds of line part ways:
 //! - an access line (target `usersvc::rpc`, one per call) is dropped and
 //!   counted, so that a slow sink never stalls the runtime that serves the
 //!   calls; the count is exported as `usersvc_log_lines_dropped_total`,
 //!   and a warning says so at most every ten seconds;
-//! - any other line, audit lines above all, waits for room: a change that
-//!   was made is never missing from the audit trail.
+//! - any other line, audit lines above all, waits for room (counted in
+//!   `usersvc_log_lines_waiting` while it does): a change that was made is
+//!   never missing from the audit trail.
 
 use std::io::Write;
-use std::sync::LazyLock;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntGauge};
 use tracing::Metadata;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// The access log's target: the lines that may be dropped.
 pub const ACCESS_TARGET: &str = "usersvc::rpc";
 
-/// Lines queued at most. 8,192 lines of about 300 bytes is 2.4 MiB at
-/// worst; a queue of 128,000 (tracing-appender's default) took 3 MiB of idle RSS.
-const QUEUE_LINES: usize = 8192;
+/// Bytes buffered at most: about 8,192 access lines of 300 bytes.
+const BUFFER_BYTES: usize = 2_500_000;
+
+/// Past this many bytes the writer is woken before its timer: a burst is
+/// written in 64 KiB syscalls, not held for a tick.
+const WAKE_AT: usize = 64 * 1024;
+
+/// How long a line may wait in the buffer when few are logged.
+const TICK: Duration = Duration::from_millis(20);
 
 /// The least time between two warnings about dropped lines: a stalled sink
 /// would otherwise fill with warnings the room that calls' lines need.
@@ -47,18 +55,75 @@ pub static DROPPED_LINES: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("valid metric")
 });
 
-enum Entry {
-    Line(Vec<u8>),
-    Stop,
+/// Lines waiting for room in a full buffer: audit lines held while the
+/// sink is stalled.
+pub static WAITING_LINES: LazyLock<IntGauge> = LazyLock::new(|| {
+    IntGauge::new(
+        "usersvc_log_lines_waiting",
+        "Log lines (audit lines among them) waiting for room because the log sink is stalled.",
+    )
+    .expect("valid metric")
+});
+
+/// What the subscriber's writers and the writer thread share.
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    /// The writer thread waits here for a full tick or a high-water mark.
+    work: Condvar,
+    /// Lines that may not be dropped wait here for room.
+    room: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    buffer: Vec<u8>,
+    /// The writer thread is waiting on `work`, and a push past the
+    /// high-water mark should wake it.
+    idle: bool,
+    stop: bool,
+    /// The writer thread has written its last bytes.
+    finished: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends one line; a droppable one is dropped, and any other waits,
+    /// when the buffer is full.
+    fn push(&self, line: &[u8], droppable: bool) {
+        let mut state = self.lock();
+        if state.buffer.len() + line.len() > BUFFER_BYTES && !state.buffer.is_empty() {
+            if droppable {
+                DROPPED_LINES.inc();
+                return;
+            }
+            WAITING_LINES.inc();
+            while state.buffer.len() + line.len() > BUFFER_BYTES
+                && !state.buffer.is_empty()
+                && !state.finished
+            {
+                state = self.room.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+            WAITING_LINES.dec();
+        }
+        state.buffer.extend_from_slice(line);
+        if state.idle && state.buffer.len() >= WAKE_AT {
+            state.idle = false;
+            self.work.notify_one();
+        }
+    }
 }
 
 /// The subscriber's writer: routes each line by its target.
-struct Queue(SyncSender<Entry>);
+struct Queue(Arc<Shared>);
 
-/// Writes one formatted line to the queue. The fmt layer formats a whole
+/// Writes one formatted line to the buffer. The fmt layer formats a whole
 /// event before it writes, with one `write_all`, so one `write` is a line.
 struct Line<'a> {
-    queue: &'a SyncSender<Entry>,
+    shared: &'a Shared,
     droppable: bool,
 }
 
@@ -67,14 +132,14 @@ impl<'a> MakeWriter<'a> for Queue {
 
     fn make_writer(&'a self) -> Line<'a> {
         Line {
-            queue: &self.0,
+            shared: &self.0,
             droppable: false,
         }
     }
 
     fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Line<'a> {
         Line {
-            queue: &self.0,
+            shared: &self.0,
             droppable: meta.target() == ACCESS_TARGET,
         }
     }
@@ -82,15 +147,7 @@ impl<'a> MakeWriter<'a> for Queue {
 
 impl Write for Line<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let line = Entry::Line(buf.to_vec());
-        if self.droppable {
-            if let Err(TrySendError::Full(_)) = self.queue.try_send(line) {
-                DROPPED_LINES.inc();
-            }
-        } else {
-            // Err only once the writer has stopped, at exit.
-            let _ = self.queue.send(line);
-        }
+        self.shared.push(buf, self.droppable);
         Ok(buf.len())
     }
 
@@ -99,28 +156,29 @@ impl Write for Line<'_> {
     }
 }
 
-/// Keep it until exit: its drop writes what is still queued.
+/// Keep it until exit: its drop writes what is still buffered.
 pub struct LogGuard {
-    queue: SyncSender<Entry>,
-    written: Receiver<()>,
+    shared: Arc<Shared>,
 }
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
         let deadline = Instant::now() + DRAIN_AT_EXIT;
-        let mut stop = Entry::Stop;
-        loop {
-            match self.queue.try_send(stop) {
-                Ok(()) => break,
-                Err(TrySendError::Full(entry)) if Instant::now() < deadline => {
-                    stop = entry;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(_) => return,
+        let mut state = self.shared.lock();
+        state.stop = true;
+        self.shared.work.notify_one();
+        while !state.finished {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
             }
+            state = self
+                .shared
+                .room
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        let _ = self.written.recv_timeout(left);
     }
 }
 
@@ -129,15 +187,11 @@ impl Drop for LogGuard {
 pub fn init(json: bool) -> LogGuard {
     use tracing_subscriber::EnvFilter;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (queue, lines) = mpsc::sync_channel(QUEUE_LINES);
-    let (done, written) = mpsc::channel();
-    let sink = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
+    let shared = Arc::new(Shared::default());
+    let writer = Arc::clone(&shared);
     std::thread::Builder::new()
         .name("usersvc-log".into())
-        .spawn(move || {
-            write_lines(lines, sink);
-            let _ = done.send(());
-        })
+        .spawn(move || write_lines(&writer, std::io::stderr()))
         .expect("spawn the log writer");
     std::thread::Builder::new()
         .name("usersvc-log-drops".into())
@@ -147,33 +201,49 @@ pub fn init(json: bool) -> LogGuard {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(Queue(queue.clone()));
+        .with_writer(Queue(Arc::clone(&shared)));
     let _ = if json {
         builder.json().try_init()
     } else {
         builder.try_init()
     };
-    LogGuard { queue, written }
+    LogGuard { shared }
 }
 
-/// The writer thread: writes what is queued, a batch per syscall, until
-/// told to stop.
-fn write_lines(lines: Receiver<Entry>, mut sink: impl Write) {
-    while let Ok(first) = lines.recv() {
-        // A batch is bounded, so that a steady stream of lines is still
-        // flushed now and then.
-        for entry in std::iter::once(first).chain(lines.try_iter().take(QUEUE_LINES)) {
-            match entry {
-                Entry::Line(line) => {
-                    let _ = sink.write_all(&line);
-                }
-                Entry::Stop => {
-                    let _ = sink.flush();
-                    return;
-                }
+/// The writer thread: every tick, or sooner past the high-water mark,
+/// takes the whole buffer and writes it in one syscall, until told to stop.
+fn write_lines(shared: &Shared, mut sink: impl Write) {
+    let mut spare = Vec::with_capacity(WAKE_AT);
+    loop {
+        let mut state = shared.lock();
+        if state.buffer.len() < WAKE_AT && !state.stop {
+            state.idle = true;
+            state = shared
+                .work
+                .wait_timeout(state, TICK)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            state.idle = false;
+        }
+        let stop = state.stop;
+        std::mem::swap(&mut state.buffer, &mut spare);
+        drop(state);
+        // Room for the lines that wait for it.
+        shared.room.notify_all();
+        if !spare.is_empty() {
+            let _ = sink.write_all(&spare);
+            let _ = sink.flush();
+            spare.clear();
+        }
+        if stop {
+            let mut state = shared.lock();
+            if state.buffer.is_empty() {
+                state.finished = true;
+                drop(state);
+                shared.room.notify_all();
+                return;
             }
         }
-        let _ = sink.flush();
     }
 }
 

@@ -210,6 +210,9 @@ impl Metrics {
             .register(Box::new(super::logging::DROPPED_LINES.clone()))
             .expect("registered once");
         registry
+            .register(Box::new(super::logging::WAITING_LINES.clone()))
+            .expect("registered once");
+        registry
             .register(Box::new(super::connections::REFUSED_CONNECTIONS.clone()))
             .expect("registered once");
         registry
@@ -308,13 +311,53 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prometheus server needs one.
 const MAX_CONNECTIONS: usize = 32;
 
+/// Serves the metrics on a thread and runtime of their own, so that they
+/// answer even while the server's runtime is held up (by a stalled log
+/// sink, say): that is when they are wanted most. A listener shared with
+/// others stays on the caller's runtime.
+pub fn spawn(
+    listener: Arc<TcpListener>,
+    metrics: Arc<Metrics>,
+    events: EventBus,
+    stopping: watch::Receiver<bool>,
+) {
+    let listener = match Arc::try_unwrap(listener).map(|l| l.into_std()) {
+        Ok(Ok(listener)) => listener,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "the metrics listener cannot move to its own thread");
+            return;
+        }
+        Err(shared) => {
+            tokio::spawn(serve(shared, metrics, events, stopping));
+            return;
+        }
+    };
+    let started = std::thread::Builder::new()
+        .name("usersvc-metrics".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the metrics");
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => serve(Arc::new(listener), metrics, events, stopping).await,
+                    Err(error) => tracing::warn!(%error, "the metrics listener failed"),
+                }
+            });
+        });
+    if let Err(error) = started {
+        tracing::warn!(%error, "the metrics thread did not start");
+    }
+}
+
 /// Serves `GET /metrics` (any path, in fact) on `listener` until `stopping`.
 ///
 /// It is an admin endpoint, but reachable by whoever can reach its address,
 /// so it is bounded as the main port is: a header-read timeout, a cap on
 /// connections, and a pause after a failed accept, which is how running
 /// out of file descriptors shows (without it, a busy loop of warnings).
-pub async fn serve(
+async fn serve(
     listener: Arc<TcpListener>,
     metrics: Arc<Metrics>,
     events: EventBus,

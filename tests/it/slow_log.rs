@@ -1,7 +1,7 @@
 //! A log sink slower than the calls (here a pipe nobody reads) never stalls
 //! the calls: access lines are dropped and counted, and a warning says so.
-//! Audit lines wait for room, and every one is written once the sink moves.
-//! Shown on a real `usersvc serve` whose stderr fills.
+//! Audit lines wait for room, holding their calls, and every one is written
+//! once the sink moves. Shown on a real `usersvc serve` whose stderr fills.
 
 use std::time::Duration;
 
@@ -76,6 +76,13 @@ async fn a_stalled_log_drops_access_lines_never_audit_lines() {
             tokio::spawn(async move { client.create_user(request).await })
         })
         .collect();
+    // They are held at the server, before the log moves: the metrics,
+    // served on a thread of their own, show their audit lines waiting.
+    crate::support::metrics::wait_for(metrics, "usersvc_log_lines_waiting", 1.0).await;
+    assert!(
+        creates.iter().all(|create| !create.is_finished()),
+        "a create completed while its audit line could not be written"
+    );
     server.resume_log();
     let mut created = Vec::new();
     for create in creates {

@@ -7,7 +7,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
@@ -321,7 +321,6 @@ test("narrow, keyboard-only and accessible", async () => {
 
   // Labels and contrast, with the error text, the inputs' values, the
   // chosen role and the bio on screen.
-  await page.addStyleTag({ content: ".error { color: #e07070 !important } .field input { color: #999 !important }" }); // TEMP
   seen = await audit(page);
   assert.deepEqual(seen.low, [], "text contrast is WCAG AA (4.5:1), with a violation shown");
   for (const what of [/^p#create-email-error "/, /^input#create-name "Dorothy Vaughan"/, /^input#create-email "dorothy-at-example"/,
@@ -396,6 +395,7 @@ test("the console over https, and --console=false serves nothing at /", async ()
     await context.close();
   } finally {
     tls.kill();
+    rmSync(dir, { recursive: true, force: true });
   }
 
   const off = await new Usersvc(SECRET, ["--store", "memory", "--console=false"]).started();
