@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 NODE_DIR := tests/node
 
 .PHONY: run build test lint check-no-codegen rust-tests python-env node-env browser-tools \
-	vectors vectors-check python-interop node-interop bench bench-quick bench-tools bench-codec \
+	vectors vectors-check python-interop node-interop bench bench-quick bench-tools bench-peer bench-codec \
 	fuzz fuzz-build fuzz-merge
 
 ## Start the server on 127.0.0.1:50051 with the embedded default store.
@@ -85,14 +85,19 @@ node-interop: node-env browser-tools
 bench-tools:
 	@command -v h2load >/dev/null || (apt-get update -qq && apt-get install -y -qq nghttp2-client)
 
-bench: python-env bench-tools
-	$(CARGO) build --release --bin usersvc --example bare_tonic
+bench: python-env bench-tools bench-peer
+	$(CARGO) build --release --bin usersvc
 	$(PY) benches/run.py
 
 ## The same in under two minutes, for use while developing.
-bench-quick: python-env bench-tools
-	$(CARGO) build --release --bin usersvc --example bare_tonic
+bench-quick: python-env bench-tools bench-peer
+	$(CARGO) build --release --bin usersvc
 	$(PY) benches/run.py --quick
+
+## The stock tonic-build peer: a crate of its own (benches/stock_tonic/),
+## never in usersvc's dependency tree, generated with protox (no protoc).
+bench-peer:
+	cd benches/stock_tonic && $(CARGO) build --release --locked
 
 ## Criterion micro-benchmarks of encoding and decoding each message.
 bench-codec:

@@ -89,15 +89,13 @@ def main():
 def serve(binary, store, tmp, flags):
     """`run.usersvc`, with another binary, more flags and environment."""
     env = dict(f.split("=", 1) for f in flags if not f.startswith("--"))
-    saved = run.BIN, dict(os.environ)
+    saved = run.BIN
     run.BIN = binary
-    os.environ.update(env)
     try:
-        return run.usersvc(store, tmp, [f for f in flags if f.startswith("--")])
+        # The variant's environment over run.usersvc's own (RUST_LOG=info).
+        return run.usersvc(store, tmp, [f for f in flags if f.startswith("--")], env=env)
     finally:
-        run.BIN = saved[0]
-        os.environ.clear()
-        os.environ.update(saved[1])
+        run.BIN = saved
 
 
 def median(results, key):

@@ -61,13 +61,14 @@ class Process:
             self.proc.kill()
 
 
-def usersvc(store, tmp, flags=()):
+def usersvc(store, tmp, flags=(), env=None):
     port = free_port()
     args = [BIN, "serve", "--addr", f"127.0.0.1:{port}", "--store", store, "--data-dir", tmp, "--rate-limit", "0",
             "--metrics-addr", f"127.0.0.1:{free_port()}", "--watch-buffer", "65536",
             # One token opens all 10,000 watch streams of the RSS measurement.
             "--max-watch-streams", "20000", "--max-watch-streams-per-caller", "20000", *flags]
-    server = Process(args, 0, {"USERSVC_JWT_SECRET": SECRET, "RUST_LOG": "info"}, port, os.path.join(tmp, "usersvc.log"))
+    server = Process(args, 0, {"USERSVC_JWT_SECRET": SECRET, "RUST_LOG": "info", **(env or {})}, port,
+                     os.path.join(tmp, "usersvc.log"))
     return server, f"http://127.0.0.1:{port}"
 
 
@@ -75,10 +76,13 @@ def grpcio_peer():
     return peer([PYTHON, "server.py"], os.path.join(ROOT, "tests", "python"))
 
 
-def tonic_peer():
-    """The same generated-shape server code with none of usersvc's layers
-    (examples/bare_tonic.rs)."""
-    return peer([os.path.join(ROOT, "target", "release", "examples", "bare_tonic")], ROOT)
+STOCK = os.path.join(ROOT, "benches", "stock_tonic", "target", "release", "stock-tonic")
+
+
+def stock_peer():
+    """A stock tonic-build server for the same .proto, with the memory
+    store's semantics and no layers (benches/stock_tonic/)."""
+    return peer([STOCK], ROOT)
 
 
 def peer(command, cwd):
@@ -184,10 +188,20 @@ def main():
     peer_list = bench(peer_url, "list", "--connections", "1", "--concurrency", "1", "--users", "10000")
     peer_bulk = bench(peer_url, "bulk", "--connections", "1", "--concurrency", "1", "--batch", "1000")
     peer.stop()
-    bare, bare_url = tonic_peer()
-    bare_get = bench(bare_url, "get", *get_args)
-    bare_list = bench(bare_url, "list", "--connections", "1", "--concurrency", "1", "--users", "10000")
-    bare.stop()
+    stock, stock_url = stock_peer()
+    stock_get = bench(stock_url, "get", *get_args)
+    stock_list = bench(stock_url, "list", "--connections", "1", "--concurrency", "1", "--users", "10000")
+    stock_bulk = bench(stock_url, "bulk", "--connections", "1", "--concurrency", "1", "--batch", "1000")
+    stock.stop()
+
+    # The access log's cost: the same server at info (one line a call) and
+    # at warn (none), in interleaved rounds; the medians' ratio.
+    logged = {"info": [], "warn": []}
+    for _ in range(1 if QUICK else 3):
+        for level in logged:
+            server, url = usersvc("memory", tmp, env={"RUST_LOG": level})
+            logged[level].append(bench(url, "get", *get_args)["calls_per_second"])
+            server.stop()
 
     # Memory on a server of its own, so that no earlier load inflates it.
     server, url = usersvc("memory", tmp)
@@ -257,8 +271,11 @@ def main():
     result("GetUser p99", mem["get"]["latency_us"]["p99"], "µs", "grpcio", peer_get["latency_us"]["p99"], 10, higher_is_better=False)
     result("ListUsers users/s", mem["list"]["items_per_second"], "users/s", "grpcio", peer_list["items_per_second"])
     result("ListUsers from memory", mem["list"]["items_per_second"], "users/s", bound=(">=", 1_000_000))
-    result("GetUser req/s, against usersvc without its layers", mem["get"]["calls_per_second"], "req/s", "bare tonic", bare_get["calls_per_second"])
-    result("ListUsers users/s, against a Vec streamed by bare tonic", mem["list"]["items_per_second"], "users/s", "bare tonic", bare_list["items_per_second"], 1)
+    result("GetUser req/s, every layer on, against stock tonic-build", mem["get"]["calls_per_second"], "req/s", "stock tonic", stock_get["calls_per_second"], 1.25)
+    result("ListUsers users/s, against stock tonic-build", mem["list"]["items_per_second"], "users/s", "stock tonic", stock_list["items_per_second"], 1.1)
+    result("BulkCreateUsers users/s, against stock tonic-build", mem["bulk"]["items_per_second"], "users/s", "stock tonic", stock_bulk["items_per_second"], 1.25)
+    median = lambda xs: sorted(xs)[len(xs) // 2]
+    result("GetUser req/s with the access log (info), against without (warn)", median(logged["info"]), "req/s", "warn", median(logged["warn"]), 0.95)
     result("BulkCreateUsers users/s", mem["bulk"]["items_per_second"], "users/s", "grpcio", peer_bulk["items_per_second"])
     result("BulkCreateUsers into memory", mem["bulk"]["items_per_second"], "users/s", bound=(">=", 350_000))
     if "sqlite" in measured:
@@ -311,8 +328,8 @@ def write_report():
         "auth (a token on every call), logging at info (to a file) and metrics on.",
         "- Commands: `usersvc bench get --connections 4 --concurrency 16`, `usersvc bench list|bulk --connections 1 --concurrency 1`, "
         "`usersvc bench watch --connections 10 --watchers 1000 --write-rate 1000`; the peers are `tests/python/server.py` (grpcio) "
-        "and `examples/bare_tonic.rs` (usersvc's generated-shape server code on tonic's defaults, without usersvc's layers: "
-        "the stand-in for a stock tonic-build server, since tonic-build may not be in the dependency tree).",
+        "and `benches/stock_tonic/` (a stock tonic-build server generated from the same .proto by tonic-prost-build with protox, "
+        "with the memory store's semantics and no layers; a crate outside usersvc's dependency tree).",
         "",
         "![ratios](benches/benchmarks.svg)",
         "",

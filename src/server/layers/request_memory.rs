@@ -115,12 +115,21 @@ impl RequestMemory {
     }
 }
 
-/// Who pays for a call's request bytes, and under which cap.
+/// Who pays for a call's request bytes, and under which cap. The caller's
+/// key is made only when bytes are held, which a small unary request
+/// never is.
 #[derive(Clone)]
 struct Payer {
     memory: Arc<RequestMemory>,
-    key: String,
+    caller: Caller,
     cap: usize,
+}
+
+impl Payer {
+    fn adjust(&self, grow: usize, shrink: usize) -> Result<(), Status> {
+        self.memory
+            .adjust(&self.caller.key(), self.cap, grow, shrink)
+    }
 }
 
 /// Where a metered body finds its payer once the caller is known.
@@ -156,7 +165,7 @@ pin_project_lite::pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Payment::Paying(payer) = this.payment && *this.held > 0 {
-                let _ = payer.memory.adjust(&payer.key, payer.cap, 0, *this.held);
+                let _ = payer.adjust(0, *this.held);
             }
         }
     }
@@ -278,7 +287,7 @@ where
                 held.saturating_sub(*this.held),
                 this.held.saturating_sub(held),
             );
-            if let Err(status) = payer.memory.adjust(&payer.key, payer.cap, grow, shrink) {
+            if let Err(status) = payer.adjust(grow, shrink) {
                 return Poll::Ready(Some(Err(Box::new(status))));
             }
         }
@@ -341,12 +350,12 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let caller = Caller::of(&mut request);
+        let caller = Caller::of(&mut request).clone();
         let anonymous = caller.claims.is_none() && caller.certificate.is_none();
         let caps = self.memory.caps;
         let payer = Payer {
             memory: Arc::clone(&self.memory),
-            key: caller.key(),
+            caller,
             cap: if anonymous {
                 caps.anonymous
             } else {
@@ -374,14 +383,6 @@ where
 mod tests {
     use super::*;
 
-    fn payer(memory: &Arc<RequestMemory>, key: &str, cap: usize) -> Payer {
-        Payer {
-            memory: Arc::clone(memory),
-            key: key.to_owned(),
-            cap,
-        }
-    }
-
     #[test]
     fn unfinished_messages_are_held_until_whole() {
         let mut message = vec![0, 0, 0, 0, 10];
@@ -408,26 +409,15 @@ mod tests {
             per_caller: 60,
             anonymous: 10,
         });
-        let alice = payer(&memory, "sub:alice", 60);
-        let bob = payer(&memory, "sub:bob", 60);
-        let anon = payer(&memory, "ip:192.0.2.1", 10);
-        assert!(memory.adjust(&alice.key, alice.cap, 60, 0).is_ok());
-        assert!(
-            memory.adjust(&alice.key, alice.cap, 1, 0).is_err(),
-            "alice's cap"
-        );
-        assert!(
-            memory.adjust(&anon.key, anon.cap, 11, 0).is_err(),
-            "the anonymous cap"
-        );
-        assert!(memory.adjust(&anon.key, anon.cap, 10, 0).is_ok());
-        assert!(
-            memory.adjust(&bob.key, bob.cap, 31, 0).is_err(),
-            "the total"
-        );
+        let (alice, bob, anon) = ("sub:alice", "sub:bob", "ip:192.0.2.1");
+        assert!(memory.adjust(alice, 60, 60, 0).is_ok());
+        assert!(memory.adjust(alice, 60, 1, 0).is_err(), "alice's cap");
+        assert!(memory.adjust(anon, 10, 11, 0).is_err(), "the anonymous cap");
+        assert!(memory.adjust(anon, 10, 10, 0).is_ok());
+        assert!(memory.adjust(bob, 60, 31, 0).is_err(), "the total");
         assert_eq!(memory.held(), 70);
-        assert!(memory.adjust(&alice.key, alice.cap, 0, 60).is_ok());
-        assert!(memory.adjust(&bob.key, bob.cap, 31, 0).is_ok());
+        assert!(memory.adjust(alice, 60, 0, 60).is_ok());
+        assert!(memory.adjust(bob, 60, 31, 0).is_ok());
         assert_eq!(memory.held(), 41);
     }
 }

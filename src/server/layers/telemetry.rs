@@ -127,18 +127,17 @@ impl Drop for Call {
         if let Some((metrics, method)) = &self.metrics {
             metrics.call_finished(*method, code, elapsed);
         }
-        tracing::info!(
-            target: "usersvc::rpc",
-            method = self.path.path(),
-            protocol = self.protocol.label(),
-            peer = self.peer.map(tracing::field::display),
-            code = crate::error::code_name(code),
-            duration_us = elapsed.as_micros() as u64,
-            messages_in = received,
-            messages_out = sent,
+        crate::server::logging::AccessLine {
+            method: self.path.path(),
+            protocol: self.protocol.label(),
+            peer: self.peer,
+            code: crate::error::code_name(code),
+            duration_us: elapsed.as_micros() as u64,
+            messages_in: received,
+            messages_out: sent,
             request_id,
-            "rpc finished",
-        );
+        }
+        .log();
     }
 }
 

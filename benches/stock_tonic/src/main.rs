@@ -1,0 +1,176 @@
+//! A stock tonic-build server for the contract, as a competent engineer
+//! would write it in an afternoon, with the semantics of usersvc's memory
+//! store where the benchmarks look: GetUser from a HashMap, ListUsers from
+//! a Vec, CreateUser and BulkCreateUsers with UUIDv7 ids and unique
+//! lower-cased emails, a bulk creation all or nothing. No auth, logging,
+//! metrics or limits: what usersvc's layers cost is measured against it.
+//!
+//! Usage: stock-tonic (prints `PORT <n>` once it listens on 127.0.0.1).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
+
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+pub mod pb {
+    tonic::include_proto!("techoral.users.v1");
+}
+
+use pb::user_service_server::{UserService, UserServiceServer};
+
+#[derive(Default)]
+struct Directory {
+    users: RwLock<Users>,
+}
+
+#[derive(Default)]
+struct Users {
+    by_id: HashMap<String, pb::User>,
+    in_order: Vec<pb::User>,
+    emails: HashSet<String>,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn new_user(request: pb::CreateUserRequest) -> pb::User {
+    pb::User {
+        id: uuid::Uuid::now_v7().to_string(),
+        name: request.name,
+        email: request.email.to_lowercase(),
+        role: request.role,
+        created_at: now(),
+        bio: request.bio,
+    }
+}
+
+impl Users {
+    fn insert(&mut self, user: pb::User) {
+        self.emails.insert(user.email.clone());
+        self.by_id.insert(user.id.clone(), user.clone());
+        self.in_order.push(user);
+    }
+}
+
+#[tonic::async_trait]
+impl UserService for Directory {
+    async fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::GetUserResponse>, Status> {
+        let users = self.users.read().unwrap();
+        match users.by_id.get(&request.get_ref().user_id) {
+            Some(user) => Ok(Response::new(pb::GetUserResponse {
+                user: Some(user.clone()),
+            })),
+            None => Err(Status::not_found("user not found")),
+        }
+    }
+
+    async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let user = new_user(request.into_inner());
+        let mut users = self.users.write().unwrap();
+        if users.emails.contains(&user.email) {
+            return Err(Status::already_exists("email taken"));
+        }
+        users.insert(user.clone());
+        Ok(Response::new(user))
+    }
+
+    type ListUsersStream = tokio_stream::Iter<std::vec::IntoIter<Result<pb::User, Status>>>;
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<Self::ListUsersStream>, Status> {
+        let request = request.into_inner();
+        let users = self.users.read().unwrap();
+        let limit = if request.limit > 0 {
+            request.limit as usize
+        } else {
+            usize::MAX
+        };
+        let page: Vec<_> = users
+            .in_order
+            .iter()
+            .skip(request.offset.max(0) as usize)
+            .take(limit)
+            .cloned()
+            .map(Ok)
+            .collect();
+        Ok(Response::new(tokio_stream::iter(page)))
+    }
+
+    async fn bulk_create_users(
+        &self,
+        request: Request<Streaming<pb::CreateUserRequest>>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut created = Vec::new();
+        while let Some(item) = stream.next().await {
+            created.push(new_user(item?));
+        }
+        let mut users = self.users.write().unwrap();
+        let mut seen = HashSet::with_capacity(created.len());
+        for user in &created {
+            if users.emails.contains(&user.email) || !seen.insert(user.email.as_str()) {
+                return Err(Status::already_exists(format!("{} is taken", user.email)));
+            }
+        }
+        for user in &created {
+            users.insert(user.clone());
+        }
+        Ok(Response::new(pb::ListUsersResponse {
+            total_count: created.len() as i32,
+            users: created,
+        }))
+    }
+
+    type WatchUserEventsStream = tokio_stream::Empty<Result<pb::UserEvent, Status>>;
+    async fn watch_user_events(
+        &self,
+        _request: Request<Streaming<pb::EventStreamRequest>>,
+    ) -> Result<Response<Self::WatchUserEventsStream>, Status> {
+        Err(Status::unimplemented("not in the peer"))
+    }
+
+    async fn update_user(
+        &self,
+        _request: Request<pb::UpdateUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        Err(Status::unimplemented("not in the peer"))
+    }
+
+    type SubscribeUserEventsStream = tokio_stream::Empty<Result<pb::UserEvent, Status>>;
+    async fn subscribe_user_events(
+        &self,
+        _request: Request<pb::SubscribeUserEventsRequest>,
+    ) -> Result<Response<Self::SubscribeUserEventsStream>, Status> {
+        Err(Status::unimplemented("not in the peer"))
+    }
+
+    async fn delete_user(
+        &self,
+        _request: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        Err(Status::unimplemented("not in the peer"))
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("PORT {}", listener.local_addr()?.port());
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .add_service(UserServiceServer::new(Directory::default()))
+        .serve_with_incoming(incoming)
+        .await?;
+    Ok(())
+}
