@@ -65,7 +65,7 @@ vectors: python-env
 
 ## The committed vectors must be what the script writes today.
 vectors-check: python-env
-	@tmp=$$(mktemp -d) && $(PY) tests/vectors/generate.py $$tmp && \
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && $(PY) tests/vectors/generate.py $$tmp && \
 	if diff -r -x generate.py -x __pycache__ tests/vectors $$tmp; then echo "golden vectors are current"; \
 	else echo "error: tests/vectors differ from what generate.py writes: run make vectors"; exit 1; fi
 

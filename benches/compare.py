@@ -16,7 +16,9 @@ Usage:
 """
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -58,6 +60,7 @@ def main():
     samples = {name: [] for name, _, _ in variants}
     samples["grpcio"] = []
     tmp = tempfile.mkdtemp(prefix="usersvc-compare-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     for round_ in range(args.rounds):
         if not args.no_peer and scenario != "watch":
             peer, url = run.grpcio_peer()

@@ -9,10 +9,12 @@ mean little across machines.
 Usage: python benches/run.py [--quick]
 """
 
+import atexit
 import json
 import os
 import platform
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -180,6 +182,7 @@ def main():
     global TOKEN
     TOKEN = token()
     tmp = tempfile.mkdtemp(prefix="usersvc-bench-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     get_args = ["--connections", "4", "--concurrency", "16", "--users", "1000"]
 
     # usersvc (memory) against the grpcio server with the seed's behaviour.

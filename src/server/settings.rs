@@ -14,7 +14,8 @@ use crate::service::Limits;
 use crate::store::UserStore;
 
 /// The connections' settings: HTTP/2 protections that tonic leaves off by
-/// default, keepalive, connection age, and the default deadline.
+/// default, keepalive, connection caps and timeouts, connection age, and
+/// the deadlines.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransportSettings {
     /// Streams one connection may have open at once; more are refused

@@ -5,23 +5,12 @@
 use std::time::Duration;
 
 use crate::support::admin_client;
-use crate::support::process::ServerProcess;
+use crate::support::process::{ServerProcess, rss_bytes};
 use sqlx::Connection;
 use usersvc::pb;
 use usersvc::store::{self, StoreOptions};
 
 const USERS: i64 = 1_000_000;
-
-/// The server's resident memory, from /proc.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kib * 1024
-}
 
 /// A SQLite table of `USERS` users, in a file in `dir`; its store address.
 async fn sqlite_table(dir: &std::path::Path) -> String {

@@ -346,19 +346,15 @@ async fn uploads_held_open_are_capped_per_caller() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_watch_ends_when_its_token_does_and_delivers_nothing_after() {
-    let (server, _dir) = start(&[]);
-    // A viewer token that expired 26 s ago: accepted for four more
-    // seconds, within the 30 s leeway.
-    let now = usersvc::clock::unix_seconds() as u64;
+/// A client for `server` holding a viewer's token whose `exp` is `exp`.
+fn expiring_viewer(server: &ServerProcess, exp: u64) -> Client {
     let token = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &Claims {
             sub: "short-lived".into(),
             role: Role::Viewer,
-            exp: now - 26,
-            iat: Some(now - 60),
+            exp,
+            iat: Some(exp - 34),
             nbf: None,
             iss: None,
             aud: None,
@@ -368,7 +364,16 @@ async fn a_watch_ends_when_its_token_does_and_delivers_nothing_after() {
     .unwrap();
     let mut config = usersvc::client::ClientConfig::new(server.url.clone());
     config.token = Some(token);
-    let mut stream = watch(&Client::new(config).unwrap()).await.unwrap();
+    Client::new(config).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_ends_when_its_token_does_and_delivers_nothing_after() {
+    let (server, _dir) = start(&[]);
+    // A viewer token that expired 26 s ago: accepted for four more
+    // seconds, within the 30 s leeway.
+    let now = usersvc::clock::unix_seconds() as u64;
+    let mut stream = watch(&expiring_viewer(&server, now - 26)).await.unwrap();
     assert_eq!(
         stream.subscribe("*").await.unwrap().event_type,
         "subscribed"
@@ -404,23 +409,7 @@ async fn a_quiet_watch_ends_when_its_token_does() {
     let (server, _dir) = start(&[]);
     // Expired 27 s ago: three more seconds within the 30 s leeway.
     let now = usersvc::clock::unix_seconds() as u64;
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &Claims {
-            sub: "quiet".into(),
-            role: Role::Viewer,
-            exp: now - 27,
-            iat: Some(now - 60),
-            nbf: None,
-            iss: None,
-            aud: None,
-        },
-        &jsonwebtoken::EncodingKey::from_secret(crate::support::SECRET),
-    )
-    .unwrap();
-    let mut config = usersvc::client::ClientConfig::new(server.url.clone());
-    config.token = Some(token);
-    let mut stream = watch(&Client::new(config).unwrap()).await.unwrap();
+    let mut stream = watch(&expiring_viewer(&server, now - 27)).await.unwrap();
     assert_eq!(
         stream.subscribe("*").await.unwrap().event_type,
         "subscribed"

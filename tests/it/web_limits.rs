@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use usersvc::domain::Role;
 
 use crate::support::metrics::{scrape, value_or_zero};
-use crate::support::process::ServerProcess;
+use crate::support::process::{ServerProcess, rss_bytes};
 use crate::support::token;
 
 const SERVICE: &str = "/techoral.users.v1.UserService";
@@ -341,17 +341,6 @@ async fn calls_refused_by_their_headers_are_answered_before_their_body() {
         (answer.status, answer.code()),
         (429, "resource_exhausted".into())
     );
-}
-
-/// The server's resident memory, from /proc.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kib * 1024
 }
 
 /// Finding 1 scaled up: 8 HTTP/2 connections of 200 Connect uploads each,

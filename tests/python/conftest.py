@@ -18,21 +18,24 @@ BIN = os.environ.get("USERSVC_BIN", os.path.join(ROOT, "target", "debug", "users
 SECRET = "python-interop-secret-python-interop-secret"
 
 
-# Removed when the test run ends (the object is finalized at exit).
-_STUBS = tempfile.TemporaryDirectory(prefix="usersvc-stubs-")
-
-
 def generate_stubs():
-    out = _STUBS.name
-    proto_dir = os.path.join(ROOT, "proto")
-    code = protoc.main([
-        "protoc", f"-I{proto_dir}", f"--python_out={out}", f"--grpc_python_out={out}",
-        os.path.join(proto_dir, "user_service.proto"),
-    ])
-    assert code == 0, "protoc rejected proto/user_service.proto"
-    sys.path.insert(0, out)
-    import user_service_pb2
-    import user_service_pb2_grpc
+    """The modules protoc's Python plugins write, imported from a temporary
+    directory that is removed at once: imported modules need no files, and
+    a process that is killed (the Rust interop test stops server.py so)
+    would leave the directory behind."""
+    with tempfile.TemporaryDirectory(prefix="usersvc-stubs-") as out:
+        proto_dir = os.path.join(ROOT, "proto")
+        code = protoc.main([
+            "protoc", f"-I{proto_dir}", f"--python_out={out}", f"--grpc_python_out={out}",
+            os.path.join(proto_dir, "user_service.proto"),
+        ])
+        assert code == 0, "protoc rejected proto/user_service.proto"
+        sys.path.insert(0, out)
+        try:
+            import user_service_pb2
+            import user_service_pb2_grpc
+        finally:
+            sys.path.remove(out)
 
     return user_service_pb2, user_service_pb2_grpc
 
