@@ -278,8 +278,29 @@ async fn a_stalled_body_ends_at_the_deadline_on_every_protocol() {
     assert!(end.contains("deadline_exceeded"), "{end}");
 
     // connect-timeout-ms ends a stalled call too, on a server whose own
-    // default would wait a minute.
-    let (_dir, _server, addr) = start(&["--default-timeout", "60s", "--rate-limit", "0"]);
+    // default would wait a minute; and an upload that stops sending for
+    // --stream-idle-timeout is ended as over gRPC.
+    let (_dir, _server, addr) = start(&[
+        "--default-timeout",
+        "60s",
+        "--rate-limit",
+        "0",
+        "--stream-idle-timeout",
+        "1s",
+    ]);
+    let head = post_head(
+        "BulkCreateUsers",
+        "application/connect+json",
+        100_000,
+        &[&editor],
+    );
+    let mut tcp = http1(addr, &head, &first).await;
+    let answer = read_answer(&mut tcp).await;
+    let end = String::from_utf8_lossy(&answer.body).into_owned();
+    assert!(
+        end.contains("deadline_exceeded") && end.contains("sent nothing"),
+        "{end}"
+    );
     let head = post_head(
         "CreateUser",
         "application/json",
