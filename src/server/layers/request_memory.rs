@@ -91,17 +91,27 @@ impl RequestMemory {
             }
         }
         let mut per_caller = self.per_caller.lock().expect("not poisoned");
-        let held = per_caller.entry(key.to_owned()).or_insert(0);
-        if *held + grow > cap {
+        let held = per_caller.get(key).copied().unwrap_or(0);
+        if held + grow > cap {
             drop(per_caller);
             self.total.fetch_sub(grow, Ordering::AcqRel);
             return Err(Status::resource_exhausted(format!(
                 "this caller's requests not yet handled may hold at most {cap} bytes"
             )));
         }
-        *held = (*held + grow).saturating_sub(shrink);
-        if *held == 0 {
-            per_caller.remove(key);
+        // A caller holding nothing has no entry: the table is as large as
+        // the callers with unfinished messages, no larger.
+        match (
+            (held + grow).saturating_sub(shrink),
+            per_caller.get_mut(key),
+        ) {
+            (0, _) => {
+                per_caller.remove(key);
+            }
+            (now, Some(entry)) => *entry = now,
+            (now, None) => {
+                per_caller.insert(key.to_owned(), now);
+            }
         }
         drop(per_caller);
         self.total.fetch_sub(shrink, Ordering::AcqRel);
@@ -418,6 +428,14 @@ mod tests {
         assert_eq!(memory.held(), 70);
         assert!(memory.adjust(alice, 60, 0, 60).is_ok());
         assert!(memory.adjust(bob, 60, 31, 0).is_ok());
+        assert!(memory.adjust("sub:carol", 60, 61, 0).is_err());
+        let callers = memory.per_caller.lock().unwrap();
+        assert!(!callers.contains_key(alice), "alice holds nothing now");
+        assert!(
+            !callers.contains_key("sub:carol"),
+            "a refused caller has no entry"
+        );
+        drop(callers);
         assert_eq!(memory.held(), 41);
     }
 }
