@@ -514,18 +514,10 @@ pub async fn serve<S, B>(
                         .await
                 }
                 Some(acceptor) => {
-                    let handshake = tokio::time::timeout(
-                        super::tls::HANDSHAKE_TIMEOUT,
-                        acceptor.accept(stream),
-                    );
-                    match handshake.await {
-                        Ok(Ok(tls)) => {
-                            connection
-                                .serve(tls, |s| ConnectInfo::Tls(s.connect_info()))
-                                .await
-                        }
-                        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    if let Some(tls) = super::tls::handshake(&acceptor, stream).await {
+                        connection
+                            .serve(tls, |s| ConnectInfo::Tls(s.connect_info()))
+                            .await
                     }
                 }
             }

@@ -23,7 +23,7 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
 
 /// How long a client may take over its handshake before it is dropped:
 /// a client that stalls there holds no more than a task for this long.
-pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The server's certificate and key, and the CA that client certificates
 /// must chain to for mTLS (without it, clients need no certificate).
@@ -72,6 +72,26 @@ impl ServerTls {
     }
 }
 
+/// The handshake with one client, within [`HANDSHAKE_TIMEOUT`]; `None`
+/// (logged at debug) when it failed or took too long: the client's failure,
+/// not the server's.
+pub async fn handshake<IO>(acceptor: &TlsAcceptor, stream: IO) -> Option<TlsStream<IO>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake timed out");
+            None
+        }
+    }
+}
+
 /// Handshakes with every connection `incoming` yields, each in a task of
 /// its own so that a slow client holds up no other, and yields the
 /// connections that completed theirs. A failed handshake is logged at debug
@@ -101,12 +121,8 @@ where
             };
             let (acceptor, ready) = (acceptor.clone(), ready.clone());
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = ready.send(Ok(tls)).await;
-                    }
-                    Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
-                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                if let Some(tls) = handshake(&acceptor, stream).await {
+                    let _ = ready.send(Ok(tls)).await;
                 }
             });
         }
