@@ -80,6 +80,12 @@ fn post_head(path: &str, content_type: &str, length: usize, extra: &[&str]) -> S
     head
 }
 
+/// One HTTP/1.1 request, as `http1` sends it, and its answer.
+async fn exchange(addr: SocketAddr, head: &str, sent: &[u8]) -> Answer {
+    let mut tcp = http1(addr, head, sent).await;
+    read_answer(&mut tcp).await
+}
+
 /// Reads one HTTP/1.1 answer (a content-length or chunked body).
 async fn read_answer(tcp: &mut TcpStream) -> Answer {
     tokio::time::timeout(HUNG, read_answer_now(tcp))
@@ -231,8 +237,7 @@ async fn a_stalled_body_ends_at_the_deadline_on_every_protocol() {
 
     // Connect unary over HTTP/1.1 and HTTP/2.
     let head = post_head("CreateUser", "application/json", 1000, &[&editor]);
-    let mut tcp = http1(addr, &head, partial).await;
-    let answer = read_answer(&mut tcp).await;
+    let answer = exchange(addr, &head, partial).await;
     assert_eq!(
         (answer.status, answer.code()),
         (504, "deadline_exceeded".into())
@@ -258,8 +263,7 @@ async fn a_stalled_body_ends_at_the_deadline_on_every_protocol() {
     let mut message = envelope(0, &[0x0a; 100]);
     message.truncate(40);
     let head = post_head("CreateUser", "application/grpc-web+proto", 105, &[&editor]);
-    let mut tcp = http1(addr, &head, &message).await;
-    let answer = read_answer(&mut tcp).await;
+    let answer = exchange(addr, &head, &message).await;
     let text = String::from_utf8_lossy(&answer.body).into_owned()
         + answer.header("grpc-status").unwrap_or_default();
     assert!(text.contains("grpc-status:4") || text == "4", "{answer:?}");
@@ -272,8 +276,7 @@ async fn a_stalled_body_ends_at_the_deadline_on_every_protocol() {
         100_000,
         &[&editor],
     );
-    let mut tcp = http1(addr, &head, &first).await;
-    let answer = read_answer(&mut tcp).await;
+    let answer = exchange(addr, &head, &first).await;
     let end = String::from_utf8_lossy(&answer.body).into_owned();
     assert!(end.contains("deadline_exceeded"), "{end}");
 
@@ -294,8 +297,7 @@ async fn a_stalled_body_ends_at_the_deadline_on_every_protocol() {
         100_000,
         &[&editor],
     );
-    let mut tcp = http1(addr, &head, &first).await;
-    let answer = read_answer(&mut tcp).await;
+    let answer = exchange(addr, &head, &first).await;
     let end = String::from_utf8_lossy(&answer.body).into_owned();
     assert!(
         end.contains("deadline_exceeded") && end.contains("sent nothing"),
@@ -307,8 +309,7 @@ async fn a_stalled_body_ends_at_the_deadline_on_every_protocol() {
         1000,
         &[&editor, "connect-timeout-ms: 1500"],
     );
-    let mut tcp = http1(addr, &head, partial).await;
-    let answer = read_answer(&mut tcp).await;
+    let answer = exchange(addr, &head, partial).await;
     assert_eq!(
         (answer.status, answer.code()),
         (504, "deadline_exceeded".into())
@@ -330,8 +331,7 @@ async fn calls_refused_by_their_headers_are_answered_before_their_body() {
     ] {
         let extra: Vec<&str> = who.iter().map(String::as_str).collect();
         let head = post_head("CreateUser", "application/json", big, &extra);
-        let mut tcp = http1(addr, &head, &sent).await;
-        let answer = read_answer(&mut tcp).await;
+        let answer = exchange(addr, &head, &sent).await;
         assert_eq!((answer.status, answer.code()), (status, code.into()));
     }
     // Over HTTP/2, with gRPC-Web too.
@@ -352,12 +352,10 @@ async fn calls_refused_by_their_headers_are_answered_before_their_body() {
     let (_dir, _server, addr) = start(&["--rate-limit", "0.001", "--rate-burst", "1"]);
     let editor = bearer(Role::Editor);
     let head = post_head("GetUser", "application/json", 14, &[&editor]);
-    let mut tcp = http1(addr, &head, br#"{"userId":"x"}"#).await;
-    let first = read_answer(&mut tcp).await;
+    let first = exchange(addr, &head, br#"{"userId":"x"}"#).await;
     assert_eq!(first.code(), "not_found", "within the burst");
     let head = post_head("GetUser", "application/json", 5, &[&editor]);
-    let mut tcp = http1(addr, &head, b"{bad}").await;
-    let answer = read_answer(&mut tcp).await;
+    let answer = exchange(addr, &head, b"{bad}").await;
     assert_eq!(
         (answer.status, answer.code()),
         (429, "resource_exhausted".into())
@@ -465,8 +463,7 @@ async fn a_caller_cannot_hold_more_request_memory_than_its_cap() {
         "a".repeat(60_000)
     );
     let head = post_head("CreateUser", "application/json", body.len(), &[&editor]);
-    let mut tcp = http1(addr, &head, body.as_bytes()).await;
-    let answer = read_answer(&mut tcp).await;
+    let answer = exchange(addr, &head, body.as_bytes()).await;
     assert_ne!(answer.code(), "resource_exhausted", "{answer:?}");
 }
 
@@ -562,8 +559,7 @@ async fn every_web_refusal_is_logged_counted_and_echoes_its_id() {
         ),
     ];
     for (id, head, body, status, _) in &cases {
-        let mut tcp = http1(addr, head, body).await;
-        let answer = read_answer(&mut tcp).await;
+        let answer = exchange(addr, head, body).await;
         assert_eq!(answer.status, *status, "{id}: {answer:?}");
         assert_eq!(answer.header("x-request-id"), Some(*id), "{id}: {answer:?}");
         if *status == 415 {
@@ -843,8 +839,7 @@ async fn web_bodies_are_bounded_as_messages() {
     let editor = bearer(Role::Editor);
     let body = format!(r#"{{"name":"{}"}}"#, "a".repeat(100 * 1024));
     let head = post_head("CreateUser", "application/json", body.len(), &[&editor]);
-    let mut tcp = http1(addr, &head, body.as_bytes()).await;
-    let answer = read_answer(&mut tcp).await;
+    let answer = exchange(addr, &head, body.as_bytes()).await;
     assert_eq!(
         (answer.status, answer.code()),
         (429, "resource_exhausted".into())
@@ -863,8 +858,7 @@ async fn web_bodies_are_bounded_as_messages() {
         message.len(),
         &[&editor, "connect-content-encoding: gzip"],
     );
-    let mut tcp = http1(addr, &head, &message).await;
-    let answer = read_answer(&mut tcp).await;
+    let answer = exchange(addr, &head, &message).await;
     let end = String::from_utf8_lossy(&answer.body).into_owned();
     assert!(end.contains("resource_exhausted"), "{end}");
 
@@ -874,8 +868,7 @@ async fn web_bodies_are_bounded_as_messages() {
         message.len(),
         &[&editor, "grpc-encoding: gzip"],
     );
-    let mut tcp = http1(addr, &head, &message).await;
-    let answer = read_answer(&mut tcp).await;
+    let answer = exchange(addr, &head, &message).await;
     let text = String::from_utf8_lossy(&answer.body).into_owned()
         + answer.header("grpc-status").unwrap_or_default();
     assert!(text.contains("grpc-status:8") || text == "8", "{answer:?}");
@@ -889,8 +882,7 @@ async fn cors_is_off_by_default() {
     let head = format!(
         "POST {SERVICE}/GetUser HTTP/1.1\r\nhost: localhost\r\norigin: https://app.example\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n"
     );
-    let mut tcp = http1(addr, &head, b"{}").await;
-    let answer = read_answer(&mut tcp).await;
+    let answer = exchange(addr, &head, b"{}").await;
     assert!(
         answer
             .headers
@@ -902,8 +894,7 @@ async fn cors_is_off_by_default() {
     let preflight = format!(
         "OPTIONS {SERVICE}/GetUser HTTP/1.1\r\nhost: localhost\r\norigin: https://app.example\r\naccess-control-request-method: POST\r\n\r\n"
     );
-    let mut tcp = http1(addr, &preflight, b"").await;
-    let answer = read_answer(&mut tcp).await;
+    let answer = exchange(addr, &preflight, b"").await;
     assert_eq!(answer.status, 403, "{answer:?}");
     assert!(answer.header("access-control-allow-origin").is_none());
 }
