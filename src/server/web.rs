@@ -265,6 +265,21 @@ struct Refusal {
     bare: Option<(StatusCode, header::HeaderName, &'static str)>,
 }
 
+impl Refusal {
+    /// A content type of the wrong kind for the method at `path`, which is
+    /// `what`: 415 and the types it takes, as connect-go answers.
+    fn wrong_kind(path: &str, what: &str, accepted: &'static str) -> Self {
+        Self {
+            status: Status::unknown(format!("{path} is {what}")),
+            bare: Some((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                header::HeaderName::from_static("accept-post"),
+                accepted,
+            )),
+        }
+    }
+}
+
 impl From<Status> for Refusal {
     fn from(status: Status) -> Self {
         Self { status, bare: None }
@@ -295,26 +310,16 @@ fn refusal_of<B>(
                 bare: Some((StatusCode::METHOD_NOT_ALLOWED, header::ALLOW, "POST")),
             })
         }
-        (Kind::ConnectUnary(_), Some(true)) => Err(Refusal {
-            status: Status::unknown(format!(
-                "{path} is a streaming method: send application/connect+json or application/connect+proto"
-            )),
-            bare: Some((
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                header::HeaderName::from_static("accept-post"),
-                "application/connect+json, application/connect+proto, application/grpc, application/grpc-web",
-            )),
-        }),
-        (Kind::ConnectStreaming(_), Some(false)) => Err(Refusal {
-            status: Status::unknown(format!(
-                "{path} is a unary method: send application/json or application/proto"
-            )),
-            bare: Some((
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                header::HeaderName::from_static("accept-post"),
-                "application/json, application/proto, application/grpc, application/grpc-web",
-            )),
-        }),
+        (Kind::ConnectUnary(_), Some(true)) => Err(Refusal::wrong_kind(
+            path,
+            "a streaming method: send application/connect+json or application/connect+proto",
+            "application/connect+json, application/connect+proto, application/grpc, application/grpc-web",
+        )),
+        (Kind::ConnectStreaming(_), Some(false)) => Err(Refusal::wrong_kind(
+            path,
+            "a unary method: send application/json or application/proto",
+            "application/json, application/proto, application/grpc, application/grpc-web",
+        )),
         (Kind::ConnectUnary(_) | Kind::ConnectStreaming(_), Some(_)) => {
             connect::check(request, schema.expect("a method"))
                 .map_err(Refusal::from)
