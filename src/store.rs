@@ -193,8 +193,8 @@ pub fn described(url: &str) -> String {
         return url.to_owned();
     }
     if url.starts_with("sqlite:") {
-        return match sqlx::sqlite::SqliteConnectOptions::from_str(url) {
-            Ok(options) => format!("sqlite://{}", options.get_filename().display()),
+        return match sqlite::SqliteAddress::parse(url) {
+            Ok(address) => format!("sqlite://{}", address.path.display()),
             Err(_) => "sqlite (an address that does not parse)".to_owned(),
         };
     }

@@ -1,5 +1,6 @@
-//! What the two SQL stores share: reading a user row, recognising errors,
-//! and the fingerprint that ties an idempotency key to its request.
+//! PostgreSQL's SQL through sqlx: reading a user row, the page and insert
+//! queries, and recognising errors. And what both SQL stores keep: the
+//! fingerprint that ties an idempotency key to its request.
 
 use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
@@ -143,8 +144,8 @@ pub fn fingerprint(user: &NewUser) -> String {
     .to_string()
 }
 
-/// Whether the unique email index refused a write. PostgreSQL names the
-/// constraint; SQLite names the column in its message.
+/// Whether the unique email index refused a write: PostgreSQL names the
+/// constraint.
 fn email_conflict(error: &sqlx::Error) -> bool {
     let sqlx::Error::Database(db) = error else {
         return false;
@@ -165,8 +166,8 @@ pub fn write_error(error: sqlx::Error, email: Option<&Email>) -> StoreError {
     }
 }
 
-/// A failure that is not a conflict: the database unreachable, busy or
-/// timing out is worth a retry (UNAVAILABLE); anything else is a bug or
+/// A failure that is not a conflict: the database unreachable or timing
+/// out is worth a retry (UNAVAILABLE); anything else is a bug or
 /// corruption (INTERNAL).
 pub fn failure(error: sqlx::Error) -> StoreError {
     match &error {
@@ -183,12 +184,11 @@ pub fn failure(error: sqlx::Error) -> StoreError {
     }
 }
 
-/// Database error codes that say "not now" rather than "never": SQLite's
-/// BUSY and LOCKED, and PostgreSQL's connection, shutdown, statement-timeout
-/// and serialization classes.
+/// PostgreSQL error codes that say "not now" rather than "never": the
+/// connection, shutdown, statement-timeout and serialization classes.
 fn is_transient(code: Option<&str>) -> bool {
     matches!(
         code,
-        Some("5" | "6" | "517" | "57014" | "57P01" | "57P02" | "57P03" | "40001" | "40P01")
+        Some("57014" | "57P01" | "57P02" | "57P03" | "40001" | "40P01")
     ) || code.is_some_and(|code| code.starts_with("08"))
 }

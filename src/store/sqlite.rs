@@ -1,26 +1,40 @@
 //! `SqliteStore`: the embedded default, one file on disk.
 //!
-//! WAL mode, so readers never wait for the writer. Writes are serialized by
-//! a lock in this process (SQLite allows one writer at a time anyway), which
-//! also keeps their events in commit order. With `synchronous=FULL`, the
-//! default, a write is on disk when its RPC returns OK; `NORMAL` is faster
-//! and survives a crash of usersvc, but a power loss or kernel crash may
-//! lose the last commits (never corrupting the file).
+//! WAL mode, so readers never wait for the writer. Reads run on the
+//! caller's thread with a connection of their own ([`readers`]); writes run
+//! one at a time on the writer's thread ([`writer`]), which also keeps their
+//! events in commit order. Each connection keeps its statements prepared,
+//! and rows are read straight into the domain types ([`rows`]).
+//!
+//! With `synchronous=FULL`, the default, a write is on disk when its RPC
+//! returns OK; `NORMAL` is faster and survives a crash of usersvc, but a
+//! power loss or kernel crash may lose the last commits (never corrupting
+//! the file).
+//!
+//! One usersvc process is the file's only writer: SQLite would serialize
+//! two, but their events would not reach each other's watchers.
 
-use std::str::FromStr;
+mod connection;
+mod migrate;
+mod readers;
+mod rows;
+mod writer;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{QueryBuilder, Sqlite};
-use tokio::sync::Mutex;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::sql::{self, USER_COLUMNS, UserRow};
-use super::{Created, IdempotencyKey, Page, PageQuery, StoreError, StoreOptions, UserStore};
+use self::connection::{Address, Settings};
+use self::readers::Readers;
+use self::rows::failure;
+use self::writer::Writer;
+use super::{
+    Created, Cursor, IdempotencyKey, Page, PageQuery, StoreError, StoreOptions, UserStore,
+};
 use crate::clock;
 use crate::domain::{NewUser, User, UserId, UserPatch};
 use crate::events::{EventBus, EventKind};
+
+pub use self::connection::Address as SqliteAddress;
 
 /// SQLite's `synchronous` setting: how durable a commit is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -31,14 +45,30 @@ pub enum Synchronous {
     Normal,
 }
 
-/// Rows per INSERT in a bulk creation: 8 parameters a row, well under
-/// SQLite's limit of 32,766 parameters a statement.
-const ROWS_PER_INSERT: usize = 500;
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+
+    /// The number `PRAGMA synchronous` reports for this setting.
+    fn level(self) -> i64 {
+        match self {
+            Synchronous::Full => 2,
+            Synchronous::Normal => 1,
+        }
+    }
+}
+
+/// Reading connections kept open: one per runtime thread would do; a few
+/// more serve calls from threads outside the runtime without opening one.
+const READERS: usize = 4;
 
 pub struct SqliteStore {
-    pool: SqlitePool,
-    /// Held for the whole of each write transaction and its announcement.
-    write: Mutex<()>,
+    readers: Readers,
+    writer: Writer,
     events: EventBus,
 }
 
@@ -50,124 +80,79 @@ impl SqliteStore {
         options: &StoreOptions,
         events: EventBus,
     ) -> Result<Self, StoreError> {
-        let connect = SqliteConnectOptions::from_str(url)
-            .map_err(|e| {
-                StoreError::Internal(format!("invalid SQLite address {url:?}: {e}").into())
-            })?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match options.sqlite_synchronous {
-                Synchronous::Full => SqliteSynchronous::Full,
-                Synchronous::Normal => SqliteSynchronous::Normal,
-            })
-            .busy_timeout(options.db_timeout)
-            .foreign_keys(true);
-        private_file(connect.get_filename())?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(POOL_SIZE)
-            .acquire_timeout(options.db_timeout)
-            .connect_with(connect)
-            .await
-            .map_err(sql::failure)?;
-        sqlx::migrate!("src/store/migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(|e| {
-                StoreError::Internal(format!("migrating the SQLite schema: {e}").into())
-            })?;
-        durability(&pool, options.sqlite_synchronous).await?;
+        let address = Address::parse(url).map_err(|e| StoreError::Internal(e.into()))?;
+        let settings = Settings {
+            path: address.path,
+            synchronous: options.sqlite_synchronous,
+            busy_timeout: options.db_timeout,
+        };
+        // Opening and migrating touch the disk: off the runtime's threads.
+        let (readers, writer) = tokio::task::spawn_blocking(move || {
+            let mut writer = settings.writer()?;
+            migrate::run(&mut writer)?;
+            let readers = Readers::open(settings, READERS)?;
+            Ok::<_, StoreError>((readers, writer))
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.into()))??;
+        tracing::info!(
+            synchronous = match options.sqlite_synchronous {
+                Synchronous::Full => "full",
+                Synchronous::Normal => "normal",
+            },
+            connections = readers.kept() + 1,
+            "SQLite connections checked: PRAGMA synchronous as configured"
+        );
         Ok(Self {
-            pool,
-            write: Mutex::new(()),
+            readers,
+            writer: Writer::spawn(writer)?,
             events,
         })
     }
-
-    async fn find(&self, id: &UserId) -> Result<User, StoreError> {
-        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?"))
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(sql::failure)?;
-        match row {
-            Some(row) => Ok(row.user()?.1),
-            None => Err(StoreError::NotFound(id.clone())),
-        }
-    }
 }
 
-/// Connections the pool may hold at once.
-const POOL_SIZE: u32 = 4;
-
-/// Checks that every connection of the pool runs with the `synchronous`
-/// it was given, as SQLite itself reports it (`PRAGMA synchronous`), and
-/// says so in the log: a durability promise that only a configuration
-/// value makes is not one. A connection that disagrees stops the start.
-async fn durability(pool: &SqlitePool, wanted: Synchronous) -> Result<(), StoreError> {
-    let expected: i64 = match wanted {
-        Synchronous::Full => 2,
-        Synchronous::Normal => 1,
-    };
-    let mut connections = Vec::new();
-    for _ in 0..POOL_SIZE {
-        connections.push(pool.acquire().await.map_err(sql::failure)?);
-    }
-    for connection in &mut connections {
-        let (mode,): (i64,) = sqlx::query_as("PRAGMA synchronous")
-            .fetch_one(&mut **connection)
-            .await
-            .map_err(sql::failure)?;
-        if mode != expected {
-            return Err(StoreError::Internal(
-                format!("a SQLite connection runs with synchronous={mode}, not {expected}").into(),
-            ));
-        }
-    }
-    let name = match wanted {
-        Synchronous::Full => "full",
-        Synchronous::Normal => "normal",
-    };
-    tracing::info!(
-        synchronous = name,
-        connections = connections.len(),
-        "SQLite connections checked: PRAGMA synchronous as configured"
-    );
-    Ok(())
+/// The user `id` names, if there is one, on any connection.
+fn find(connection: &Connection, id: &UserId) -> rusqlite::Result<Option<User>> {
+    let found = connection
+        .prepare_cached(rows::FIND)?
+        .query_row([id.as_str()], rows::user)
+        .optional()?;
+    Ok(found.map(|(_, user)| user))
 }
 
-/// Makes `path`, the database, readable by its owner only, before SQLite
-/// opens it: its directory, when created, is 0700, and the file is 0600,
-/// which SQLite gives its WAL and SHM files too. The users' personal data is
-/// no business of the machine's other accounts. A file that is open to
-/// others already is closed to them, with a warning.
-fn private_file(path: &std::path::Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-    let failed = |what: &str, e: std::io::Error| {
-        StoreError::Internal(format!("cannot {what} {}: {e}", path.display()).into())
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| failed("create the directory of", e))?;
+/// Inserts `user`, with the idempotency key and request fingerprint it was
+/// created with, if any.
+fn insert(
+    connection: &Connection,
+    user: &User,
+    email_key: &str,
+    idempotency: Option<(&str, &str)>,
+) -> rusqlite::Result<usize> {
+    let (key, request) = idempotency.unzip();
+    connection.prepare_cached(rows::INSERT)?.execute(params![
+        user.id.as_str(),
+        user.name.as_str(),
+        user.email.as_str(),
+        email_key,
+        user.role.number(),
+        user.created_at,
+        user.bio.as_ref().map(|b| b.as_str()),
+        key,
+        request,
+    ])
+}
+
+/// Which of `keys` is the first already stored.
+fn first_taken(connection: &Connection, keys: &[String]) -> Result<usize, StoreError> {
+    let mut statement = connection.prepare_cached(rows::TAKEN).map_err(failure)?;
+    for (offset, key) in keys.iter().enumerate() {
+        if statement.exists([key]).map_err(failure)? {
+            return Ok(offset);
+        }
     }
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| failed("create", e))?;
-    let mode = std::fs::metadata(path)
-        .map_err(|e| failed("read the mode of", e))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "the database was open to other users; making it 0600");
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| failed("restrict", e))?;
-    }
-    Ok(())
+    Err(StoreError::Internal(
+        "the email index refused a batch in which no address is taken".into(),
+    ))
 }
 
 #[async_trait]
@@ -176,12 +161,17 @@ impl UserStore for SqliteStore {
         &self.events
     }
 
+    /// Both sides must answer: a reader, and the writer's thread.
     async fn check(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
+        self.readers
+            .read(|connection| connection.query_row("SELECT 1", [], |_| Ok(())))?;
+        self.writer
+            .write(|connection| {
+                connection
+                    .query_row("SELECT 1", [], |_| Ok(()))
+                    .map_err(failure)
+            })
             .await
-            .map_err(sql::failure)?;
-        Ok(())
     }
 
     async fn create(
@@ -189,122 +179,199 @@ impl UserStore for SqliteStore {
         user: NewUser,
         key: Option<IdempotencyKey>,
     ) -> Result<Created, StoreError> {
-        let _write = self.write.lock().await;
-        if let Some(key) = &key {
-            let row = sqlx::query(&format!(
-                "SELECT {USER_COLUMNS}, idempotency_request FROM users WHERE idempotency_key = ?"
-            ))
-            .bind(key.as_str())
-            .fetch_optional(&self.pool)
+        let events = self.events.clone();
+        self.writer
+            .write(move |connection| {
+                let fingerprint = key.as_ref().map(|_| super::sql::fingerprint(&user));
+                if let (Some(key), Some(fingerprint)) = (&key, &fingerprint) {
+                    let earlier = connection
+                        .prepare_cached(rows::FIND_BY_KEY)
+                        .and_then(|mut statement| {
+                            statement
+                                .query_row([key.as_str()], |row| {
+                                    Ok((rows::user(row)?.1, row.get::<_, String>(7)?))
+                                })
+                                .optional()
+                        })
+                        .map_err(failure)?;
+                    if let Some((earlier, request)) = earlier {
+                        return if &request == fingerprint {
+                            Ok(Created::Replayed(earlier))
+                        } else {
+                            Err(StoreError::IdempotencyKeyReused)
+                        };
+                    }
+                }
+                let email_key = user.email.unique_key();
+                let idempotency = key
+                    .as_ref()
+                    .map(IdempotencyKey::as_str)
+                    .zip(fingerprint.as_deref());
+                let created = user.into_user(UserId::generate(), clock::unix_seconds());
+                insert(connection, &created, &email_key, idempotency).map_err(|e| {
+                    if rows::email_conflict(&e) {
+                        StoreError::EmailTaken(created.email.as_str().to_owned())
+                    } else {
+                        failure(e)
+                    }
+                })?;
+                events.publish(EventKind::Created, &created);
+                Ok(Created::New(created))
+            })
             .await
-            .map_err(sql::failure)?;
-            if let Some(row) = row {
-                return sql::replay(&row, &user);
-            }
-        }
-        let created = user
-            .clone()
-            .into_user(UserId::generate(), clock::unix_seconds());
-        let idempotency = key.as_ref().map(|k| (k.as_str(), sql::fingerprint(&user)));
-        sql::insert_users::<Sqlite>(std::slice::from_ref(&created), idempotency)
-            .build()
-            .execute(&self.pool)
-            .await
-            .map_err(|e| sql::write_error(e, Some(&user.email)))?;
-        self.events.publish(EventKind::Created, &created);
-        Ok(Created::New(created))
     }
 
+    /// One transaction, with an INSERT of many rows at a time. When the
+    /// unique email index refuses one, the statement is undone (the
+    /// transaction is not) and the first of its addresses already stored
+    /// names the item: only a failing batch looks anything up.
     async fn create_many(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
-        let _write = self.write.lock().await;
         let email_keys = super::email_keys(&users)?;
-        for (chunk_start, chunk) in email_keys.chunks(ROWS_PER_INSERT).enumerate() {
-            let mut query =
-                QueryBuilder::<Sqlite>::new("SELECT email_key FROM users WHERE email_key IN (");
-            let mut keys = query.separated(", ");
-            for key in chunk {
-                keys.push_bind(key.as_str());
-            }
-            query.push(")");
-            let taken: Vec<String> = query
-                .build_query_scalar()
-                .fetch_all(&self.pool)
-                .await
-                .map_err(sql::failure)?;
-            if let Some(offset) = chunk.iter().position(|key| taken.contains(key)) {
-                let index = chunk_start * ROWS_PER_INSERT + offset;
-                return Err(StoreError::email_taken_at(index, &users[index]));
-            }
-        }
-
-        let now = clock::unix_seconds();
-        let created: Vec<User> = users
-            .into_iter()
-            .map(|u| u.into_user(UserId::generate(), now))
-            .collect();
-        let mut tx = self.pool.begin().await.map_err(sql::failure)?;
-        for chunk in created.chunks(ROWS_PER_INSERT) {
-            sql::insert_users::<Sqlite>(chunk, None)
-                .build()
-                .execute(&mut *tx)
-                .await
-                .map_err(sql::failure)?;
-        }
-        tx.commit().await.map_err(sql::failure)?;
-        for user in &created {
-            self.events.publish(EventKind::Created, user);
-        }
-        Ok(created)
+        let events = self.events.clone();
+        self.writer
+            .write(move |connection| {
+                let now = clock::unix_seconds();
+                let created: Vec<User> = users
+                    .into_iter()
+                    .map(|u| u.into_user(UserId::generate(), now))
+                    .collect();
+                let transaction = connection
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(failure)?;
+                let taken = |index: usize| StoreError::Item {
+                    index,
+                    source: Box::new(StoreError::EmailTaken(
+                        created[index].email.as_str().to_owned(),
+                    )),
+                };
+                let chunks = created
+                    .chunks(rows::ROWS_PER_INSERT)
+                    .zip(email_keys.chunks(rows::ROWS_PER_INSERT));
+                for (number, (chunk, keys)) in chunks.enumerate() {
+                    let start = number * rows::ROWS_PER_INSERT;
+                    if chunk.len() < rows::ROWS_PER_INSERT {
+                        for (offset, (user, key)) in chunk.iter().zip(keys).enumerate() {
+                            match insert(&transaction, user, key, None) {
+                                Ok(_) => {}
+                                Err(e) if rows::email_conflict(&e) => {
+                                    return Err(taken(start + offset));
+                                }
+                                Err(e) => return Err(failure(e)),
+                            }
+                        }
+                        continue;
+                    }
+                    let inserted = transaction
+                        .prepare_cached(rows::insert_many())
+                        .and_then(|mut statement| rows::insert_rows(&mut statement, chunk, keys));
+                    match inserted {
+                        Ok(_) => {}
+                        // None of this statement's rows is stored, and the
+                        // earlier ones have other addresses.
+                        Err(e) if rows::email_conflict(&e) => {
+                            return Err(taken(start + first_taken(&transaction, keys)?));
+                        }
+                        Err(e) => return Err(failure(e)),
+                    }
+                }
+                transaction.commit().map_err(failure)?;
+                for user in &created {
+                    events.publish(EventKind::Created, user);
+                }
+                Ok(created)
+            })
+            .await
     }
 
     async fn get(&self, id: &UserId) -> Result<User, StoreError> {
-        self.find(id).await
+        self.readers
+            .read(|connection| find(connection, id))?
+            .ok_or_else(|| StoreError::NotFound(id.clone()))
     }
 
     async fn update(&self, id: &UserId, patch: UserPatch) -> Result<User, StoreError> {
-        let _write = self.write.lock().await;
-        let mut user = self.find(id).await?;
-        let new_email = patch.email.clone();
-        patch.apply(&mut user);
-        sqlx::query(
-            "UPDATE users SET name = ?, email = ?, email_key = ?, role = ?, bio = ? WHERE id = ?",
-        )
-        .bind(user.name.as_str())
-        .bind(user.email.as_str())
-        .bind(user.email.unique_key())
-        .bind(user.role.number())
-        .bind(user.bio.as_ref().map(|b| b.as_str()))
-        .bind(id.as_str())
-        .execute(&self.pool)
-        .await
-        .map_err(|e| sql::write_error(e, new_email.as_ref()))?;
-        self.events.publish(EventKind::Updated, &user);
-        Ok(user)
+        let id = id.clone();
+        let events = self.events.clone();
+        self.writer
+            .write(move |connection| {
+                let transaction = connection
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(failure)?;
+                let mut user = find(&transaction, &id)
+                    .map_err(failure)?
+                    .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+                let new_email = patch.email.is_some();
+                patch.apply(&mut user);
+                transaction
+                    .prepare_cached(rows::UPDATE)
+                    .and_then(|mut statement| {
+                        statement.execute(params![
+                            user.name.as_str(),
+                            user.email.as_str(),
+                            user.email.unique_key(),
+                            user.role.number(),
+                            user.bio.as_ref().map(|b| b.as_str()),
+                            id.as_str(),
+                        ])
+                    })
+                    .map_err(|e| {
+                        if new_email && rows::email_conflict(&e) {
+                            StoreError::EmailTaken(user.email.as_str().to_owned())
+                        } else {
+                            failure(e)
+                        }
+                    })?;
+                transaction.commit().map_err(failure)?;
+                events.publish(EventKind::Updated, &user);
+                Ok(user)
+            })
+            .await
     }
 
     async fn delete(&self, id: &UserId) -> Result<User, StoreError> {
-        let _write = self.write.lock().await;
-        let row = sqlx::query(&format!(
-            "DELETE FROM users WHERE id = ? RETURNING {USER_COLUMNS}"
-        ))
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(sql::failure)?;
-        let user = match row {
-            Some(row) => row.user()?.1,
-            None => return Err(StoreError::NotFound(id.clone())),
-        };
-        self.events.publish(EventKind::Deleted, &user);
-        Ok(user)
+        let id = id.clone();
+        let events = self.events.clone();
+        self.writer
+            .write(move |connection| {
+                let deleted = connection
+                    .prepare_cached(rows::DELETE)
+                    .and_then(|mut statement| {
+                        statement.query_row([id.as_str()], rows::user).optional()
+                    })
+                    .map_err(failure)?;
+                let (_, user) = deleted.ok_or_else(|| StoreError::NotFound(id.clone()))?;
+                events.publish(EventKind::Deleted, &user);
+                Ok(user)
+            })
+            .await
     }
 
     async fn list_page(&self, query: PageQuery) -> Result<Page, StoreError> {
-        let rows = sql::page_query::<Sqlite>(&query)
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(sql::failure)?;
-        sql::page(&rows)
+        let after = query.after.map_or(0, |Cursor(after)| after);
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        let skip = i64::try_from(query.skip).unwrap_or(i64::MAX);
+        self.readers.read(|connection| {
+            let mut page = Page {
+                users: Vec::with_capacity(query.limit.min(1024)),
+                next: None,
+            };
+            let mut statement;
+            let mut found = match query.role {
+                Some(role) => {
+                    statement = connection.prepare_cached(rows::PAGE_OF_ROLE)?;
+                    statement.query(params![after, limit, skip, role.number()])?
+                }
+                None => {
+                    statement = connection.prepare_cached(rows::PAGE)?;
+                    statement.query(params![after, limit, skip])?
+                }
+            };
+            while let Some(row) = found.next()? {
+                let (position, user) = rows::user(row)?;
+                page.next = Some(Cursor(position));
+                page.users.push(user);
+            }
+            Ok(page)
+        })
     }
 }

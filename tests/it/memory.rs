@@ -16,18 +16,15 @@ const USERS: i64 = 1_000_000;
 async fn sqlite_table(dir: &std::path::Path) -> String {
     let url = format!("sqlite://{}/users.db", dir.display());
     drop(store::open(&url, &StoreOptions::default()).await.unwrap()); // the schema
-    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query(
-        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < $1) \
-         INSERT INTO users (id, name, email, email_key, role, created_at, bio) \
-         SELECT printf('id-%07d', x), printf('User number %d', x), printf('u%d@example.com', x), \
-                printf('u%d@example.com', x), 1 + x % 3, 1700000000 + x, 'a bio of some length, to weigh' FROM n",
-    )
-    .bind(USERS)
-    .execute(&mut db)
-    .await
-    .unwrap();
-    db.close().await.unwrap();
+    crate::support::sqlite_file(&url)
+        .execute(
+            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < ?1) \
+             INSERT INTO users (id, name, email, email_key, role, created_at, bio) \
+             SELECT printf('id-%07d', x), printf('User number %d', x), printf('u%d@example.com', x), \
+                    printf('u%d@example.com', x), 1 + x % 3, 1700000000 + x, 'a bio of some length, to weigh' FROM n",
+            [USERS],
+        )
+        .unwrap();
     url
 }
 

@@ -9,7 +9,6 @@ use std::time::Duration;
 use crate::support::process::ServerProcess;
 use crate::support::{admin_client, create_request};
 use rand::Rng;
-use sqlx::Connection;
 use tokio_stream::StreamExt;
 use usersvc::pb::{self, UserRole};
 
@@ -48,7 +47,7 @@ async fn sqlite_connections_run_with_the_synchronous_they_are_given() {
             .unwrap_or_else(|| panic!("{flag:?}: no check in the log:\n{}", log.join("\n")));
         assert!(
             checked.contains(&format!("synchronous=\"{shown}\""))
-                && checked.contains("connections=4"),
+                && checked.contains("connections=5"),
             "{flag:?}: {checked}"
         );
     }
@@ -87,11 +86,9 @@ async fn stored_with(url: &str, prefix: &str) -> Vec<String> {
         .collect()
 }
 
-async fn sqlite_integrity(url: &str) -> String {
-    let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
-    sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_one(&mut conn)
-        .await
+fn sqlite_integrity(url: &str) -> String {
+    crate::support::sqlite_file(url)
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
         .unwrap()
 }
 
@@ -180,7 +177,7 @@ async fn bulk_creation_killed_at_random_points_is_all_or_nothing() {
                 Kill::MidCommit => {}
             }
             if name == "sqlite" {
-                assert_eq!(sqlite_integrity(&url).await, "ok", "round {round}");
+                assert_eq!(sqlite_integrity(&url), "ok", "round {round}");
             }
             if names.is_empty() {
                 outcomes.0 += 1
@@ -265,5 +262,126 @@ async fn two_replicas_over_one_postgres_share_users_and_events() {
             ("user_created".into(), bulk.users[0].id.clone()),
             ("user_deleted".into(), created.id.clone())
         ]
+    );
+}
+
+/// A copy of `tests/fixtures/users-by-sqlx-release.db`: a database made by
+/// the last release whose SQLite store ran on sqlx (`usersvc serve`, then
+/// three `usersvc create`), before this store had its own driver.
+fn previous_release_file(dir: &Path) -> String {
+    let path = dir.join("users.db");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/users-by-sqlx-release.db"
+        ),
+        &path,
+    )
+    .unwrap();
+    format!("sqlite://{}", path.display())
+}
+
+/// Upgrading keeps every user, the unique email index, and the migration
+/// history sqlx recorded, checksum and all.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_made_by_the_previous_release_opens_with_its_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = previous_release_file(dir.path());
+    let history = |url: &str| -> Vec<(i64, bool, Vec<u8>)> {
+        crate::support::sqlite_file(url)
+            .prepare("SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let before = history(&url);
+    assert_eq!(before.len(), 1, "the fixture has the first migration");
+
+    let mut server = ServerProcess::start(&["--store", &url], dir.path());
+    let client = admin_client(&server.url);
+    let listed: Vec<(String, String, String, i32, Option<String>)> =
+        crate::support::list_all(&client)
+            .await
+            .into_iter()
+            .map(|u| (u.id, u.name, u.email, u.role, u.bio))
+            .collect();
+    assert_eq!(
+        listed,
+        [
+            (
+                "01a22c56-46ab-75bb-be6d-459ea73a6208".to_owned(),
+                "Ada Lovelace".to_owned(),
+                "Ada@Example.com".to_owned(),
+                UserRole::Admin as i32,
+                Some("First programmer".to_owned()),
+            ),
+            (
+                "01a22c56-46b6-773e-8f32-b3f54bfee650".to_owned(),
+                "Grace Hopper".to_owned(),
+                "grace@example.com".to_owned(),
+                UserRole::Editor as i32,
+                None,
+            ),
+            (
+                "01a22c56-46c0-7463-b5d8-6314436cfaf4".to_owned(),
+                "Alan Turing".to_owned(),
+                "alan@example.com".to_owned(),
+                UserRole::Viewer as i32,
+                None,
+            ),
+        ]
+    );
+    let taken = client
+        .create_user(
+            create_request("Imposter", "ada@example.COM", UserRole::Viewer),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), tonic::Code::AlreadyExists, "{taken:?}");
+    let created = client
+        .create_user(
+            create_request(
+                "Katherine Johnson",
+                "katherine@example.com",
+                UserRole::Viewer,
+            ),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        client.get_user(&created.id).await.unwrap(),
+        created,
+        "a new user beside the old ones"
+    );
+    server.terminate();
+    let (status, _) = server.wait_with_log();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(history(&url), before, "the migration history is untouched");
+}
+
+/// A database whose history this release does not know is refused at
+/// start with the reason, rather than opened and written to: here, its
+/// first migration's recorded checksum no longer matches the file's text.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_with_a_changed_migration_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = previous_release_file(dir.path());
+    crate::support::sqlite_file(&url)
+        .execute(
+            "UPDATE _sqlx_migrations SET checksum = x'00' WHERE version = 1",
+            [],
+        )
+        .unwrap();
+    let refused = match usersvc::store::open(&url, &usersvc::store::StoreOptions::default()).await {
+        Ok(_) => panic!("a database with a changed migration opened"),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        refused.contains("migration 1 (create users) differs"),
+        "{refused}"
     );
 }

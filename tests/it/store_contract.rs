@@ -228,6 +228,34 @@ async fn bulk_creation_is_all_or_nothing_and_names_the_index() {
             "{}: creation order",
             opened.name
         );
+
+        // A taken address deep in a large batch, wherever it falls among
+        // the rows a store writes together, is named by its own index.
+        for taken_at in [0, 137, 199, 230, 249] {
+            let mut emails: Vec<String> = (0..250)
+                .map(|i| format!("second{taken_at}-{i}@example.com"))
+                .collect();
+            emails[taken_at] = "BULK5@example.com".to_owned();
+            let refs: Vec<&str> = emails.iter().map(String::as_str).collect();
+            let err = store.create_many(batch(&refs)).await.unwrap_err();
+            match err {
+                StoreError::Item { index, source } => {
+                    assert_eq!(index, taken_at, "{}", opened.name);
+                    assert!(
+                        matches!(*source, StoreError::EmailTaken(ref e) if e == "BULK5@example.com"),
+                        "{}: {source:?}",
+                        opened.name
+                    );
+                }
+                other => panic!("{}: {other:?}", opened.name),
+            }
+        }
+        assert_eq!(
+            all(store).await.len(),
+            1_201,
+            "{}: none of the refused batches stored",
+            opened.name
+        );
     }
 }
 

@@ -105,7 +105,6 @@ async fn escapes_and_invisible_characters_are_refused_naming_the_field() {
 /// file, as an older server or another writer might have left it.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cli_escapes_control_characters_whatever_the_server_sends() {
-    use sqlx::Connection;
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/users.db", dir.path().display());
     drop(
@@ -113,17 +112,13 @@ async fn the_cli_escapes_control_characters_whatever_the_server_sends() {
             .await
             .unwrap(),
     );
-    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query(
-        "INSERT INTO users (id, name, email, email_key, role, created_at, bio) VALUES \
-         ('0190c0de-0000-7000-8000-000000000001', $1, 'eve@example.com', 'eve@example.com', 3, 1700000000, $2)",
-    )
-    .bind("Eve\u{1b}[2K\radmin")
-    .bind("\u{1b}]52;c;ZXZpbA==\u{7}\u{202e}")
-    .execute(&mut db)
-    .await
-    .unwrap();
-    db.close().await.unwrap();
+    crate::support::sqlite_file(&url)
+        .execute(
+            "INSERT INTO users (id, name, email, email_key, role, created_at, bio) VALUES \
+             ('0190c0de-0000-7000-8000-000000000001', ?1, 'eve@example.com', 'eve@example.com', 3, 1700000000, ?2)",
+            ["Eve\u{1b}[2K\radmin", "\u{1b}]52;c;ZXZpbA==\u{7}\u{202e}"],
+        )
+        .unwrap();
 
     let server = ServerProcess::start(&["--store", &url], dir.path());
     let output = std::process::Command::new(BIN)

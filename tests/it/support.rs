@@ -171,6 +171,13 @@ impl Drop for TestApp {
 
 /// Every user the store at `url` holds, read straight from it with the
 /// library: what was stored, whatever a server said or did.
+/// The SQLite file a `sqlite://` store address names, opened with the
+/// library, as another tool on the machine would open it.
+pub fn sqlite_file(url: &str) -> rusqlite::Connection {
+    let address = usersvc::store::sqlite::SqliteAddress::parse(url).unwrap();
+    rusqlite::Connection::open(address.path).unwrap()
+}
+
 pub async fn stored_users(url: &str) -> Vec<usersvc::domain::User> {
     let store = usersvc::store::open(url, &usersvc::store::StoreOptions::default())
         .await
