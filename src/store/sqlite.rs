@@ -20,6 +20,8 @@ mod readers;
 mod rows;
 mod writer;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -62,12 +64,13 @@ impl Synchronous {
     }
 }
 
-/// Reading connections kept open: one per runtime thread would do; a few
-/// more serve calls from threads outside the runtime without opening one.
-const READERS: usize = 4;
+/// Reading connections kept open: one per runtime thread for point reads,
+/// and some for the listings read on blocking threads. A read that finds
+/// none idle opens one of its own.
+const READERS: usize = 8;
 
 pub struct SqliteStore {
-    readers: Readers,
+    readers: Arc<Readers>,
     writer: Writer,
     events: EventBus,
 }
@@ -104,7 +107,7 @@ impl SqliteStore {
             "SQLite connections checked: PRAGMA synchronous as configured"
         );
         Ok(Self {
-            readers,
+            readers: Arc::new(readers),
             writer: Writer::spawn(writer)?,
             events,
         })
@@ -333,45 +336,64 @@ impl UserStore for SqliteStore {
         let events = self.events.clone();
         self.writer
             .write(move |connection| {
-                let deleted = connection
+                // In a transaction of its own, so that a commit that fails
+                // (a full disk) is an error here: in autocommit, the commit
+                // of a DELETE … RETURNING happens when the statement is
+                // reset, whose result nobody reads.
+                let transaction = connection
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(failure)?;
+                let deleted = transaction
                     .prepare_cached(rows::DELETE)
                     .and_then(|mut statement| {
                         statement.query_row([id.as_str()], rows::user).optional()
                     })
                     .map_err(failure)?;
                 let (_, user) = deleted.ok_or_else(|| StoreError::NotFound(id.clone()))?;
+                transaction.commit().map_err(failure)?;
                 events.publish(EventKind::Deleted, &user);
                 Ok(user)
             })
             .await
     }
 
+    /// On a blocking thread, unlike a point read: a page is hundreds of rows,
+    /// and the first page may skip any number of users (`offset`), which
+    /// SQLite can only step over one by one.
     async fn list_page(&self, query: PageQuery) -> Result<Page, StoreError> {
-        let after = query.after.map_or(0, |Cursor(after)| after);
-        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
-        let skip = i64::try_from(query.skip).unwrap_or(i64::MAX);
-        self.readers.read(|connection| {
-            let mut page = Page {
-                users: Vec::with_capacity(query.limit.min(1024)),
-                next: None,
-            };
-            let mut statement;
-            let mut found = match query.role {
-                Some(role) => {
-                    statement = connection.prepare_cached(rows::PAGE_OF_ROLE)?;
-                    statement.query(params![after, limit, skip, role.number()])?
-                }
-                None => {
-                    statement = connection.prepare_cached(rows::PAGE)?;
-                    statement.query(params![after, limit, skip])?
-                }
-            };
-            while let Some(row) = found.next()? {
-                let (position, user) = rows::user(row)?;
-                page.next = Some(Cursor(position));
-                page.users.push(user);
-            }
-            Ok(page)
-        })
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || page(&readers, &query))
+            .await
+            .map_err(|e| StoreError::Internal(e.into()))?
     }
+}
+
+/// One page of a listing, read on a reader.
+fn page(readers: &Readers, query: &PageQuery) -> Result<Page, StoreError> {
+    let after = query.after.map_or(0, |Cursor(after)| after);
+    let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+    let skip = i64::try_from(query.skip).unwrap_or(i64::MAX);
+    readers.read(|connection| {
+        let mut page = Page {
+            users: Vec::with_capacity(query.limit.min(1024)),
+            next: None,
+        };
+        let mut statement;
+        let mut found = match query.role {
+            Some(role) => {
+                statement = connection.prepare_cached(rows::PAGE_OF_ROLE)?;
+                statement.query(params![after, limit, skip, role.number()])?
+            }
+            None => {
+                statement = connection.prepare_cached(rows::PAGE)?;
+                statement.query(params![after, limit, skip])?
+            }
+        };
+        while let Some(row) = found.next()? {
+            let (position, user) = rows::user(row)?;
+            page.next = Some(Cursor(position));
+            page.users.push(user);
+        }
+        Ok(page)
+    })
 }

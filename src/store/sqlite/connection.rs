@@ -31,13 +31,17 @@ impl Address {
                 "{url:?}: a SQLite address takes no parameters; the flags set its options"
             ));
         }
+        // Percent-decoded, as the path of a URL is (and as sqlx read it).
+        let rest = percent_encoding::percent_decode_str(rest)
+            .decode_utf8()
+            .map_err(|_| format!("{url:?}: the path is not UTF-8 once decoded"))?;
         if rest.is_empty() || rest == ":memory:" {
             return Err(format!(
                 "{url:?} names no file: use sqlite://PATH, or `memory` for a store that keeps nothing"
             ));
         }
         Ok(Self {
-            path: PathBuf::from(rest),
+            path: PathBuf::from(rest.as_ref()),
         })
     }
 }
@@ -71,6 +75,10 @@ impl Settings {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| self.cannot_open(e))?;
+        // Before the first statement, which may find the file locked.
+        connection
+            .busy_timeout(self.busy_timeout)
+            .map_err(failure)?;
         let mode: String = connection
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
             .map_err(failure)?;
@@ -173,7 +181,33 @@ fn private_file(path: &Path) -> Result<(), StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use super::Address;
+    use super::{Address, Settings, Synchronous};
+
+    /// Both kinds of connection run with the setting they were given, as
+    /// SQLite reports it (its default would be FULL).
+    #[test]
+    fn every_connection_runs_with_the_synchronous_it_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        for wanted in [Synchronous::Normal, Synchronous::Full] {
+            let settings = Settings {
+                path: dir.path().join("users.db"),
+                synchronous: wanted,
+                busy_timeout: std::time::Duration::from_secs(1),
+            };
+            let writer = settings.writer().unwrap();
+            let reader = settings.reader().unwrap();
+            for connection in [&writer, &reader] {
+                let level: i64 = connection
+                    .query_row("PRAGMA synchronous", [], |row| row.get(0))
+                    .unwrap();
+                assert_eq!(level, wanted.level(), "{wanted:?}");
+            }
+            let mode: String = reader
+                .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(mode, "wal");
+        }
+    }
 
     #[test]
     fn an_address_names_a_file_and_nothing_else() {
@@ -190,6 +224,12 @@ mod tests {
         assert_eq!(
             Address::parse("sqlite:users.db").unwrap().path,
             std::path::Path::new("users.db")
+        );
+        assert_eq!(
+            Address::parse("sqlite:///srv/my%20data/users.db")
+                .unwrap()
+                .path,
+            std::path::Path::new("/srv/my data/users.db")
         );
         for refused in ["sqlite://users.db?mode=ro", "sqlite://", "sqlite::memory:"] {
             let error = Address::parse(refused).unwrap_err();
