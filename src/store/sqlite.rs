@@ -23,7 +23,7 @@ mod writer;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use self::connection::{Address, Settings};
 use self::readers::Readers;
@@ -145,6 +145,15 @@ fn insert(
     ])
 }
 
+/// A write transaction that takes SQLite's write lock when it begins
+/// (IMMEDIATE), so that it waits for another writer there, under the busy
+/// timeout, rather than fail when it first writes.
+fn begin(connection: &mut Connection) -> Result<Transaction<'_>, StoreError> {
+    connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(failure)
+}
+
 /// Which of `keys` is the first already stored.
 fn first_taken(connection: &Connection, keys: &[String]) -> Result<usize, StoreError> {
     let mut statement = connection.prepare_cached(rows::TAKEN).map_err(failure)?;
@@ -211,13 +220,8 @@ impl UserStore for SqliteStore {
                     .map(IdempotencyKey::as_str)
                     .zip(fingerprint.as_deref());
                 let created = user.into_user(UserId::generate(), clock::unix_seconds());
-                insert(connection, &created, &email_key, idempotency).map_err(|e| {
-                    if rows::email_conflict(&e) {
-                        StoreError::EmailTaken(created.email.as_str().to_owned())
-                    } else {
-                        failure(e)
-                    }
-                })?;
+                insert(connection, &created, &email_key, idempotency)
+                    .map_err(|e| rows::write_error(e, &created.email))?;
                 events.publish(EventKind::Created, &created);
                 Ok(Created::New(created))
             })
@@ -238,9 +242,7 @@ impl UserStore for SqliteStore {
                     .into_iter()
                     .map(|u| u.into_user(UserId::generate(), now))
                     .collect();
-                let transaction = connection
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(failure)?;
+                let transaction = begin(connection)?;
                 let taken = |index: usize| StoreError::Item {
                     index,
                     source: Box::new(StoreError::EmailTaken(
@@ -297,13 +299,10 @@ impl UserStore for SqliteStore {
         let events = self.events.clone();
         self.writer
             .write(move |connection| {
-                let transaction = connection
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(failure)?;
+                let transaction = begin(connection)?;
                 let mut user = find(&transaction, &id)
                     .map_err(failure)?
                     .ok_or_else(|| StoreError::NotFound(id.clone()))?;
-                let new_email = patch.email.is_some();
                 patch.apply(&mut user);
                 transaction
                     .prepare_cached(rows::UPDATE)
@@ -317,13 +316,7 @@ impl UserStore for SqliteStore {
                             id.as_str(),
                         ])
                     })
-                    .map_err(|e| {
-                        if new_email && rows::email_conflict(&e) {
-                            StoreError::EmailTaken(user.email.as_str().to_owned())
-                        } else {
-                            failure(e)
-                        }
-                    })?;
+                    .map_err(|e| rows::write_error(e, &user.email))?;
                 transaction.commit().map_err(failure)?;
                 events.publish(EventKind::Updated, &user);
                 Ok(user)
@@ -340,9 +333,7 @@ impl UserStore for SqliteStore {
                 // (a full disk) is an error here: in autocommit, the commit
                 // of a DELETE … RETURNING happens when the statement is
                 // reset, whose result nobody reads.
-                let transaction = connection
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(failure)?;
+                let transaction = begin(connection)?;
                 let deleted = transaction
                     .prepare_cached(rows::DELETE)
                     .and_then(|mut statement| {

@@ -127,6 +127,16 @@ pub fn email_conflict(error: &rusqlite::Error) -> bool {
     )
 }
 
+/// The error for a write that stored `email`: taken, when the unique email
+/// index refused it; otherwise as [`failure`] says.
+pub fn write_error(error: rusqlite::Error, email: &Email) -> StoreError {
+    if email_conflict(&error) {
+        StoreError::EmailTaken(email.as_str().to_owned())
+    } else {
+        failure(error)
+    }
+}
+
 /// A failure that is not a conflict: the file busy or locked by another
 /// process is worth a retry (UNAVAILABLE); anything else is a bug or
 /// corruption (INTERNAL).
