@@ -2,8 +2,8 @@
 //!
 //! WAL mode, so readers never wait for the writer. Reads run on the
 //! caller's thread with a connection of their own ([`readers`]); writes run
-//! one at a time on the writer's thread ([`writer`]), which also keeps their
-//! events in commit order. Each connection keeps its statements prepared,
+//! on the writer's thread ([`writer`]), which commits those that wait
+//! together and publishes their events in commit order. Each connection keeps its statements prepared,
 //! and rows are read straight into the domain types ([`rows`]).
 //!
 //! With `synchronous=FULL`, the default, a write is on disk when its RPC
@@ -23,7 +23,7 @@ mod writer;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use self::connection::{Address, Settings};
 use self::readers::Readers;
@@ -108,7 +108,7 @@ impl SqliteStore {
         );
         Ok(Self {
             readers: Arc::new(readers),
-            writer: Writer::spawn(writer)?,
+            writer: Writer::spawn(writer, events.clone())?,
             events,
         })
     }
@@ -145,15 +145,6 @@ fn insert(
     ])
 }
 
-/// A write transaction that takes SQLite's write lock when it begins
-/// (IMMEDIATE), so that it waits for another writer there, under the busy
-/// timeout, rather than fail when it first writes.
-fn begin(connection: &mut Connection) -> Result<Transaction<'_>, StoreError> {
-    connection
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(failure)
-}
-
 /// Which of `keys` is the first already stored.
 fn first_taken(connection: &Connection, keys: &[String]) -> Result<usize, StoreError> {
     let mut statement = connection.prepare_cached(rows::TAKEN).map_err(failure)?;
@@ -178,11 +169,14 @@ impl UserStore for SqliteStore {
         self.readers
             .read(|connection| connection.query_row("SELECT 1", [], |_| Ok(())))?;
         self.writer
-            .write(|connection| {
-                connection
-                    .query_row("SELECT 1", [], |_| Ok(()))
-                    .map_err(failure)
-            })
+            .write(
+                |connection| {
+                    connection
+                        .query_row("SELECT 1", [], |_| Ok(()))
+                        .map_err(failure)
+                },
+                |_, ()| {},
+            )
             .await
     }
 
@@ -191,100 +185,106 @@ impl UserStore for SqliteStore {
         user: NewUser,
         key: Option<IdempotencyKey>,
     ) -> Result<Created, StoreError> {
-        let events = self.events.clone();
         self.writer
-            .write(move |connection| {
-                let fingerprint = key.as_ref().map(|_| super::sql::fingerprint(&user));
-                if let (Some(key), Some(fingerprint)) = (&key, &fingerprint) {
-                    let earlier = connection
-                        .prepare_cached(rows::FIND_BY_KEY)
-                        .and_then(|mut statement| {
-                            statement
-                                .query_row([key.as_str()], |row| {
-                                    Ok((rows::user(row)?.1, row.get::<_, String>(7)?))
-                                })
-                                .optional()
-                        })
-                        .map_err(failure)?;
-                    if let Some((earlier, request)) = earlier {
-                        return if &request == fingerprint {
-                            Ok(Created::Replayed(earlier))
-                        } else {
-                            Err(StoreError::IdempotencyKeyReused)
-                        };
+            .write(
+                move |connection| {
+                    let fingerprint = key.as_ref().map(|_| super::sql::fingerprint(&user));
+                    if let (Some(key), Some(fingerprint)) = (&key, &fingerprint) {
+                        let earlier = connection
+                            .prepare_cached(rows::FIND_BY_KEY)
+                            .and_then(|mut statement| {
+                                statement
+                                    .query_row([key.as_str()], |row| {
+                                        Ok((rows::user(row)?.1, row.get::<_, String>(7)?))
+                                    })
+                                    .optional()
+                            })
+                            .map_err(failure)?;
+                        if let Some((earlier, request)) = earlier {
+                            return if &request == fingerprint {
+                                Ok(Created::Replayed(earlier))
+                            } else {
+                                Err(StoreError::IdempotencyKeyReused)
+                            };
+                        }
                     }
-                }
-                let email_key = user.email.unique_key();
-                let idempotency = key
-                    .as_ref()
-                    .map(IdempotencyKey::as_str)
-                    .zip(fingerprint.as_deref());
-                let created = user.into_user(UserId::generate(), clock::unix_seconds());
-                insert(connection, &created, &email_key, idempotency)
-                    .map_err(|e| rows::write_error(e, &created.email))?;
-                events.publish(EventKind::Created, &created);
-                Ok(Created::New(created))
-            })
+                    let email_key = user.email.unique_key();
+                    let idempotency = key
+                        .as_ref()
+                        .map(IdempotencyKey::as_str)
+                        .zip(fingerprint.as_deref());
+                    let created = user.into_user(UserId::generate(), clock::unix_seconds());
+                    insert(connection, &created, &email_key, idempotency)
+                        .map_err(|e| rows::write_error(e, &created.email))?;
+                    Ok(Created::New(created))
+                },
+                |events, created| {
+                    if let Created::New(user) = created {
+                        events.publish(EventKind::Created, user);
+                    }
+                },
+            )
             .await
     }
 
-    /// One transaction, with an INSERT of many rows at a time. When the
-    /// unique email index refuses one, the statement is undone (the
-    /// transaction is not) and the first of its addresses already stored
-    /// names the item: only a failing batch looks anything up.
+    /// An INSERT of many rows at a time, all or none (the writer's
+    /// savepoint). When the unique email index refuses one, the statement is
+    /// undone and the first of its addresses already stored names the item:
+    /// only a failing batch looks anything up.
     async fn create_many(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
         let email_keys = super::email_keys(&users)?;
-        let events = self.events.clone();
         self.writer
-            .write(move |connection| {
-                let now = clock::unix_seconds();
-                let created: Vec<User> = users
-                    .into_iter()
-                    .map(|u| u.into_user(UserId::generate(), now))
-                    .collect();
-                let transaction = begin(connection)?;
-                let taken = |index: usize| StoreError::Item {
-                    index,
-                    source: Box::new(StoreError::EmailTaken(
-                        created[index].email.as_str().to_owned(),
-                    )),
-                };
-                let chunks = created
-                    .chunks(rows::ROWS_PER_INSERT)
-                    .zip(email_keys.chunks(rows::ROWS_PER_INSERT));
-                for (number, (chunk, keys)) in chunks.enumerate() {
-                    let start = number * rows::ROWS_PER_INSERT;
-                    if chunk.len() < rows::ROWS_PER_INSERT {
-                        for (offset, (user, key)) in chunk.iter().zip(keys).enumerate() {
-                            match insert(&transaction, user, key, None) {
-                                Ok(_) => {}
-                                Err(e) if rows::email_conflict(&e) => {
-                                    return Err(taken(start + offset));
+            .write(
+                move |connection| {
+                    let now = clock::unix_seconds();
+                    let created: Vec<User> = users
+                        .into_iter()
+                        .map(|u| u.into_user(UserId::generate(), now))
+                        .collect();
+                    let taken = |index: usize| StoreError::Item {
+                        index,
+                        source: Box::new(StoreError::EmailTaken(
+                            created[index].email.as_str().to_owned(),
+                        )),
+                    };
+                    let chunks = created
+                        .chunks(rows::ROWS_PER_INSERT)
+                        .zip(email_keys.chunks(rows::ROWS_PER_INSERT));
+                    for (number, (chunk, keys)) in chunks.enumerate() {
+                        let start = number * rows::ROWS_PER_INSERT;
+                        if chunk.len() < rows::ROWS_PER_INSERT {
+                            for (offset, (user, key)) in chunk.iter().zip(keys).enumerate() {
+                                match insert(connection, user, key, None) {
+                                    Ok(_) => {}
+                                    Err(e) if rows::email_conflict(&e) => {
+                                        return Err(taken(start + offset));
+                                    }
+                                    Err(e) => return Err(failure(e)),
                                 }
-                                Err(e) => return Err(failure(e)),
                             }
+                            continue;
                         }
-                        continue;
-                    }
-                    let inserted = transaction
-                        .prepare_cached(rows::insert_many())
-                        .and_then(|mut statement| rows::insert_rows(&mut statement, chunk, keys));
-                    match inserted {
-                        Ok(_) => {}
-                        // None of this statement's rows is stored, and the
-                        // earlier ones have other addresses.
-                        Err(e) if rows::email_conflict(&e) => {
-                            return Err(taken(start + first_taken(&transaction, keys)?));
+                        let inserted = connection.prepare_cached(rows::insert_many()).and_then(
+                            |mut statement| rows::insert_rows(&mut statement, chunk, keys),
+                        );
+                        match inserted {
+                            Ok(_) => {}
+                            // None of this statement's rows is stored, and the
+                            // earlier ones have other addresses.
+                            Err(e) if rows::email_conflict(&e) => {
+                                return Err(taken(start + first_taken(connection, keys)?));
+                            }
+                            Err(e) => return Err(failure(e)),
                         }
-                        Err(e) => return Err(failure(e)),
                     }
-                }
-                transaction.commit().map_err(failure)?;
-                for user in &created {
-                    events.publish(EventKind::Created, user);
-                }
-                Ok(created)
-            })
+                    Ok(created)
+                },
+                |events, created| {
+                    for user in created {
+                        events.publish(EventKind::Created, user);
+                    }
+                },
+            )
             .await
     }
 
@@ -296,55 +296,52 @@ impl UserStore for SqliteStore {
 
     async fn update(&self, id: &UserId, patch: UserPatch) -> Result<User, StoreError> {
         let id = id.clone();
-        let events = self.events.clone();
         self.writer
-            .write(move |connection| {
-                let transaction = begin(connection)?;
-                let mut user = find(&transaction, &id)
-                    .map_err(failure)?
-                    .ok_or_else(|| StoreError::NotFound(id.clone()))?;
-                patch.apply(&mut user);
-                transaction
-                    .prepare_cached(rows::UPDATE)
-                    .and_then(|mut statement| {
-                        statement.execute(params![
-                            user.name.as_str(),
-                            user.email.as_str(),
-                            user.email.unique_key(),
-                            user.role.number(),
-                            user.bio.as_ref().map(|b| b.as_str()),
-                            id.as_str(),
-                        ])
-                    })
-                    .map_err(|e| rows::write_error(e, &user.email))?;
-                transaction.commit().map_err(failure)?;
-                events.publish(EventKind::Updated, &user);
-                Ok(user)
-            })
+            .write(
+                move |connection| {
+                    let mut user = find(connection, &id)
+                        .map_err(failure)?
+                        .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+                    patch.apply(&mut user);
+                    connection
+                        .prepare_cached(rows::UPDATE)
+                        .and_then(|mut statement| {
+                            statement.execute(params![
+                                user.name.as_str(),
+                                user.email.as_str(),
+                                user.email.unique_key(),
+                                user.role.number(),
+                                user.bio.as_ref().map(|b| b.as_str()),
+                                id.as_str(),
+                            ])
+                        })
+                        .map_err(|e| rows::write_error(e, &user.email))?;
+                    Ok(user)
+                },
+                |events, user| events.publish(EventKind::Updated, user),
+            )
             .await
     }
 
     async fn delete(&self, id: &UserId) -> Result<User, StoreError> {
         let id = id.clone();
-        let events = self.events.clone();
         self.writer
-            .write(move |connection| {
-                // In a transaction of its own, so that a commit that fails
-                // (a full disk) is an error here: in autocommit, the commit
-                // of a DELETE … RETURNING happens when the statement is
-                // reset, whose result nobody reads.
-                let transaction = begin(connection)?;
-                let deleted = transaction
-                    .prepare_cached(rows::DELETE)
-                    .and_then(|mut statement| {
-                        statement.query_row([id.as_str()], rows::user).optional()
-                    })
-                    .map_err(failure)?;
-                let (_, user) = deleted.ok_or_else(|| StoreError::NotFound(id.clone()))?;
-                transaction.commit().map_err(failure)?;
-                events.publish(EventKind::Deleted, &user);
-                Ok(user)
-            })
+            .write(
+                move |connection| {
+                    // The writer's transaction commits it: a DELETE … RETURNING
+                    // in autocommit would commit when the statement is reset,
+                    // whose result nobody reads.
+                    let deleted = connection
+                        .prepare_cached(rows::DELETE)
+                        .and_then(|mut statement| {
+                            statement.query_row([id.as_str()], rows::user).optional()
+                        })
+                        .map_err(failure)?;
+                    let (_, user) = deleted.ok_or_else(|| StoreError::NotFound(id.clone()))?;
+                    Ok(user)
+                },
+                |events, user| events.publish(EventKind::Deleted, user),
+            )
             .await
     }
 

@@ -483,3 +483,95 @@ async fn every_committed_write_is_announced_in_order() {
         assert!(extra.is_err(), "{}: {extra:?}", opened.name);
     }
 }
+
+/// Writes that arrive together (SQLite commits them as one group) succeed
+/// or fail each on its own: of 40 creates sent at once, the 8 that share
+/// one address make exactly one user, the 32 others all succeed, and each
+/// stored user is announced exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_succeed_or_fail_each_on_their_own() {
+    for opened in stores().await {
+        let store = Arc::clone(&opened.store);
+        let mut events = store.events().tap();
+        events.follow_all();
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..40 {
+            let email = if i % 5 == 0 {
+                "shared@example.com".to_owned()
+            } else {
+                format!("own{i}@example.com")
+            };
+            let store = Arc::clone(&store);
+            calls.spawn(async move {
+                store
+                    .create(new_user("Con", &email, Role::Viewer), None)
+                    .await
+            });
+        }
+        let mut created = HashSet::new();
+        let mut taken = 0;
+        while let Some(outcome) = calls.join_next().await {
+            match outcome.unwrap() {
+                Ok(Created::New(user)) => assert!(created.insert(user.id.clone())),
+                Err(StoreError::EmailTaken(email)) => {
+                    assert_eq!(email, "shared@example.com", "{}", opened.name);
+                    taken += 1;
+                }
+                other => panic!("{}: {other:?}", opened.name),
+            }
+        }
+        assert_eq!((created.len(), taken), (33, 7), "{}", opened.name);
+        let stored: HashSet<UserId> = all(&*store).await.into_iter().map(|u| u.id).collect();
+        assert_eq!(stored, created, "{}: what is stored", opened.name);
+
+        let mut announced = HashSet::new();
+        while announced.len() < created.len() {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{}: {} announced", opened.name, announced.len()))
+                .unwrap();
+            assert_eq!(event.kind, EventKind::Created, "{}", opened.name);
+            assert!(
+                announced.insert(UserId::from_stored(event.user_id.clone())),
+                "{}: announced twice",
+                opened.name
+            );
+        }
+        assert_eq!(announced, created, "{}: what is announced", opened.name);
+        let extra = tokio::time::timeout(Duration::from_millis(300), events.recv()).await;
+        assert!(extra.is_err(), "{}: {extra:?}", opened.name);
+
+        // Bulk creations at once, one of which fails after writing 200 of
+        // its users: it leaves none of them, and the others all of theirs.
+        let mut batches = tokio::task::JoinSet::new();
+        for batch in 0..4 {
+            let store = Arc::clone(&store);
+            batches.spawn(async move {
+                let users = (0..250)
+                    .map(|i| {
+                        let email = if batch == 2 && i == 230 {
+                            "own1@example.com".to_owned()
+                        } else {
+                            format!("batch{batch}-{i}@example.com")
+                        };
+                        new_user("Bulk", &email, Role::Viewer)
+                    })
+                    .collect();
+                (batch, store.create_many(users).await)
+            });
+        }
+        while let Some(outcome) = batches.join_next().await {
+            match outcome.unwrap() {
+                (2, Err(StoreError::Item { index: 230, .. })) => {}
+                (batch, Ok(users)) if batch != 2 => assert_eq!(users.len(), 250),
+                other => panic!("{}: {other:?}", opened.name),
+            }
+        }
+        assert_eq!(
+            all(&*store).await.len(),
+            33 + 3 * 250,
+            "{}: the failed batch left nothing",
+            opened.name
+        );
+    }
+}
