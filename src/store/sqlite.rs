@@ -170,6 +170,7 @@ impl UserStore for SqliteStore {
             .read(|connection| connection.query_row("SELECT 1", [], |_| Ok(())))?;
         self.writer
             .write(
+                1,
                 |connection| {
                     connection
                         .query_row("SELECT 1", [], |_| Ok(()))
@@ -187,6 +188,7 @@ impl UserStore for SqliteStore {
     ) -> Result<Created, StoreError> {
         self.writer
             .write(
+                1,
                 move |connection| {
                     let fingerprint = key.as_ref().map(|_| super::sql::fingerprint(&user));
                     if let (Some(key), Some(fingerprint)) = (&key, &fingerprint) {
@@ -233,8 +235,10 @@ impl UserStore for SqliteStore {
     /// only a failing batch looks anything up.
     async fn create_many(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
         let email_keys = super::email_keys(&users)?;
+        let rows = users.len();
         self.writer
             .write(
+                rows,
                 move |connection| {
                     let now = clock::unix_seconds();
                     let created: Vec<User> = users
@@ -298,6 +302,7 @@ impl UserStore for SqliteStore {
         let id = id.clone();
         self.writer
             .write(
+                1,
                 move |connection| {
                     let mut user = find(connection, &id)
                         .map_err(failure)?
@@ -327,6 +332,7 @@ impl UserStore for SqliteStore {
         let id = id.clone();
         self.writer
             .write(
+                1,
                 move |connection| {
                     // The writer's transaction commits it: a DELETE … RETURNING
                     // in autocommit would commit when the statement is reset,

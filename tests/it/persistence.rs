@@ -114,7 +114,9 @@ async fn concurrent_creates_acknowledged_before_a_kill_9_survive() {
                     }
                 });
             }
-            one_more.notified().await;
+            tokio::time::timeout(Duration::from_secs(60), one_more.notified())
+                .await
+                .unwrap_or_else(|_| panic!("{name}: no create acknowledged after 300 ms"));
             server.kill9();
             while callers.join_next().await.is_some() {}
             let acknowledged = std::mem::take(&mut *acknowledged.lock().unwrap());

@@ -541,7 +541,7 @@ async fn concurrent_writes_succeed_or_fail_each_on_their_own() {
         let extra = tokio::time::timeout(Duration::from_millis(300), events.recv()).await;
         assert!(extra.is_err(), "{}: {extra:?}", opened.name);
 
-        // Bulk creations at once, one of which fails after writing 200 of
+        // Bulk creations at once, one of which fails after writing 230 of
         // its users: it leaves none of them, and the others all of theirs.
         let mut batches = tokio::task::JoinSet::new();
         for batch in 0..4 {

@@ -27,16 +27,27 @@ use super::rows::failure;
 use crate::events::EventBus;
 use crate::store::StoreError;
 
-/// What a job leaves to do once its group's commit is known.
+/// What a job leaves to do once its group's commit is known: answer, and
+/// announce what it changed if the commit succeeded.
 type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
-/// Runs a write on the connection, or answers with the error that kept its
-/// group from beginning. `None` when it failed (and has answered).
-type Job = Box<dyn FnOnce(Result<&Connection, StoreError>) -> Option<Finish> + Send>;
+/// Runs a write on the connection (or tells it why its group could not
+/// begin): whether it succeeded, and what to do once the commit is known.
+type Run = Box<dyn FnOnce(Result<&Connection, StoreError>) -> (bool, Finish) + Send>;
+
+/// One write, and about how many rows it writes.
+struct Job {
+    rows: usize,
+    run: Run,
+}
 
 /// Most jobs committed together: enough to take every CreateUser a busy
 /// server has in flight, few enough that the first answer is not held long.
-const MOST_IN_GROUP: usize = 128;
+const MOST_JOBS: usize = 128;
+
+/// Most rows a group takes on before it commits: a bulk creation's users
+/// count each, so that a few large ones do not make one huge transaction.
+const MOST_ROWS: usize = 10_000;
 
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
@@ -61,29 +72,38 @@ impl Writer {
     /// Runs `write` in a transaction with the writes waiting beside it, and
     /// answers once they are committed, after `announce` has published
     /// what it changed.
+    ///
+    /// `rows` is about how many rows it writes. A write that fails is
+    /// answered after the commit too: its error may rest on another write
+    /// of the group (an address that one took), so a failed commit answers
+    /// it with the commit's error instead.
     pub async fn write<T: Send + 'static>(
         &self,
+        rows: usize,
         write: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
         announce: impl FnOnce(&EventBus, &T) + Send + 'static,
     ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         let events = self.events.clone();
-        let job: Job = Box::new(move |connection| match connection.and_then(write) {
-            // The caller may have gone; the write is done all the same.
-            Err(error) => {
-                let _ = reply.send(Err(error));
-                None
-            }
-            Ok(value) => Some(Box::new(move |committed| match committed {
-                Ok(()) => {
-                    announce(&events, &value);
-                    let _ = reply.send(Ok(value));
-                }
-                Err(error) => {
-                    let _ = reply.send(Err(error));
-                }
-            })),
-        });
+        let run = move |connection: Result<&Connection, StoreError>| -> (bool, Finish) {
+            let outcome = connection.and_then(write);
+            let succeeded = outcome.is_ok();
+            let finish: Finish = Box::new(move |committed| {
+                // The caller may have gone; the write is done all the same.
+                let _ = reply.send(match (committed, outcome) {
+                    (Ok(()), Ok(value)) => {
+                        announce(&events, &value);
+                        Ok(value)
+                    }
+                    (Ok(()), Err(error)) | (Err(error), _) => Err(error),
+                });
+            });
+            (succeeded, finish)
+        };
+        let job = Job {
+            rows,
+            run: Box::new(run),
+        };
         self.jobs
             .send(job)
             .map_err(|_| StoreError::Internal("the SQLite writer has stopped".into()))?;
@@ -94,11 +114,20 @@ impl Writer {
 }
 
 fn serve(connection: &Connection, queue: &mpsc::Receiver<Job>) {
-    while let Ok(first) = queue.recv() {
+    let mut next = None;
+    while let Some(first) = next.take().or_else(|| queue.recv().ok()) {
+        let mut rows = first.rows;
         let mut group = vec![first];
-        while group.len() < MOST_IN_GROUP {
+        while group.len() < MOST_JOBS && rows < MOST_ROWS {
             match queue.try_recv() {
-                Ok(job) => group.push(job),
+                Ok(job) if rows + job.rows > MOST_ROWS => {
+                    next = Some(job);
+                    break;
+                }
+                Ok(job) => {
+                    rows += job.rows;
+                    group.push(job);
+                }
                 Err(_) => break,
             }
         }
@@ -118,9 +147,14 @@ fn run(connection: &Connection, statement: &str) -> Result<(), StoreError> {
 /// Runs `group` in one transaction and finishes each job with the commit's
 /// outcome.
 fn commit(connection: &Connection, group: Vec<Job>) {
+    // A transaction left open by a ROLLBACK that failed before.
+    if !connection.is_autocommit() {
+        let _ = connection.execute_batch("ROLLBACK");
+    }
     if let Err(error) = run(connection, "BEGIN IMMEDIATE") {
         for job in group {
-            job(Err(copy(&error)));
+            let (_, finish) = (job.run)(Err(copy(&error)));
+            finish(Err(copy(&error)));
         }
         return;
     }
@@ -128,27 +162,39 @@ fn commit(connection: &Connection, group: Vec<Job>) {
     let mut broken = None;
     for job in group {
         if let Some(error) = &broken {
-            job(Err(copy(error)));
+            let (_, finish) = (job.run)(Err(copy(error)));
+            finishes.push(finish);
             continue;
         }
         if let Err(error) = run(connection, "SAVEPOINT job") {
-            job(Err(error));
+            let (_, finish) = (job.run)(Err(copy(&error)));
+            finishes.push(finish);
+            broken = Some(error);
             continue;
         }
         // A bug in one write must not stop the others: its savepoint is
-        // rolled back and its caller told that the write failed.
-        let finish = catch_unwind(AssertUnwindSafe(|| job(Ok(connection)))).unwrap_or_else(|_| {
-            tracing::error!("a SQLite write panicked; its changes are rolled back");
-            None
-        });
-        let ended = match finish {
-            Some(finish) => {
+        // rolled back and its caller told that the write failed (its answer
+        // is dropped with it).
+        let succeeded = match catch_unwind(AssertUnwindSafe(|| (job.run)(Ok(connection)))) {
+            Ok((succeeded, finish)) => {
                 finishes.push(finish);
-                run(connection, "RELEASE job")
+                succeeded
             }
-            None => {
-                run(connection, "ROLLBACK TO job").and_then(|()| run(connection, "RELEASE job"))
+            Err(_) => {
+                tracing::error!("a SQLite write panicked; its changes are rolled back");
+                false
             }
+        };
+        // Some errors (a full disk, I/O) make SQLite undo the whole
+        // transaction: the others' changes are gone too.
+        let ended = if connection.is_autocommit() {
+            Err(StoreError::Unavailable(
+                "SQLite undid the transaction after another write of it failed; retry".into(),
+            ))
+        } else if succeeded {
+            run(connection, "RELEASE job")
+        } else {
+            run(connection, "ROLLBACK TO job").and_then(|()| run(connection, "RELEASE job"))
         };
         // What the transaction holds is not known now: none of it commits.
         if let Err(error) = ended {
@@ -163,7 +209,12 @@ fn commit(connection: &Connection, group: Vec<Job>) {
         let _ = connection.execute_batch("ROLLBACK");
     }
     for finish in finishes {
-        finish(committed.as_ref().map(|_| ()).map_err(copy));
+        let outcome = committed.as_ref().map(|_| ()).map_err(copy);
+        // Announcing runs outside the savepoints: a panic there must not
+        // stop the writer, nor the answers of the rest.
+        if catch_unwind(AssertUnwindSafe(|| finish(outcome))).is_err() {
+            tracing::error!("announcing a committed SQLite write panicked");
+        }
     }
 }
 
