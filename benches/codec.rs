@@ -15,6 +15,7 @@ fn user(n: u32) -> User {
         role: UserRole::Editor as i32,
         created_at: 1_795_478_467,
         bio: Some("Writes about distributed systems and gardening.".into()),
+        ..Default::default()
     }
 }
 
@@ -52,6 +53,7 @@ fn messages(c: &mut Criterion) {
             limit: 100,
             offset: 20,
             filter_role: "editor".into(),
+            ..Default::default()
         },
     );
     round_trip(
@@ -70,6 +72,7 @@ fn messages(c: &mut Criterion) {
             email: "ada@example.com".into(),
             role: UserRole::Viewer as i32,
             bio: Some("First programmer".into()),
+            ..Default::default()
         },
     );
     round_trip(
@@ -81,6 +84,7 @@ fn messages(c: &mut Criterion) {
             email: None,
             role: Some(UserRole::Admin as i32),
             bio: None,
+            ..Default::default()
         },
     );
     round_trip(
@@ -88,6 +92,7 @@ fn messages(c: &mut Criterion) {
         "DeleteUserRequest",
         DeleteUserRequest {
             user_id: user(1).id,
+            ..Default::default()
         },
     );
     round_trip(

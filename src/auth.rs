@@ -95,6 +95,7 @@ pub fn access(method: Method) -> Access {
         Method::UpdateUser => WRITERS,
         Method::DeleteUser => Access::Roles(&[Role::Admin]),
         Method::SubscribeUserEvents => Access::Authenticated,
+        Method::SearchUsers => Access::Authenticated,
     }
 }
 

@@ -50,8 +50,10 @@ enum Command {
     Update(users::UpdateArgs),
     /// Delete one user.
     Delete(users::DeleteArgs),
-    /// List users in creation order.
+    /// List users in creation order, or as --order-by says.
     List(users::ListArgs),
+    /// Search users with a filter, a page at a time, with the total.
+    Search(users::SearchArgs),
     /// Create every user in a file (JSON lines or CSV), or none.
     BulkCreate(bulk_create::BulkCreateArgs),
     /// Print changes to users as they happen, until Ctrl-C.
@@ -223,6 +225,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Update(args) => users::update(args).await,
         Command::Delete(args) => users::delete(args).await,
         Command::List(args) => users::list(args).await,
+        Command::Search(args) => users::search(args).await,
         Command::BulkCreate(args) => bulk_create::run(args).await,
         Command::Watch(args) => watch::run(args).await,
         Command::Bench(args) => bench::run(args).await,

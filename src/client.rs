@@ -279,8 +279,15 @@ impl Client {
     }
 
     pub async fn delete_user(&self, user_id: &str) -> Result<pb::User, Status> {
+        self.delete_user_version(user_id, "").await
+    }
+
+    /// Deletes the user only at version `etag` (ABORTED if it changed
+    /// since); an empty `etag` deletes whatever the version.
+    pub async fn delete_user_version(&self, user_id: &str, etag: &str) -> Result<pb::User, Status> {
         let message = pb::DeleteUserRequest {
             user_id: user_id.to_owned(),
+            etag: etag.to_owned(),
         };
         let response = self
             .inner
@@ -292,6 +299,23 @@ impl Client {
             .into_inner()
             .user
             .ok_or_else(|| Status::internal("server sent DeleteUserResponse without a user"))
+    }
+
+    /// One page of a search; retried, as it changes nothing.
+    pub async fn search_users(
+        &self,
+        message: pb::SearchUsersRequest,
+    ) -> Result<pb::SearchUsersResponse, Status> {
+        let response = self
+            .retry
+            .run(|| {
+                let mut inner = self.inner.clone();
+                let request = self.request(message.clone());
+                let failed = self.failed();
+                async move { inner.search_users(request).await.map_err(failed) }
+            })
+            .await?;
+        Ok(response.into_inner())
     }
 
     /// Opens a ListUsers stream; opening it is retried, reading it is not.

@@ -9,9 +9,15 @@ use std::fmt;
 
 use crate::pb;
 
+pub mod filter;
+pub mod labels;
+pub mod order;
 mod text;
 mod violations;
 
+pub use filter::Filter;
+pub use labels::Labels;
+pub use order::{Order, SortValue};
 pub use text::is_format;
 pub use violations::{FieldViolation, Violations};
 
@@ -259,10 +265,37 @@ pub struct User {
     /// Unix seconds, fixed at creation.
     pub created_at: i64,
     pub bio: Option<Bio>,
+    /// Unix seconds of the last change; `created_at` until then.
+    pub updated_at: i64,
+    /// Counts the user's versions from 1; every change adds one, in the
+    /// same transaction, so it is the same on every replica.
+    pub revision: i64,
+    pub labels: Labels,
+}
+
+impl User {
+    /// The version a client sends back to change only this one: a hash of
+    /// the id and the revision, so that it says nothing and no two users'
+    /// versions look alike.
+    pub fn etag(&self) -> String {
+        etag(&self.id, self.revision)
+    }
+}
+
+/// [`User::etag`] of the user `id` at `revision`: FNV-1a, 64 bits, which is
+/// the same in every process and release.
+pub fn etag(id: &UserId, revision: i64) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in id.0.bytes().chain([0]).chain(revision.to_le_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
 }
 
 impl From<User> for pb::User {
     fn from(user: User) -> Self {
+        let etag = user.etag();
         pb::User {
             id: user.id.0,
             name: user.name.0,
@@ -270,6 +303,9 @@ impl From<User> for pb::User {
             role: pb::UserRole::from(user.role) as i32,
             created_at: user.created_at,
             bio: user.bio.map(|bio| bio.0),
+            updated_at: user.updated_at,
+            etag,
+            labels: user.labels,
         }
     }
 }
@@ -281,6 +317,7 @@ pub struct NewUser {
     pub email: Email,
     pub role: Role,
     pub bio: Option<Bio>,
+    pub labels: Labels,
 }
 
 impl NewUser {
@@ -293,12 +330,14 @@ impl NewUser {
         let bio = request
             .bio
             .map(|bio| violations.check("bio", Bio::parse(bio)));
+        labels::check("labels", &request.labels, &mut violations);
         violations.into_result()?;
         Ok(NewUser {
             name: name.expect("checked"),
             email: email.expect("checked"),
             role: role.expect("checked").unwrap_or(Role::Viewer),
             bio: bio.map(|bio| bio.expect("checked")),
+            labels: request.labels,
         })
     }
 
@@ -307,15 +346,23 @@ impl NewUser {
         use prost::encoding::{encoded_len_varint, key_len};
         let string = |len: usize| key_len(1) + encoded_len_varint(len as u64) + len;
         let varint = key_len(1) + 10;
+        let labels: usize = self
+            .labels
+            .iter()
+            .map(|(k, v)| string(string(k.len()) + string(v.len())))
+            .sum();
         string(UserId::LEN)
             + string(self.name.0.len())
             + string(self.email.0.len())
             + varint // role
             + varint // created_at
             + self.bio.as_ref().map_or(0, |bio| string(bio.0.len()))
+            + varint // updated_at
+            + string(16) // etag
+            + labels
     }
 
-    /// Makes the stored user, stamped now.
+    /// Makes the stored user, stamped now, at its first revision.
     pub fn into_user(self, id: UserId, created_at: i64) -> User {
         User {
             id,
@@ -324,18 +371,27 @@ impl NewUser {
             role: self.role,
             created_at,
             bio: self.bio,
+            updated_at: created_at,
+            revision: 1,
+            labels: self.labels,
         }
     }
 }
 
 /// A valid UpdateUserRequest: the user, and the fields to change.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UserPatch {
     pub name: Option<UserName>,
     pub email: Option<Email>,
     pub role: Option<Role>,
     /// `Some(None)` removes the bio.
     pub bio: Option<Option<Bio>>,
+    /// Labels added or changed.
+    pub set_labels: Labels,
+    /// Label keys removed.
+    pub remove_labels: Vec<String>,
+    /// The version ([`User::etag`]) the change applies to; `None` for any.
+    pub etag: Option<String>,
 }
 
 impl UserPatch {
@@ -357,18 +413,46 @@ impl UserPatch {
             true => Some(None),
             false => violations.check("bio", Bio::parse(bio)).map(Some),
         });
+        labels::check("set_labels", &request.set_labels, &mut violations);
+        labels::check_removed(
+            "remove_labels",
+            &request.remove_labels,
+            &request.set_labels,
+            "set_labels",
+            &mut violations,
+        );
         violations.into_result()?;
         let patch = UserPatch {
             name: name.map(|v| v.expect("checked")),
             email: email.map(|v| v.expect("checked")),
             role: role.map(|v| v.expect("checked")),
             bio: bio.map(|v| v.expect("checked")),
+            set_labels: request.set_labels,
+            remove_labels: request.remove_labels,
+            etag: Some(request.etag).filter(|etag| !etag.is_empty()),
         };
         Ok((id.expect("checked"), patch))
     }
 
-    /// Applies the patch to `user`.
-    pub fn apply(self, user: &mut User) {
+    /// Applies the patch to `user`, as its next version, changed at `now`.
+    /// Refuses a change that would leave the user with too many labels.
+    pub fn apply(self, user: &mut User, now: i64) -> Result<(), Violations> {
+        for key in &self.remove_labels {
+            user.labels.remove(key);
+        }
+        user.labels.extend(self.set_labels);
+        if user.labels.len() > labels::MAX_LABELS {
+            let mut violations = Violations::default();
+            violations.check::<(), _>(
+                "set_labels",
+                Err(format!(
+                    "a user may carry at most {} labels; this change would leave {}",
+                    labels::MAX_LABELS,
+                    user.labels.len()
+                )),
+            );
+            return Err(violations);
+        }
         if let Some(name) = self.name {
             user.name = name;
         }
@@ -381,13 +465,18 @@ impl UserPatch {
         if let Some(bio) = self.bio {
             user.bio = bio;
         }
+        user.updated_at = now.max(user.created_at);
+        user.revision += 1;
+        Ok(())
     }
 }
 
 /// A valid ListUsersRequest.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ListQuery {
-    pub role: Option<Role>,
+    /// `filter` and `filter_role`, ANDed.
+    pub filter: Option<Filter>,
+    pub order: Order,
     pub offset: u64,
     /// `None` means every matching user.
     pub limit: Option<u64>,
@@ -408,9 +497,23 @@ impl ListQuery {
                     .ok_or("must be admin, editor or viewer"),
             ),
         };
+        let filter = violations.check(
+            "filter",
+            filter::parse(&request.filter).map_err(|e| e.to_string()),
+        );
+        let order = violations.check(
+            "order_by",
+            Order::parse(&request.order_by, Order::default()),
+        );
         violations.into_result()?;
+        let filter = match (filter.expect("checked"), role.expect("checked")) {
+            (filter, None) => filter,
+            (None, Some(role)) => Some(Filter::Role(role)),
+            (Some(filter), Some(role)) => Some(Filter::Role(role).and(filter)),
+        };
         Ok(ListQuery {
-            role: role.expect("checked"),
+            filter,
+            order: order.expect("checked"),
             offset: offset.expect("checked"),
             limit: Some(limit.expect("checked")).filter(|&limit| limit > 0),
         })
@@ -522,6 +625,7 @@ mod tests {
             email: "nope".into(),
             role: 42,
             bio: Some("b".repeat(MAX_BIO_CHARS + 1)),
+            labels: Labels::new(),
         };
         let violations = NewUser::parse(request).unwrap_err();
         let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();
@@ -535,6 +639,7 @@ mod tests {
             email: "ann@example.com".into(),
             role: 0,
             bio: None,
+            labels: Labels::new(),
         })
         .unwrap();
         assert_eq!(user.role, Role::Viewer);
@@ -555,6 +660,7 @@ mod tests {
             limit: -1,
             offset: -2,
             filter_role: "boss".into(),
+            ..Default::default()
         })
         .unwrap_err();
         let fields: Vec<_> = err.iter().map(|v| v.field.as_str()).collect();

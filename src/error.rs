@@ -24,6 +24,14 @@ pub enum Error {
     EmailTaken(String),
     #[error("idempotency key was already used with a different request")]
     IdempotencyKeyReused,
+    #[error(
+        "user {0} changed since it was read (its etag is no longer the one sent): read it again and reapply the change"
+    )]
+    Changed(UserId),
+    /// An editor's change to a user who is an admin, as the write's own
+    /// transaction found it.
+    #[error("only an admin may change an admin, and user {0} is one")]
+    AdminTarget(UserId),
     /// One item of a BulkCreateUsers stream failed, so none was created.
     #[error("item {index}: {source}")]
     BulkItem { index: usize, source: Box<Error> },
@@ -76,6 +84,9 @@ impl From<StoreError> for Error {
             StoreError::NotFound(id) => Error::NotFound(id),
             StoreError::EmailTaken(email) => Error::EmailTaken(email),
             StoreError::IdempotencyKeyReused => Error::IdempotencyKeyReused,
+            StoreError::Changed(id) => Error::Changed(id),
+            StoreError::Admin(id) => Error::AdminTarget(id),
+            StoreError::Invalid(violations) => Error::InvalidArgument(violations),
             StoreError::Item { index, source } => Error::BulkItem {
                 index,
                 source: Box::new(Error::from(*source)),
@@ -91,6 +102,8 @@ impl Error {
     pub fn code(&self) -> Code {
         match self {
             Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::Changed(_) => Code::Aborted,
+            Error::AdminTarget(_) => Code::PermissionDenied,
             Error::NotFound(_) => Code::NotFound,
             Error::EmailTaken(_) | Error::IdempotencyKeyReused => Code::AlreadyExists,
             Error::BulkItem { source, .. } => source.code(),

@@ -362,6 +362,7 @@ mod tests {
             email: format!("{name}@example.com"),
             role: pb::UserRole::Viewer as i32,
             bio: None,
+            ..Default::default()
         })
         .unwrap()
         .into_user(UserId::generate(), 0)

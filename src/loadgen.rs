@@ -155,6 +155,7 @@ fn new_user(run: u64, n: u64) -> pb::CreateUserRequest {
         email: format!("bench-{run}-{n}@example.com"),
         role: pb::UserRole::Viewer as i32,
         bio: None,
+        labels: Default::default(),
     }
 }
 
@@ -500,6 +501,7 @@ mod tests {
             role: 1,
             created_at: 1_700_000_000,
             bio: Some("b".into()),
+            ..Default::default()
         };
         let payload = prost::Message::encode_to_vec(&user);
         assert_eq!(write_number(&payload), Some(4321));

@@ -78,6 +78,7 @@ methods! {
     UpdateUser: Unary,
     DeleteUser: Unary,
     SubscribeUserEvents: ServerStreaming,
+    SearchUsers: Unary,
 }
 
 impl Method {
@@ -157,6 +158,13 @@ pub struct User {
     pub created_at: i64,
     #[prost(string, optional, tag = "6")]
     pub bio: Option<String>,
+    #[prost(int64, tag = "7")]
+    pub updated_at: i64,
+    #[prost(string, tag = "8")]
+    pub etag: String,
+    /// A `BTreeMap`, so that a user always encodes to the same bytes.
+    #[prost(btree_map = "string, string", tag = "9")]
+    pub labels: ::std::collections::BTreeMap<String, String>,
 }
 
 /// GetUser's request.
@@ -181,6 +189,10 @@ pub struct ListUsersRequest {
     pub offset: i32,
     #[prost(string, tag = "3")]
     pub filter_role: String,
+    #[prost(string, tag = "4")]
+    pub filter: String,
+    #[prost(string, tag = "5")]
+    pub order_by: String,
 }
 /// BulkCreateUsers' response (the name is kept from the original contract).
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -202,6 +214,8 @@ pub struct CreateUserRequest {
     pub role: i32,
     #[prost(string, optional, tag = "4")]
     pub bio: Option<String>,
+    #[prost(btree_map = "string, string", tag = "5")]
+    pub labels: ::std::collections::BTreeMap<String, String>,
 }
 
 /// UpdateUser's request. Only the fields that are present change.
@@ -217,6 +231,12 @@ pub struct UpdateUserRequest {
     pub role: Option<i32>,
     #[prost(string, optional, tag = "5")]
     pub bio: Option<String>,
+    #[prost(string, tag = "6")]
+    pub etag: String,
+    #[prost(btree_map = "string, string", tag = "7")]
+    pub set_labels: ::std::collections::BTreeMap<String, String>,
+    #[prost(string, repeated, tag = "8")]
+    pub remove_labels: Vec<String>,
 }
 
 /// DeleteUser's request.
@@ -224,6 +244,8 @@ pub struct UpdateUserRequest {
 pub struct DeleteUserRequest {
     #[prost(string, tag = "1")]
     pub user_id: String,
+    #[prost(string, tag = "2")]
+    pub etag: String,
 }
 /// DeleteUser's response.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -256,4 +278,27 @@ pub struct UserEvent {
 pub struct SubscribeUserEventsRequest {
     #[prost(string, repeated, tag = "1")]
     pub user_ids: Vec<String>,
+}
+
+/// SearchUsers' request.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SearchUsersRequest {
+    #[prost(string, tag = "1")]
+    pub filter: String,
+    #[prost(string, tag = "2")]
+    pub order_by: String,
+    #[prost(int32, tag = "3")]
+    pub page_size: i32,
+    #[prost(string, tag = "4")]
+    pub page_token: String,
+}
+/// SearchUsers' response.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SearchUsersResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub users: Vec<User>,
+    #[prost(string, tag = "2")]
+    pub next_page_token: String,
+    #[prost(int32, tag = "3")]
+    pub total_size: i32,
 }

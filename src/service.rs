@@ -13,9 +13,10 @@ use crate::auth::{AuthError, Caller, RateLimiter};
 use crate::domain::{NewUser, Role, Subscription, UserId, UserPatch, Violations};
 use crate::error::{Error, oversized_is_exhausted};
 use crate::pb::{self, IDEMPOTENCY_KEY};
-use crate::store::{Created, IdempotencyKey, UserStore};
+use crate::store::{Created, IdempotencyKey, PageQuery, StoreError, UserStore};
 
 mod list;
+pub mod search;
 mod slots;
 mod stream_end;
 mod watch;
@@ -314,15 +315,17 @@ impl pb::server::UserService for Directory {
         if patch.role == Some(Role::Admin) {
             admin_only(role, "make a user an admin")?;
         }
-        if role != Some(Role::Admin) {
-            let target = self.store.get(&id).await.map_err(Error::from)?;
-            if target.role == Role::Admin {
-                admin_only(role, "change an admin")?;
-            }
-        }
+        // Whether the target is an admin is decided in the write's own
+        // transaction: read here, a promotion could land in between.
+        let protect_admins = role != Some(Role::Admin);
         let store = Arc::clone(&self.store);
         let user = to_completion(async move {
-            let user = store.update(&id, patch).await?;
+            let user = match store.update(&id, patch, protect_admins).await {
+                Err(StoreError::Admin(_)) => {
+                    return Err(admin_only(role, "change an admin").unwrap_err());
+                }
+                other => other?,
+            };
             tracing::info!(target: "usersvc::audit", actor, user_id = %id, "user updated");
             Ok(user)
         })
@@ -335,10 +338,12 @@ impl pb::server::UserService for Directory {
         request: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
         let actor = actor(&request).to_owned();
-        let id = parse_id(request.into_inner().user_id)?;
+        let request = request.into_inner();
+        let id = parse_id(request.user_id)?;
+        let etag = Some(request.etag).filter(|etag| !etag.is_empty());
         let store = Arc::clone(&self.store);
         let user = to_completion(async move {
-            let user = store.delete(&id).await?;
+            let user = store.delete(&id, etag.as_deref()).await?;
             tracing::info!(target: "usersvc::audit", actor, user_id = %id, "user deleted");
             Ok(user)
         })
@@ -363,6 +368,50 @@ impl pb::server::UserService for Directory {
             extensions,
             Box::pin(inbound) as watch::Subscriptions,
         ))
+    }
+
+    async fn search_users(
+        &self,
+        request: Request<pb::SearchUsersRequest>,
+    ) -> Result<Response<pb::SearchUsersResponse>, Status> {
+        let query = search::SearchQuery::parse(request.into_inner()).map_err(Error::from)?;
+        let page = PageQuery {
+            filter: query.filter.clone(),
+            order: query.order.clone(),
+            after: query.after.clone(),
+            skip: 0,
+            // One more than the page, to know whether another follows.
+            limit: query.page_size + 1,
+        };
+        let (page, total) = tokio::try_join!(
+            self.store.list_page(page),
+            self.store.count(query.filter.as_ref())
+        )
+        .map_err(Error::from)?;
+        let mut users = Vec::with_capacity(page.users.len().min(query.page_size));
+        let mut bytes = 0;
+        let mut more = false;
+        let mut last = None;
+        for user in page.users {
+            // A page holds at most page_size users, and fits in one message.
+            let encoded: pb::User = user.clone().into();
+            bytes += repeated_field_len(prost::Message::encoded_len(&encoded));
+            if users.len() == query.page_size || bytes > self.limits.max_message_bytes - 1024 {
+                more = true;
+                break;
+            }
+            last = Some(user);
+            users.push(encoded);
+        }
+        let next_page_token = match (more, last) {
+            (true, Some(last)) => query.token_after(&query.order.key_of(&last)),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::SearchUsersResponse {
+            users,
+            next_page_token,
+            total_size: i32::try_from(total).unwrap_or(i32::MAX),
+        }))
     }
 }
 

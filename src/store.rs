@@ -16,11 +16,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::domain::{NewUser, Role, User, UserId, UserPatch};
+use crate::domain::{Filter, NewUser, Order, SortValue, User, UserId, UserPatch, Violations};
 use crate::events::EventBus;
 
 pub mod memory;
 pub mod postgres;
+mod search_sql;
 mod sql;
 pub mod sqlite;
 
@@ -37,6 +38,18 @@ pub enum StoreError {
     EmailTaken(String),
     #[error("idempotency key was already used with a different request")]
     IdempotencyKeyReused,
+    /// The request named a version of the user (its etag) that is no longer
+    /// the stored one.
+    #[error("user {0} changed since it was read")]
+    Changed(UserId),
+    /// The caller may not change an admin, and the user is one, as the
+    /// write's own transaction read it.
+    #[error("user {0} is an admin")]
+    Admin(UserId),
+    /// The change is valid alone but not on the stored user (too many
+    /// labels once applied).
+    #[error("{0}")]
+    Invalid(Violations),
     /// Item `index` of a bulk creation failed, so none was created.
     #[error("item {index}: {source}")]
     Item {
@@ -97,16 +110,34 @@ impl IdempotencyKey {
     }
 }
 
-/// Where a page of a listing starts: after the user at this position in
-/// creation order. Opaque outside the store that issued it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Cursor(pub i64);
+/// Where a page of a listing starts: after the user with this sort key (as
+/// `Order::key_of` makes it, or for creation order the user's position).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor(pub Vec<SortValue>);
+
+impl Cursor {
+    /// After the user at `position` in creation order.
+    pub fn position(position: i64) -> Cursor {
+        Cursor(vec![SortValue::Int(position)])
+    }
+
+    /// The position in creation order, for a cursor of that order.
+    pub fn as_position(&self) -> Option<i64> {
+        match self.0.as_slice() {
+            [SortValue::Int(position)] => Some(*position),
+            _ => None,
+        }
+    }
+}
 
 /// One page of a listing.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PageQuery {
-    pub role: Option<Role>,
-    /// Start after this position; `None` starts at the beginning.
+    /// Which users; `None` is everyone.
+    pub filter: Option<Filter>,
+    /// Their order; empty is creation order.
+    pub order: Order,
+    /// Start after this key; `None` starts at the beginning.
     pub after: Option<Cursor>,
     /// Matching users to skip before the page: only the first page has any.
     pub skip: u64,
@@ -114,11 +145,27 @@ pub struct PageQuery {
     pub limit: usize,
 }
 
-/// Users in creation order, and the cursor after the last of them.
+/// Users in order, and the cursor after the last of them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Page {
     pub users: Vec<User>,
     pub next: Option<Cursor>,
+}
+
+/// The checks every store makes, in its write transaction, on the stored
+/// version of a user about to change.
+pub fn check_write(
+    stored: &User,
+    etag: Option<&str>,
+    protect_admins: bool,
+) -> Result<(), StoreError> {
+    if etag.is_some_and(|etag| etag != stored.etag()) {
+        return Err(StoreError::Changed(stored.id.clone()));
+    }
+    if protect_admins && stored.role == crate::domain::Role::Admin {
+        return Err(StoreError::Admin(stored.id.clone()));
+    }
+    Ok(())
 }
 
 /// The outcome of a create that carried an idempotency key.
@@ -153,14 +200,26 @@ pub trait UserStore: Send + Sync + 'static {
 
     async fn get(&self, id: &UserId) -> Result<User, StoreError>;
 
-    /// Applies `patch` and returns the user as it now is.
-    async fn update(&self, id: &UserId, patch: UserPatch) -> Result<User, StoreError>;
+    /// Applies `patch` and returns the user as it now is. In the write's own
+    /// transaction: refuses with `Changed` when `patch.etag` is set and is
+    /// not the stored version's, and with `Admin` when `protect_admins` is
+    /// set and the stored user is an admin.
+    async fn update(
+        &self,
+        id: &UserId,
+        patch: UserPatch,
+        protect_admins: bool,
+    ) -> Result<User, StoreError>;
 
-    /// Removes the user and returns it as it was.
-    async fn delete(&self, id: &UserId) -> Result<User, StoreError>;
+    /// Removes the user and returns it as it was; with `etag`, only that
+    /// version of it (`Changed` otherwise).
+    async fn delete(&self, id: &UserId, etag: Option<&str>) -> Result<User, StoreError>;
 
-    /// One page of users in creation order.
+    /// One page of the users `query` matches, in its order.
     async fn list_page(&self, query: PageQuery) -> Result<Page, StoreError>;
+
+    /// How many users `filter` matches; `None` counts everyone.
+    async fn count(&self, filter: Option<&Filter>) -> Result<u64, StoreError>;
 }
 
 /// How to open a store, besides its address.

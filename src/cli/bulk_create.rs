@@ -37,6 +37,9 @@ struct Row {
     role: Option<String>,
     #[serde(default)]
     bio: Option<String>,
+    /// JSON lines only: an object of label keys to values.
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Row {
@@ -50,6 +53,7 @@ impl Row {
             email: self.email,
             role: role as i32,
             bio: self.bio,
+            labels: self.labels,
         })
     }
 }

@@ -25,6 +25,10 @@ pub struct UserView {
     created_at: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     bio: Option<String>,
+    updated_at: i64,
+    etag: String,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    labels: std::collections::BTreeMap<String, String>,
 }
 
 impl From<pb::User> for UserView {
@@ -36,6 +40,9 @@ impl From<pb::User> for UserView {
             email: user.email,
             created_at: user.created_at,
             bio: user.bio,
+            updated_at: user.updated_at,
+            etag: user.etag,
+            labels: user.labels,
         }
     }
 }
@@ -98,18 +105,25 @@ impl UserPrinter {
                     self.header_done = true;
                     writeln!(
                         self.out,
-                        "{:<36}  {:<24}  {:<32}  {:<6}  {:<20}  BIO",
-                        "ID", "NAME", "EMAIL", "ROLE", "CREATED"
+                        "{:<36}  {:<24}  {:<32}  {:<6}  {:<20}  {:<16}  {:<24}  BIO",
+                        "ID", "NAME", "EMAIL", "ROLE", "CREATED", "ETAG", "LABELS"
                     )?;
                 }
+                let labels: Vec<String> = view
+                    .labels
+                    .iter()
+                    .map(|(key, value)| format!("{key}={value}"))
+                    .collect();
                 writeln!(
                     self.out,
-                    "{:<36}  {:<24}  {:<32}  {:<6}  {:<20}  {}",
+                    "{:<36}  {:<24}  {:<32}  {:<6}  {:<20}  {:<16}  {:<24}  {}",
                     shown(&view.id),
                     shown(&view.name),
                     shown(&view.email),
                     view.role,
                     rfc3339(view.created_at),
+                    shown(&view.etag),
+                    shown(&labels.join(",")),
                     shown(&view.bio.unwrap_or_default().replace('\n', " "))
                 )
             }

@@ -13,8 +13,8 @@ use tonic_prost::ProstCodec;
 
 use super::{
     CreateUserRequest, DeleteUserRequest, DeleteUserResponse, EventStreamRequest, GetUserRequest,
-    GetUserResponse, ListUsersRequest, ListUsersResponse, Method, SERVICE_NAME,
-    SubscribeUserEventsRequest, UpdateUserRequest, User, UserEvent,
+    GetUserResponse, ListUsersRequest, ListUsersResponse, Method, SERVICE_NAME, SearchUsersRequest,
+    SearchUsersResponse, SubscribeUserEventsRequest, UpdateUserRequest, User, UserEvent,
 };
 
 /// Calls a `techoral.users.v1.UserService` server.
@@ -160,6 +160,16 @@ where
         self.inner
             .server_streaming(req, path, ProstCodec::default())
             .await
+    }
+
+    pub async fn search_users(
+        &mut self,
+        request: impl IntoRequest<SearchUsersRequest>,
+    ) -> Result<Response<SearchUsersResponse>, Status> {
+        let (path, req) = self
+            .prepare(Method::SearchUsers, request.into_request())
+            .await?;
+        self.inner.unary(req, path, ProstCodec::default()).await
     }
 
     /// Waits for the channel to be ready, and names the call: its path, and

@@ -18,8 +18,8 @@ use tonic_prost::ProstCodec;
 
 use super::{
     CreateUserRequest, DeleteUserRequest, DeleteUserResponse, EventStreamRequest, GetUserRequest,
-    GetUserResponse, ListUsersRequest, ListUsersResponse, Method, SubscribeUserEventsRequest,
-    UpdateUserRequest, User, UserEvent,
+    GetUserResponse, ListUsersRequest, ListUsersResponse, Method, SearchUsersRequest,
+    SearchUsersResponse, SubscribeUserEventsRequest, UpdateUserRequest, User, UserEvent,
 };
 
 /// The RPCs of `techoral.users.v1.UserService`, in the .proto's order.
@@ -68,6 +68,11 @@ pub trait UserService: Send + Sync + 'static {
         &self,
         request: Request<SubscribeUserEventsRequest>,
     ) -> Result<Response<Self::SubscribeUserEventsStream>, Status>;
+
+    async fn search_users(
+        &self,
+        request: Request<SearchUsersRequest>,
+    ) -> Result<Response<SearchUsersResponse>, Status>;
 }
 
 /// Serves a [`UserService`] implementation over HTTP/2.
@@ -203,6 +208,7 @@ where
             Some(Method::SubscribeUserEvents) => {
                 route!(self, req, server_streaming, T::subscribe_user_events)
             }
+            Some(Method::SearchUsers) => route!(self, req, unary, T::search_users),
             None => {
                 let path = req.uri().path();
                 let status = Status::unimplemented(format!("unknown method {path}"));

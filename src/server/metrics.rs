@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::Code;
 
-use crate::domain::{NewUser, User, UserId, UserPatch};
+use crate::domain::{Filter, NewUser, User, UserId, UserPatch};
 use crate::events::EventBus;
 use crate::pb::{METHODS, MethodKind};
 use crate::server::web::Protocol;
@@ -421,7 +421,7 @@ impl MeteredStore {
         Self { inner, metrics }
     }
 
-    fn count<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+    fn observe<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
         if let Err(error) = &result {
             self.metrics.store_failed(error);
         }
@@ -442,21 +442,29 @@ impl UserStore for MeteredStore {
         user: NewUser,
         key: Option<IdempotencyKey>,
     ) -> Result<Created, StoreError> {
-        self.count(self.inner.create(user, key).await)
+        self.observe(self.inner.create(user, key).await)
     }
     async fn create_many(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
-        self.count(self.inner.create_many(users).await)
+        self.observe(self.inner.create_many(users).await)
     }
     async fn get(&self, id: &UserId) -> Result<User, StoreError> {
-        self.count(self.inner.get(id).await)
+        self.observe(self.inner.get(id).await)
     }
-    async fn update(&self, id: &UserId, patch: UserPatch) -> Result<User, StoreError> {
-        self.count(self.inner.update(id, patch).await)
+    async fn update(
+        &self,
+        id: &UserId,
+        patch: UserPatch,
+        protect_admins: bool,
+    ) -> Result<User, StoreError> {
+        self.observe(self.inner.update(id, patch, protect_admins).await)
     }
-    async fn delete(&self, id: &UserId) -> Result<User, StoreError> {
-        self.count(self.inner.delete(id).await)
+    async fn delete(&self, id: &UserId, etag: Option<&str>) -> Result<User, StoreError> {
+        self.observe(self.inner.delete(id, etag).await)
     }
     async fn list_page(&self, query: PageQuery) -> Result<Page, StoreError> {
-        self.count(self.inner.list_page(query).await)
+        self.observe(self.inner.list_page(query).await)
+    }
+    async fn count(&self, filter: Option<&Filter>) -> Result<u64, StoreError> {
+        self.observe(self.inner.count(filter).await)
     }
 }

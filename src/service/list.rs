@@ -55,8 +55,9 @@ impl Listing {
                 None => self.page_size,
             };
             let query = PageQuery {
-                role: self.query.role,
-                after: self.after,
+                filter: self.query.filter.clone(),
+                order: self.query.order.clone(),
+                after: self.after.clone(),
                 skip: if self.after.is_none() {
                     self.query.offset
                 } else {

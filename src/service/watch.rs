@@ -309,6 +309,7 @@ mod tests {
             email: format!("u{n}@example.com"),
             role: pb::UserRole::Viewer as i32,
             bio: None,
+            ..Default::default()
         })
         .unwrap()
         .into_user(UserId::generate(), 0)

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 
 use super::{Created, Cursor, IdempotencyKey, Page, PageQuery, StoreError, UserStore};
 use crate::clock;
-use crate::domain::{NewUser, User, UserId, UserPatch};
+use crate::domain::{Filter, NewUser, SortValue, User, UserId, UserPatch};
 use crate::events::{EventBus, EventKind};
 
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
@@ -166,10 +166,22 @@ impl UserStore for MemoryStore {
             .ok_or_else(|| StoreError::NotFound(id.clone()))
     }
 
-    async fn update(&self, id: &UserId, patch: UserPatch) -> Result<User, StoreError> {
+    async fn update(
+        &self,
+        id: &UserId,
+        patch: UserPatch,
+        protect_admins: bool,
+    ) -> Result<User, StoreError> {
         let mut indexes = self.write();
-        let old_email = indexes.entry(id)?.email.unique_key();
+        let stored = indexes.entry(id)?;
+        super::check_write(stored, patch.etag.as_deref(), protect_admins)?;
+        let mut changed = stored.clone();
+        let old_email = stored.email.unique_key();
         let new_email = patch.email.as_ref().map(|email| email.unique_key());
+        patch
+            .clone()
+            .apply(&mut changed, clock::unix_seconds())
+            .map_err(StoreError::Invalid)?;
         if let Some(new_email) = new_email.as_ref().filter(|&e| *e != old_email) {
             if indexes.emails.contains_key(new_email) {
                 let taken = patch.email.as_ref().expect("new email").as_str().to_owned();
@@ -179,14 +191,15 @@ impl UserStore for MemoryStore {
             indexes.emails.insert(new_email.clone(), id.clone());
         }
         let user = indexes.entry(id)?;
-        patch.apply(user);
+        *user = changed;
         let user = user.clone();
         self.events.publish(EventKind::Updated, &user);
         Ok(user)
     }
 
-    async fn delete(&self, id: &UserId) -> Result<User, StoreError> {
+    async fn delete(&self, id: &UserId, etag: Option<&str>) -> Result<User, StoreError> {
         let mut indexes = self.write();
+        super::check_write(indexes.entry(id)?, etag, false)?;
         let position = indexes
             .positions
             .remove(id)
@@ -202,19 +215,60 @@ impl UserStore for MemoryStore {
 
     async fn list_page(&self, query: PageQuery) -> Result<Page, StoreError> {
         let indexes = self.read();
-        let start = query.after.map_or(0, |Cursor(after)| after + 1);
-        let mut next = None;
-        let users = indexes
+        let matches = |user: &User| query.filter.as_ref().is_none_or(|f| f.matches(user));
+        let skip = usize::try_from(query.skip).unwrap_or(usize::MAX);
+        if query.order.is_creation() {
+            let start = query
+                .after
+                .as_ref()
+                .and_then(Cursor::as_position)
+                .map_or(0, |after| after.saturating_add(1));
+            let mut next = None;
+            let users = indexes
+                .users
+                .range(start..)
+                .filter(|(_, user)| matches(user))
+                .skip(skip)
+                .take(query.limit)
+                .map(|(&position, user)| {
+                    next = Some(Cursor::position(position));
+                    user.clone()
+                })
+                .collect();
+            return Ok(Page { users, next });
+        }
+        // Any other order reads every match: this store is for tests and
+        // development, where a directory is small.
+        let order = &query.order;
+        let mut found: Vec<(Vec<SortValue>, &User)> = indexes
             .users
-            .range(start..)
-            .filter(|(_, user)| query.role.is_none_or(|role| user.role == role))
-            .skip(usize::try_from(query.skip).unwrap_or(usize::MAX))
-            .take(query.limit)
-            .map(|(&position, user)| {
-                next = Some(Cursor(position));
-                user.clone()
+            .values()
+            .filter(|user| matches(user))
+            .map(|user| (order.key_of(user), user))
+            .filter(|(key, _)| {
+                query.after.as_ref().is_none_or(|Cursor(after)| {
+                    order.compare(key, after) == std::cmp::Ordering::Greater
+                })
             })
             .collect();
-        Ok(Page { users, next })
+        let wanted = skip.saturating_add(query.limit);
+        if found.len() > wanted && wanted > 0 {
+            found.select_nth_unstable_by(wanted - 1, |a, b| order.compare(&a.0, &b.0));
+        }
+        found.truncate(wanted);
+        found.sort_unstable_by(|a, b| order.compare(&a.0, &b.0));
+        let page: Vec<_> = found.into_iter().skip(skip).collect();
+        Ok(Page {
+            next: page.last().map(|(key, _)| Cursor(key.clone())),
+            users: page.into_iter().map(|(_, user)| user.clone()).collect(),
+        })
+    }
+
+    async fn count(&self, filter: Option<&Filter>) -> Result<u64, StoreError> {
+        let indexes = self.read();
+        Ok(match filter {
+            None => indexes.users.len() as u64,
+            Some(filter) => indexes.users.values().filter(|u| filter.matches(u)).count() as u64,
+        })
     }
 }

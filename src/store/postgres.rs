@@ -23,10 +23,14 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use tokio::task::JoinHandle;
 
+use super::search_sql::{Bind, Dialect, Sql};
 use super::sql::{self, USER_COLUMNS, UserRow};
-use super::{Created, IdempotencyKey, Page, PageQuery, StoreError, StoreOptions, UserStore};
+use super::{
+    Created, Cursor, IdempotencyKey, Page, PageQuery, StoreError, StoreOptions, UserStore,
+};
 use crate::clock;
-use crate::domain::{NewUser, User, UserId, UserPatch};
+use crate::domain::filter::fold;
+use crate::domain::{Filter, NewUser, User, UserId, UserPatch};
 use crate::events::{EventBus, EventKind};
 use crate::pb;
 
@@ -80,6 +84,7 @@ impl PostgresStore {
             .map_err(|e| {
                 StoreError::Internal(format!("migrating the PostgreSQL schema: {e}").into())
             })?;
+        fill_search_keys(&pool).await?;
         let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
             .fetch_one(&pool)
             .await
@@ -104,6 +109,23 @@ impl PostgresStore {
         }
     }
 
+    /// The user `id` names, and its position, read in a write's transaction.
+    async fn find_in(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        id: &UserId,
+    ) -> Result<(i64, User), StoreError> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(sql::failure)?;
+        match row {
+            Some(row) => row.user(),
+            None => Err(StoreError::NotFound(id.clone())),
+        }
+    }
+
     /// Begins a write: a transaction holding the write lock.
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(sql::failure)?;
@@ -114,6 +136,93 @@ impl PostgresStore {
             .map_err(sql::failure)?;
         Ok(tx)
     }
+}
+
+/// Gives users stored before the search migration (or by a replica of an
+/// earlier release since) the folded name and bio that filters compare,
+/// folded in Rust as new users' are.
+async fn fill_search_keys(pool: &PgPool) -> Result<(), StoreError> {
+    let mut after = 0_i64;
+    loop {
+        let rows = sqlx::query(
+            "SELECT position, name, bio FROM users \
+             WHERE position > $1 AND (name_key IS NULL OR bio_key IS NULL) ORDER BY position LIMIT 5000",
+        )
+        .bind(after)
+        .fetch_all(pool)
+        .await
+        .map_err(sql::failure)?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        after = last.try_get(0).map_err(sql::failure)?;
+        let mut positions = Vec::with_capacity(rows.len());
+        let mut names = Vec::with_capacity(rows.len());
+        let mut bios = Vec::with_capacity(rows.len());
+        for row in &rows {
+            positions.push(row.try_get::<i64, _>(0).map_err(sql::failure)?);
+            names.push(fold(&row.try_get::<String, _>(1).map_err(sql::failure)?));
+            let bio: Option<String> = row.try_get(2).map_err(sql::failure)?;
+            bios.push(bio.as_deref().map(fold).unwrap_or_default());
+        }
+        sqlx::query(
+            "UPDATE users SET name_key = k.name, bio_key = k.bio \
+             FROM unnest($1::bigint[], $2::text[], $3::text[]) AS k(position, name, bio) \
+             WHERE users.position = k.position",
+        )
+        .bind(&positions)
+        .bind(&names)
+        .bind(&bios)
+        .execute(pool)
+        .await
+        .map_err(sql::failure)?;
+        tracing::info!(
+            users = rows.len(),
+            "search keys filled for users stored before search"
+        );
+    }
+}
+
+/// Adds the labels of `users` to the table that filters search, in `tx`.
+async fn insert_labels(
+    tx: &mut Transaction<'static, Postgres>,
+    users: &[User],
+) -> Result<(), StoreError> {
+    let (mut ids, mut keys, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    for user in users {
+        for (key, value) in &user.labels {
+            ids.push(user.id.as_str().to_owned());
+            keys.push(key.clone());
+            values.push(fold(value));
+        }
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO user_labels (position, key, value_key) \
+         SELECT u.position, l.key, l.value FROM unnest($1::text[], $2::text[], $3::text[]) AS l(id, key, value) \
+         JOIN users u ON u.id = l.id",
+    )
+    .bind(&ids)
+    .bind(&keys)
+    .bind(&values)
+    .execute(&mut **tx)
+    .await
+    .map_err(sql::failure)?;
+    Ok(())
+}
+
+/// `sql`'s statement with its values bound.
+fn bound(sql: &Sql) -> sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments> {
+    let mut query = sqlx::query(&sql.text);
+    for bind in &sql.binds {
+        query = match bind {
+            Bind::Int(number) => query.bind(*number),
+            Bind::Text(text) => query.bind(text.as_str()),
+        };
+    }
+    query
 }
 
 /// Adds `users`' events to the outbox and wakes the relays, in `tx`.
@@ -252,6 +361,7 @@ impl UserStore for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| sql::write_error(e, Some(&user.email)))?;
+        insert_labels(&mut tx, std::slice::from_ref(&created)).await?;
         announce(&mut tx, EventKind::Created, std::slice::from_ref(&created)).await?;
         tx.commit().await.map_err(sql::failure)?;
         Ok(Created::New(created))
@@ -281,6 +391,7 @@ impl UserStore for PostgresStore {
                 .await
                 .map_err(sql::failure)?;
         }
+        insert_labels(&mut tx, &created).await?;
         announce(&mut tx, EventKind::Created, &created).await?;
         tx.commit().await.map_err(sql::failure)?;
         Ok(created)
@@ -290,36 +401,60 @@ impl UserStore for PostgresStore {
         self.find(id).await
     }
 
-    async fn update(&self, id: &UserId, patch: UserPatch) -> Result<User, StoreError> {
+    async fn update(
+        &self,
+        id: &UserId,
+        patch: UserPatch,
+        protect_admins: bool,
+    ) -> Result<User, StoreError> {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(sql::failure)?;
-        let Some(row) = row else {
-            return Err(StoreError::NotFound(id.clone()));
-        };
-        let mut user = row.user()?.1;
+        let (position, mut user) = self.find_in(&mut tx, id).await?;
+        super::check_write(&user, patch.etag.as_deref(), protect_admins)?;
         let new_email = patch.email.clone();
-        patch.apply(&mut user);
-        sqlx::query("UPDATE users SET name = $1, email = $2, email_key = $3, role = $4, bio = $5 WHERE id = $6")
-            .bind(user.name.as_str())
-            .bind(user.email.as_str())
-            .bind(user.email.unique_key())
-            .bind(user.role.number())
-            .bind(user.bio.as_ref().map(|b| b.as_str()))
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| sql::write_error(e, new_email.as_ref()))?;
+        let labels_before = user.labels.clone();
+        patch
+            .apply(&mut user, clock::unix_seconds())
+            .map_err(StoreError::Invalid)?;
+        sqlx::query(
+            "UPDATE users SET name = $1, email = $2, email_key = $3, role = $4, bio = $5, \
+             updated_at = $7, revision = $8, name_key = $9, bio_key = $10, labels = $11 WHERE id = $6",
+        )
+        .bind(user.name.as_str())
+        .bind(user.email.as_str())
+        .bind(user.email.unique_key())
+        .bind(user.role.number())
+        .bind(user.bio.as_ref().map(|b| b.as_str()))
+        .bind(id.as_str())
+        .bind(user.updated_at)
+        .bind(user.revision)
+        .bind(sql::name_key(&user))
+        .bind(sql::bio_key(&user))
+        .bind(sql::labels_json(&user.labels))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| sql::write_error(e, new_email.as_ref()))?;
+        if user.labels != labels_before {
+            sqlx::query("DELETE FROM user_labels WHERE position = $1")
+                .bind(position)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql::failure)?;
+            insert_labels(&mut tx, std::slice::from_ref(&user)).await?;
+        }
         announce(&mut tx, EventKind::Updated, std::slice::from_ref(&user)).await?;
         tx.commit().await.map_err(sql::failure)?;
         Ok(user)
     }
 
-    async fn delete(&self, id: &UserId) -> Result<User, StoreError> {
+    async fn delete(&self, id: &UserId, etag: Option<&str>) -> Result<User, StoreError> {
         let mut tx = self.begin_write().await?;
+        let (position, stored) = self.find_in(&mut tx, id).await?;
+        super::check_write(&stored, etag, false)?;
+        sqlx::query("DELETE FROM user_labels WHERE position = $1")
+            .bind(position)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql::failure)?;
         let row = sqlx::query(&format!(
             "DELETE FROM users WHERE id = $1 RETURNING {USER_COLUMNS}"
         ))
@@ -337,11 +472,47 @@ impl UserStore for PostgresStore {
     }
 
     async fn list_page(&self, query: PageQuery) -> Result<Page, StoreError> {
-        let rows = sql::page_query::<Postgres>(&query)
-            .build()
+        let mut sql = Sql::new(
+            Dialect::Postgres,
+            format!("SELECT {USER_COLUMNS} FROM users WHERE TRUE"),
+        );
+        if let Some(filter) = &query.filter {
+            sql.push(" AND ").filter(filter);
+        }
+        if let Some(after) = &query.after {
+            sql.push(" AND ").after(&query.order, after);
+        }
+        sql.order_by(&query.order).push(" LIMIT ");
+        sql.bind(Bind::Int(i64::try_from(query.limit).unwrap_or(i64::MAX)));
+        sql.push(" OFFSET ");
+        sql.bind(Bind::Int(i64::try_from(query.skip).unwrap_or(i64::MAX)));
+        let rows = bound(&sql)
             .fetch_all(&self.pool)
             .await
             .map_err(sql::failure)?;
-        sql::page(&rows)
+        let mut page = Page::default();
+        for row in &rows {
+            let (position, user) = row.user()?;
+            page.next = Some(if query.order.is_creation() {
+                Cursor::position(position)
+            } else {
+                Cursor(query.order.key_of(&user))
+            });
+            page.users.push(user);
+        }
+        Ok(page)
+    }
+
+    async fn count(&self, filter: Option<&Filter>) -> Result<u64, StoreError> {
+        let mut sql = Sql::new(Dialect::Postgres, "SELECT COUNT(*) FROM users");
+        if let Some(filter) = filter {
+            sql.push(" WHERE ").filter(filter);
+        }
+        let row = bound(&sql)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(sql::failure)?;
+        let count: i64 = row.try_get(0).map_err(sql::failure)?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 }

@@ -4,11 +4,12 @@
 
 use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
-use super::{Created, Cursor, Page, PageQuery, StoreError};
-use crate::domain::{Bio, Email, NewUser, Role, User, UserId, UserName};
+use super::{Created, StoreError};
+use crate::domain::filter::fold;
+use crate::domain::{Bio, Email, Labels, NewUser, Role, User, UserId, UserName};
 
 /// The user columns every query selects, in the order `UserRow::user` reads.
-pub const USER_COLUMNS: &str = "position, id, name, email, role, created_at, bio";
+pub const USER_COLUMNS: &str = "position, id, name, email, role, created_at, bio, COALESCE(updated_at, created_at), revision, labels";
 
 /// A database row a user can be read from, whichever SQL store it came from.
 /// The decoding bounds are stated once, here.
@@ -45,6 +46,10 @@ where
                 .try_get::<Option<String>, _>(6)
                 .map_err(read)?
                 .map(Bio::from_stored),
+            updated_at: self.try_get(7).map_err(read)?,
+            revision: self.try_get(8).map_err(read)?,
+            labels: serde_json::from_str(&self.try_get::<String, _>(9).map_err(read)?)
+                .map_err(|e| StoreError::Internal(e.into()))?,
         };
         Ok((self.try_get(0).map_err(read)?, user))
     }
@@ -53,28 +58,6 @@ where
         self.try_get(index)
             .map_err(|e| StoreError::Internal(e.into()))
     }
-}
-
-/// The query for one page of a listing, in either SQL dialect: keyset
-/// pagination on `position`, so that no page costs more than its size.
-pub fn page_query<'a, DB>(query: &PageQuery) -> QueryBuilder<'a, DB>
-where
-    DB: Database,
-    i64: 'a + Encode<'a, DB> + Type<DB>,
-    i32: 'a + Encode<'a, DB> + Type<DB>,
-{
-    let mut sql = QueryBuilder::new(format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE position > "
-    ));
-    sql.push_bind(query.after.map_or(0, |Cursor(after)| after));
-    if let Some(role) = query.role {
-        sql.push(" AND role = ").push_bind(role.number());
-    }
-    sql.push(" ORDER BY position LIMIT ")
-        .push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX))
-        .push(" OFFSET ")
-        .push_bind(i64::try_from(query.skip).unwrap_or(i64::MAX));
-    sql
 }
 
 /// An INSERT of `users`, in either SQL dialect; the first row carries
@@ -93,7 +76,7 @@ where
     i32: Encode<'a, DB> + Type<DB>,
 {
     let mut query = QueryBuilder::new(
-        "INSERT INTO users (id, name, email, email_key, role, created_at, bio, idempotency_key, idempotency_request) ",
+        "INSERT INTO users (id, name, email, email_key, role, created_at, bio, updated_at, name_key, bio_key, labels, idempotency_key, idempotency_request) ",
     );
     let mut idempotency = idempotency;
     query.push_values(users, |mut row, user| {
@@ -105,28 +88,38 @@ where
             .push_bind(user.role.number())
             .push_bind(user.created_at)
             .push_bind(user.bio.as_ref().map(|b| b.as_str()))
+            .push_bind(user.updated_at)
+            .push_bind(name_key(user))
+            .push_bind(bio_key(user))
+            .push_bind(labels_json(&user.labels))
             .push_bind(key)
             .push_bind(request);
     });
     query
 }
 
-/// The page that `page_query`'s rows make, with the cursor after its last user.
-pub fn page<R: UserRow>(rows: &[R]) -> Result<Page, StoreError> {
-    let mut page = Page::default();
-    for row in rows {
-        let (position, user) = row.user()?;
-        page.next = Some(Cursor(position));
-        page.users.push(user);
-    }
-    Ok(page)
+/// The folded name that filters and the name order read.
+pub fn name_key(user: &User) -> String {
+    fold(user.name.as_str())
+}
+
+/// The folded bio that filters read; empty for a user without one.
+pub fn bio_key(user: &User) -> String {
+    user.bio
+        .as_ref()
+        .map_or_else(String::new, |bio| fold(bio.as_str()))
+}
+
+/// Labels as the `labels` column keeps them: a JSON object.
+pub fn labels_json(labels: &Labels) -> String {
+    serde_json::to_string(labels).expect("a map of strings serializes")
 }
 
 /// A create whose idempotency key is already in `row` (selected as
 /// `USER_COLUMNS, idempotency_request`): the same request replays the user,
 /// a different one is refused.
 pub fn replay<R: UserRow>(row: &R, user: &NewUser) -> Result<Created, StoreError> {
-    if row.text(7)? != fingerprint(user) {
+    if row.text(10)? != fingerprint(user) {
         return Err(StoreError::IdempotencyKeyReused);
     }
     Ok(Created::Replayed(row.user()?.1))
@@ -135,13 +128,21 @@ pub fn replay<R: UserRow>(row: &R, user: &NewUser) -> Result<Created, StoreError
 /// A request as stored beside its idempotency key, to tell a retry from a
 /// different request that reuses the key.
 pub fn fingerprint(user: &NewUser) -> String {
-    serde_json::json!([
+    let mut request = serde_json::json!([
         user.name.as_str(),
         user.email.as_str(),
         user.role.as_str(),
         user.bio.as_ref().map(|bio| bio.as_str()),
-    ])
-    .to_string()
+    ]);
+    // Only when there are labels, so that a key stored by a release before
+    // labels still recognises its retry.
+    if !user.labels.is_empty() {
+        request
+            .as_array_mut()
+            .expect("an array")
+            .push(serde_json::json!(user.labels));
+    }
+    request.to_string()
 }
 
 /// Whether the unique email index refused a write: PostgreSQL names the

@@ -29,11 +29,13 @@ use self::connection::{Address, Settings};
 use self::readers::Readers;
 use self::rows::failure;
 use self::writer::Writer;
+use super::search_sql::{Bind, Dialect, Sql};
 use super::{
     Created, Cursor, IdempotencyKey, Page, PageQuery, StoreError, StoreOptions, UserStore,
 };
 use crate::clock;
-use crate::domain::{NewUser, User, UserId, UserPatch};
+use crate::domain::filter::fold;
+use crate::domain::{Filter, NewUser, User, UserId, UserPatch};
 use crate::events::{EventBus, EventKind};
 
 pub use self::connection::Address as SqliteAddress;
@@ -116,11 +118,27 @@ impl SqliteStore {
 
 /// The user `id` names, if there is one, on any connection.
 fn find(connection: &Connection, id: &UserId) -> rusqlite::Result<Option<User>> {
-    let found = connection
+    Ok(find_at(connection, id)?.map(|(_, user)| user))
+}
+
+/// [`find`], with the user's position.
+fn find_at(connection: &Connection, id: &UserId) -> rusqlite::Result<Option<(i64, User)>> {
+    connection
         .prepare_cached(rows::FIND)?
         .query_row([id.as_str()], rows::user)
-        .optional()?;
-    Ok(found.map(|(_, user)| user))
+        .optional()
+}
+
+/// Adds `user`'s labels to the table that filters search.
+fn insert_labels(connection: &Connection, user: &User) -> rusqlite::Result<()> {
+    if user.labels.is_empty() {
+        return Ok(());
+    }
+    let mut statement = connection.prepare_cached(rows::INSERT_LABEL)?;
+    for (key, value) in &user.labels {
+        statement.execute(params![user.id.as_str(), key, fold(value)])?;
+    }
+    Ok(())
 }
 
 /// Inserts `user`, with the idempotency key and request fingerprint it was
@@ -132,7 +150,7 @@ fn insert(
     idempotency: Option<(&str, &str)>,
 ) -> rusqlite::Result<usize> {
     let (key, request) = idempotency.unzip();
-    connection.prepare_cached(rows::INSERT)?.execute(params![
+    let inserted = connection.prepare_cached(rows::INSERT)?.execute(params![
         user.id.as_str(),
         user.name.as_str(),
         user.email.as_str(),
@@ -140,9 +158,14 @@ fn insert(
         user.role.number(),
         user.created_at,
         user.bio.as_ref().map(|b| b.as_str()),
+        rows::name_key(user),
+        rows::bio_key(user),
+        rows::labels_json(&user.labels),
         key,
         request,
-    ])
+    ])?;
+    insert_labels(connection, user)?;
+    Ok(inserted)
 }
 
 /// Which of `keys` is the first already stored.
@@ -197,7 +220,7 @@ impl UserStore for SqliteStore {
                             .and_then(|mut statement| {
                                 statement
                                     .query_row([key.as_str()], |row| {
-                                        Ok((rows::user(row)?.1, row.get::<_, String>(7)?))
+                                        Ok((rows::user(row)?.1, row.get::<_, String>(10)?))
                                     })
                                     .optional()
                             })
@@ -281,6 +304,9 @@ impl UserStore for SqliteStore {
                             Err(e) => return Err(failure(e)),
                         }
                     }
+                    for user in created.iter().filter(|u| !u.labels.is_empty()) {
+                        insert_labels(connection, user).map_err(failure)?;
+                    }
                     Ok(created)
                 },
                 |events, created| {
@@ -298,16 +324,25 @@ impl UserStore for SqliteStore {
             .ok_or_else(|| StoreError::NotFound(id.clone()))
     }
 
-    async fn update(&self, id: &UserId, patch: UserPatch) -> Result<User, StoreError> {
+    async fn update(
+        &self,
+        id: &UserId,
+        patch: UserPatch,
+        protect_admins: bool,
+    ) -> Result<User, StoreError> {
         let id = id.clone();
         self.writer
             .write(
                 1,
                 move |connection| {
-                    let mut user = find(connection, &id)
+                    let (position, mut user) = find_at(connection, &id)
                         .map_err(failure)?
                         .ok_or_else(|| StoreError::NotFound(id.clone()))?;
-                    patch.apply(&mut user);
+                    super::check_write(&user, patch.etag.as_deref(), protect_admins)?;
+                    let labels_before = user.labels.clone();
+                    patch
+                        .apply(&mut user, clock::unix_seconds())
+                        .map_err(StoreError::Invalid)?;
                     connection
                         .prepare_cached(rows::UPDATE)
                         .and_then(|mut statement| {
@@ -318,9 +353,21 @@ impl UserStore for SqliteStore {
                                 user.role.number(),
                                 user.bio.as_ref().map(|b| b.as_str()),
                                 id.as_str(),
+                                user.updated_at,
+                                user.revision,
+                                rows::name_key(&user),
+                                rows::bio_key(&user),
+                                rows::labels_json(&user.labels),
                             ])
                         })
                         .map_err(|e| rows::write_error(e, &user.email))?;
+                    if user.labels != labels_before {
+                        connection
+                            .prepare_cached(rows::DELETE_LABELS)
+                            .and_then(|mut statement| statement.execute([position]))
+                            .and_then(|_| insert_labels(connection, &user))
+                            .map_err(failure)?;
+                    }
                     Ok(user)
                 },
                 |events, user| events.publish(EventKind::Updated, user),
@@ -328,12 +375,21 @@ impl UserStore for SqliteStore {
             .await
     }
 
-    async fn delete(&self, id: &UserId) -> Result<User, StoreError> {
+    async fn delete(&self, id: &UserId, etag: Option<&str>) -> Result<User, StoreError> {
         let id = id.clone();
+        let etag = etag.map(str::to_owned);
         self.writer
             .write(
                 1,
                 move |connection| {
+                    let (position, stored) = find_at(connection, &id)
+                        .map_err(failure)?
+                        .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+                    super::check_write(&stored, etag.as_deref(), false)?;
+                    connection
+                        .prepare_cached(rows::DELETE_LABELS)
+                        .and_then(|mut statement| statement.execute([position]))
+                        .map_err(failure)?;
                     // The writer's transaction commits it: a DELETE … RETURNING
                     // in autocommit would commit when the statement is reset,
                     // whose result nobody reads.
@@ -360,32 +416,70 @@ impl UserStore for SqliteStore {
             .await
             .map_err(|e| StoreError::Internal(e.into()))?
     }
+
+    /// On a blocking thread: a filter on a substring reads every row.
+    async fn count(&self, filter: Option<&Filter>) -> Result<u64, StoreError> {
+        let readers = Arc::clone(&self.readers);
+        let mut sql = Sql::new(Dialect::Sqlite, "SELECT COUNT(*) FROM users");
+        if let Some(filter) = filter {
+            sql.push(" WHERE ").filter(filter);
+        }
+        tokio::task::spawn_blocking(move || {
+            readers.read(|connection| {
+                connection
+                    .prepare_cached(&sql.text)?
+                    .query_row(rusqlite::params_from_iter(&sql.binds), |row| {
+                        row.get::<_, i64>(0)
+                    })
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.into()))?
+        .map(|count| u64::try_from(count).unwrap_or(0))
+    }
 }
 
-/// One page of a listing, read on a reader.
+impl rusqlite::ToSql for Bind {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Bind::Int(number) => number.to_sql(),
+            Bind::Text(text) => text.to_sql(),
+        }
+    }
+}
+
+/// One page of a listing, read on a reader. The statement's text depends
+/// only on the query's shape, so a connection's cache keeps it prepared
+/// for the next page of the same search.
 fn page(readers: &Readers, query: &PageQuery) -> Result<Page, StoreError> {
-    let after = query.after.map_or(0, |Cursor(after)| after);
-    let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
-    let skip = i64::try_from(query.skip).unwrap_or(i64::MAX);
+    let mut sql = Sql::new(
+        Dialect::Sqlite,
+        format!("SELECT {} FROM users WHERE TRUE", rows::USER_COLUMNS),
+    );
+    if let Some(filter) = &query.filter {
+        sql.push(" AND ").filter(filter);
+    }
+    if let Some(after) = &query.after {
+        sql.push(" AND ").after(&query.order, after);
+    }
+    sql.order_by(&query.order).push(" LIMIT ");
+    sql.bind(Bind::Int(i64::try_from(query.limit).unwrap_or(i64::MAX)));
+    sql.push(" OFFSET ");
+    sql.bind(Bind::Int(i64::try_from(query.skip).unwrap_or(i64::MAX)));
     readers.read(|connection| {
         let mut page = Page {
             users: Vec::with_capacity(query.limit.min(1024)),
             next: None,
         };
-        let mut statement;
-        let mut found = match query.role {
-            Some(role) => {
-                statement = connection.prepare_cached(rows::PAGE_OF_ROLE)?;
-                statement.query(params![after, limit, skip, role.number()])?
-            }
-            None => {
-                statement = connection.prepare_cached(rows::PAGE)?;
-                statement.query(params![after, limit, skip])?
-            }
-        };
+        let mut statement = connection.prepare_cached(&sql.text)?;
+        let mut found = statement.query(rusqlite::params_from_iter(&sql.binds))?;
         while let Some(row) = found.next()? {
             let (position, user) = rows::user(row)?;
-            page.next = Some(Cursor(position));
+            page.next = Some(if query.order.is_creation() {
+                Cursor::position(position)
+            } else {
+                Cursor(query.order.key_of(&user))
+            });
             page.users.push(user);
         }
         Ok(page)

@@ -94,7 +94,10 @@ async fn call(app: &crate::support::TestApp, rpc: Method, header: Option<&str>) 
             .map(drop),
         Method::DeleteUser => client
             .delete_user(request(
-                pb::DeleteUserRequest { user_id: target.id },
+                pb::DeleteUserRequest {
+                    user_id: target.id,
+                    ..Default::default()
+                },
                 header,
             ))
             .await
@@ -111,6 +114,16 @@ async fn call(app: &crate::support::TestApp, rpc: Method, header: Option<&str>) 
             Ok(response) => response.into_inner().message().await.map(drop),
             Err(status) => Err(status),
         },
+        Method::SearchUsers => client
+            .search_users(request(
+                pb::SearchUsersRequest {
+                    filter: "role = viewer".into(),
+                    ..Default::default()
+                },
+                header,
+            ))
+            .await
+            .map(drop),
     };
     result.err().unwrap_or_else(|| tonic::Status::ok(""))
 }
@@ -151,7 +164,8 @@ fn too_low(rpc: Method) -> Option<Role> {
         Method::GetUser
         | Method::ListUsers
         | Method::WatchUserEvents
-        | Method::SubscribeUserEvents => None,
+        | Method::SubscribeUserEvents
+        | Method::SearchUsers => None,
     }
 }
 

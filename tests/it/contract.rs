@@ -195,6 +195,25 @@ fn text_list(vs: &[&str]) -> Sample<Vec<String>> {
         value: Value::List(vs.iter().map(|v| Value::String(v.to_string())).collect()),
     }
 }
+fn text_map(pairs: &[(&str, &str)]) -> Sample<std::collections::BTreeMap<String, String>> {
+    Sample {
+        rust: pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        value: Value::Map(
+            pairs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        prost_reflect::MapKey::String(k.to_string()),
+                        Value::String(v.to_string()),
+                    )
+                })
+                .collect(),
+        ),
+    }
+}
 fn nested<M: Message>(name: &str, m: M) -> Sample<Option<M>> {
     let dynamic = DynamicMessage::decode(message(name), m.encode_to_vec().as_slice()).unwrap();
     Sample {
@@ -306,6 +325,9 @@ fn filled_user() -> User {
         role: UserRole::Viewer as i32,
         created_at: -5,
         bio: Some("☺\t\r\n".into()),
+        updated_at: -4,
+        etag: "ë1".into(),
+        labels: [("team".to_owned(), "Çore".to_owned())].into(),
     }
 }
 
@@ -321,6 +343,9 @@ fn every_message_transcodes_through_the_proto_field_for_field() {
             role: role(UserRole::Viewer),
             created_at: int64(-5),
             bio: present(text("☺\t\r\n")),
+            updated_at: int64(-4),
+            etag: text("ë1"),
+            labels: text_map(&[("team", "Çore"), ("k8s.io/app", "")]),
         }
     ));
     problems.extend(transcode!(
@@ -341,6 +366,8 @@ fn every_message_transcodes_through_the_proto_field_for_field() {
             limit: int32(-7),
             offset: int32(-1),
             filter_role: text("ÄDMIN"),
+            filter: text("name:\"ß\""),
+            order_by: text("name desc"),
         }
     ));
     problems.extend(transcode!(
@@ -366,6 +393,7 @@ fn every_message_transcodes_through_the_proto_field_for_field() {
             email: text("n@example.com"),
             role: role(UserRole::Viewer),
             bio: present(text("bïo")),
+            labels: text_map(&[("a", "1"), ("b", "ü")]),
         }
     ));
     problems.extend(transcode!(
@@ -376,12 +404,16 @@ fn every_message_transcodes_through_the_proto_field_for_field() {
             email: present(text("e@example.com")),
             role: present(role(UserRole::Viewer)),
             bio: present(text("")),
+            etag: text("ë2"),
+            set_labels: text_map(&[("team", "x")]),
+            remove_labels: text_list(&["old", "é"]),
         }
     ));
     problems.extend(transcode!(
         "DeleteUserRequest",
         DeleteUserRequest {
-            user_id: text("ïd")
+            user_id: text("ïd"),
+            etag: text("ë3"),
         }
     ));
     problems.extend(transcode!(
@@ -409,6 +441,23 @@ fn every_message_transcodes_through_the_proto_field_for_field() {
             user_ids: text_list(&["*", "0190c0de-0000-7000-8000-000000000000", "é"]),
         }
     ));
+    problems.extend(transcode!(
+        "SearchUsersRequest",
+        SearchUsersRequest {
+            filter: text("labels.team = \"Çore\""),
+            order_by: text("created_at desc, name"),
+            page_size: int32(-3),
+            page_token: text("tökén"),
+        }
+    ));
+    problems.extend(transcode!(
+        "SearchUsersResponse",
+        SearchUsersResponse {
+            users: nested_list("User", vec![filled_user()]),
+            next_page_token: text("nëxt"),
+            total_size: int32(-9),
+        }
+    ));
     assert_none(problems);
 }
 
@@ -427,10 +476,12 @@ fn the_transcoding_check_covers_every_proto_message() {
         "EventStreamRequest",
         "UserEvent",
         "SubscribeUserEventsRequest",
+        "SearchUsersRequest",
+        "SearchUsersResponse",
     ];
     let mut proto: Vec<String> = POOL
         .all_messages()
-        .filter(|m| m.package_name() == PACKAGE)
+        .filter(|m| m.package_name() == PACKAGE && !m.is_map_entry())
         .map(|m| m.name().to_owned())
         .collect();
     proto.sort();

@@ -33,6 +33,7 @@ fn user_with_negative_created_at_and_empty_bio_present() {
         role: UserRole::Admin as i32,
         created_at: -1,
         bio: Some(String::new()),
+        ..Default::default()
     };
     assert_wire(
         user,
@@ -84,6 +85,7 @@ fn list_users_request_with_negative_offset() {
         limit: 10,
         offset: -1,
         filter_role: "admin".into(),
+        ..Default::default()
     };
     assert_wire(
         request,
@@ -116,6 +118,7 @@ fn create_user_request_with_and_without_bio() {
         email: "e".into(),
         role: UserRole::Viewer as i32,
         bio: None,
+        ..Default::default()
     };
     assert_wire(request.clone(), "0a 01 4e 12 01 65 18 03");
     assert_wire(
@@ -135,6 +138,7 @@ fn update_user_request_writes_present_fields_even_when_empty() {
         email: Some(String::new()),
         role: Some(UserRole::Unspecified as i32),
         bio: Some("x".into()),
+        ..Default::default()
     };
     assert_wire(request, "0a 01 75 1a 00 20 00 2a 01 78");
 }
@@ -144,6 +148,7 @@ fn delete_user_request_and_response() {
     assert_wire(
         DeleteUserRequest {
             user_id: "u".into(),
+            ..Default::default()
         },
         "0a 01 75",
     );

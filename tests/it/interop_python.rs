@@ -58,6 +58,7 @@ fn create(name: &str, email: &str) -> pb::CreateUserRequest {
         email: email.into(),
         role: UserRole::Editor as i32,
         bio: Some("from rust ☺".into()),
+        ..Default::default()
     }
 }
 

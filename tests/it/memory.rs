@@ -34,9 +34,10 @@ async fn postgres_table() -> String {
     drop(store::open(&url, &StoreOptions::default()).await.unwrap()); // the schema
     let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
     sqlx::query(
-        "INSERT INTO users (id, name, email, email_key, role, created_at, bio) \
+        "INSERT INTO users (id, name, email, email_key, role, created_at, bio, updated_at, name_key, bio_key) \
          SELECT 'id-' || lpad(x::text, 7, '0'), 'User number ' || x, 'u' || x || '@example.com', \
-                'u' || x || '@example.com', 1 + x % 3, 1700000000 + x, 'a bio of some length, to weigh' \
+                'u' || x || '@example.com', 1 + x % 3, 1700000000 + x, 'a bio of some length, to weigh', \
+                1700000000 + x, 'user number ' || x, 'a bio of some length, to weigh' \
          FROM generate_series(1, $1) AS x",
     )
     .bind(USERS)

@@ -397,6 +397,23 @@ async fn a_database_made_by_the_previous_release_opens_with_its_users() {
             ),
         ]
     );
+    // The search migration: each old user is at its first version, last
+    // changed when created, and searchable by its folded name and bio.
+    for user in crate::support::list_all(&client).await {
+        assert_eq!(user.updated_at, user.created_at, "{}", user.name);
+        assert_eq!(user.etag.len(), 16, "{}", user.name);
+        assert!(user.labels.is_empty());
+    }
+    let found = client
+        .search_users(usersvc::pb::SearchUsersRequest {
+            filter: "name:LOVELACE OR bio = \"first*\"".into(),
+            order_by: "name".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.total_size, 1);
+    assert_eq!(found.users[0].name, "Ada Lovelace");
     let taken = client
         .create_user(
             create_request("Imposter", "ada@example.COM", UserRole::Viewer),
@@ -424,7 +441,16 @@ async fn a_database_made_by_the_previous_release_opens_with_its_users() {
     server.terminate();
     let (status, _) = server.wait_with_log();
     assert!(status.success(), "{status:?}");
-    assert_eq!(history(&url), before, "the migration history is untouched");
+    let after = history(&url);
+    assert_eq!(after[..1], before[..], "the recorded history is untouched");
+    assert_eq!(
+        after
+            .iter()
+            .map(|(version, success, _)| (*version, *success))
+            .collect::<Vec<_>>(),
+        [(1, true), (2, true)],
+        "the search migration is recorded after it"
+    );
 }
 
 /// A database whose history this release does not know is refused at
@@ -481,6 +507,7 @@ async fn a_write_lock_held_by_another_process_makes_writes_unavailable_for_a_whi
         email: Email::parse(email).unwrap(),
         role: Role::Viewer,
         bio: None,
+        labels: Default::default(),
     };
     let Created::New(before) = store.create(new_user("a@example.com"), None).await.unwrap() else {
         panic!("no key, no replay");

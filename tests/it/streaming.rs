@@ -93,6 +93,7 @@ async fn role_filter_takes_any_spelling_and_pages_within_the_role() {
         filter_role: "admin".into(),
         offset: 1,
         limit: 2,
+        ..Default::default()
     };
     let users = collect(app.admin().list_users(request).await.unwrap())
         .await

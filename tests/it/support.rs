@@ -184,10 +184,8 @@ pub async fn stored_users(url: &str) -> Vec<usersvc::domain::User> {
         .unwrap();
     store
         .list_page(usersvc::store::PageQuery {
-            role: None,
-            after: None,
-            skip: 0,
             limit: usize::MAX >> 1,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -225,6 +223,7 @@ pub fn create_request(name: &str, email: &str, role: pb::UserRole) -> pb::Create
         email: email.into(),
         role: role as i32,
         bio: None,
+        ..Default::default()
     }
 }
 

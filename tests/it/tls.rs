@@ -216,6 +216,12 @@ impl UserService for WhoAmI {
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
         Err(Status::unimplemented("test"))
     }
+    async fn search_users(
+        &self,
+        _: Request<pb::SearchUsersRequest>,
+    ) -> Result<Response<pb::SearchUsersResponse>, Status> {
+        Err(Status::unimplemented("test"))
+    }
 }
 
 #[tokio::test]

@@ -80,6 +80,7 @@ async fn invalid_create_names_every_field_in_message_and_details() {
         email: "not-an-email".into(),
         role: 99,
         bio: Some("x".repeat(2001)),
+        ..Default::default()
     };
     let status = app.admin().create_user(request, None).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);

@@ -63,6 +63,7 @@ fn full_user() -> User {
         role: UserRole::Viewer as i32,
         created_at: -5,
         bio: Some("☺\t\r\n".into()),
+        ..Default::default()
     }
 }
 
@@ -157,6 +158,7 @@ fn expect(name: &str, v: &Vector) -> bool {
                 limit: -1,
                 offset: i32::MIN,
                 filter_role: "USER_ROLE_ADMIN".into(),
+                ..Default::default()
             },
         ),
         "list_users_request_max" => check(
@@ -166,6 +168,7 @@ fn expect(name: &str, v: &Vector) -> bool {
                 limit: i32::MAX,
                 offset: i32::MAX,
                 filter_role: String::new(),
+                ..Default::default()
             },
         ),
         "list_users_response_three" => check(
@@ -185,6 +188,7 @@ fn expect(name: &str, v: &Vector) -> bool {
                 email: "ann@example.com".into(),
                 role: UserRole::Admin as i32,
                 bio: None,
+                ..Default::default()
             },
         ),
         "create_user_request_with_bio" => check(
@@ -195,6 +199,7 @@ fn expect(name: &str, v: &Vector) -> bool {
                 email: "ann@example.com".into(),
                 role: 0,
                 bio: Some("x".repeat(300)),
+                ..Default::default()
             },
         ),
         "update_user_request_all_present_and_empty" => check(
@@ -206,6 +211,7 @@ fn expect(name: &str, v: &Vector) -> bool {
                 email: Some(String::new()),
                 role: Some(0),
                 bio: Some(String::new()),
+                ..Default::default()
             },
         ),
         "update_user_request_id_only" => check(
@@ -221,6 +227,7 @@ fn expect(name: &str, v: &Vector) -> bool {
             v,
             DeleteUserRequest {
                 user_id: "u".into(),
+                ..Default::default()
             },
         ),
         "delete_user_response" => check(

@@ -184,3 +184,59 @@ test("a bidi stream over HTTP/1.1 gets a clear error, not a hang", async () => {
   );
   assert.equal(err.code, Code.Unimplemented, err.message);
 });
+
+test("SearchUsers pages with totals, labels and etags over every protocol", async () => {
+  await everyProtocol(async (name, client) => {
+    const tag = name.replaceAll(/[^a-z0-9]/g, "");
+    for (let i = 0; i < 5; i++) {
+      await client.createUser(
+        { name: `Sought ${i}`, email: `sought${i}-${tag}@search.test`, labels: { team: i % 2 ? "odd" : "even", proto: tag } },
+        auth(admin),
+      );
+    }
+    const filter = `labels.proto = "${tag}"`;
+    const names = [];
+    let pageToken = "";
+    let pages = 0;
+    do {
+      const page = await client.searchUsers({ filter, orderBy: "name desc", pageSize: 2, pageToken }, auth(viewer));
+      assert.equal(page.totalSize, 5);
+      names.push(...page.users.map((u) => u.name));
+      pageToken = page.nextPageToken;
+      pages++;
+    } while (pageToken);
+    assert.equal(pages, 3);
+    assert.deepEqual(names, ["Sought 4", "Sought 3", "Sought 2", "Sought 1", "Sought 0"]);
+
+    const first = await client.searchUsers({ filter, pageSize: 2 }, auth(viewer));
+    const reused = await rejected(client.searchUsers({ filter: "labels:team", pageSize: 2, pageToken: first.nextPageToken }, auth(viewer)));
+    assert.equal(reused.code, Code.InvalidArgument);
+    assert.match(reused.rawMessage, /page_token/);
+
+    const user = first.users[0];
+    assert.equal(user.labels.proto, tag);
+    const changed = await client.updateUser({ userId: user.id, bio: "changed", etag: user.etag }, auth(admin));
+    assert.notEqual(changed.etag, user.etag);
+    const stale = await rejected(client.updateUser({ userId: user.id, bio: "again", etag: user.etag }, auth(admin)));
+    assert.equal(stale.code, Code.Aborted);
+    assert.match(stale.rawMessage, /changed since it was read/);
+  });
+});
+
+test("SearchUsers is a GET on Connect, since it has no side effects", async () => {
+  const transport = createConnectTransport({ baseUrl: `http://${server.address}`, httpVersion: "1.1", useHttpGet: true, jsonOptions: { registry } });
+  const client = createClient(UserService, transport);
+  let method;
+  const seen = createConnectTransport({
+    baseUrl: `http://${server.address}`,
+    httpVersion: "1.1",
+    useHttpGet: true,
+    interceptors: [(next) => async (req) => { method = req.requestMethod; return next(req); }],
+  });
+  const page = await createClient(UserService, seen).searchUsers({ filter: "role = viewer", pageSize: 1 }, auth(viewer));
+  assert.equal(method, "GET");
+  assert.ok(page.totalSize >= 0);
+  const refused = await rejected(client.searchUsers({ filter: "role = " }, auth(viewer)));
+  assert.equal(refused.code, Code.InvalidArgument);
+  assert.match(refused.rawMessage, /at character 8/);
+});

@@ -38,13 +38,19 @@ fn now() -> i64 {
 }
 
 fn new_user(request: pb::CreateUserRequest) -> pb::User {
+    let id = uuid::Uuid::now_v7();
+    let created_at = now();
     pb::User {
-        id: uuid::Uuid::now_v7().to_string(),
+        // A version tag of the same size as usersvc's etag.
+        etag: format!("{:016x}", id.as_u64_pair().1),
+        id: id.to_string(),
         name: request.name,
         email: request.email.to_lowercase(),
         role: request.role,
-        created_at: now(),
+        created_at,
         bio: request.bio,
+        updated_at: created_at,
+        labels: request.labels,
     }
 }
 
@@ -159,6 +165,13 @@ impl UserService for Directory {
         &self,
         _request: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        Err(Status::unimplemented("not in the peer"))
+    }
+
+    async fn search_users(
+        &self,
+        _request: Request<pb::SearchUsersRequest>,
+    ) -> Result<Response<pb::SearchUsersResponse>, Status> {
         Err(Status::unimplemented("not in the peer"))
     }
 }

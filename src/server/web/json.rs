@@ -121,6 +121,7 @@ mod tests {
             role: pb::UserRole::Editor as i32,
             created_at: 1_700_000_000_123,
             bio: Some(String::new()),
+            ..Default::default()
         };
         let json = to_json(&schema("CreateUser").output, &user.encode_to_vec()).unwrap();
         let json: serde_json::Value = serde_json::from_slice(&json).unwrap();

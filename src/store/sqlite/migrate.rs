@@ -116,5 +116,50 @@ pub fn run(connection: &mut Connection) -> Result<(), StoreError> {
             );
         }
     }
+    fill_search_keys(connection)
+}
+
+/// Gives users stored before the search migration the folded name and bio
+/// that filters compare, folded as new users' are: in Rust, since SQLite's
+/// own lower() folds ASCII only. One transaction, so that a crash midway
+/// leaves the rest for the next start.
+fn fill_search_keys(connection: &mut Connection) -> Result<(), StoreError> {
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(failure)?;
+    let missing: Vec<(i64, String, Option<String>)> = transaction
+        .prepare("SELECT position, name, bio FROM users WHERE name_key IS NULL OR bio_key IS NULL")
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                .collect()
+        })
+        .map_err(failure)?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    {
+        let mut update = transaction
+            .prepare("UPDATE users SET name_key = ?2, bio_key = ?3 WHERE position = ?1")
+            .map_err(failure)?;
+        for (position, name, bio) in &missing {
+            let bio_key = bio
+                .as_deref()
+                .map(crate::domain::filter::fold)
+                .unwrap_or_default();
+            update
+                .execute(rusqlite::params![
+                    position,
+                    crate::domain::filter::fold(name),
+                    bio_key
+                ])
+                .map_err(failure)?;
+        }
+    }
+    transaction.commit().map_err(failure)?;
+    tracing::info!(
+        users = missing.len(),
+        "search keys filled for users stored before search"
+    );
     Ok(())
 }

@@ -13,9 +13,12 @@ use crate::store::StoreError;
 /// The user columns every query selects, in the order [`user`] reads.
 macro_rules! user_columns {
     () => {
-        "position, id, name, email, role, created_at, bio"
+        "position, id, name, email, role, created_at, bio, COALESCE(updated_at, created_at), revision, labels"
     };
 }
+
+/// The user columns, for a query built at run time.
+pub const USER_COLUMNS: &str = user_columns!();
 
 pub const FIND: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id = ?1");
 
@@ -25,37 +28,28 @@ pub const FIND_BY_KEY: &str = concat!(
     ", idempotency_request FROM users WHERE idempotency_key = ?1"
 );
 
-/// A page in creation order: keyset on `position`, so that no page costs
-/// more than its size. `skip` (?3) is only ever non-zero on a first page.
-pub const PAGE: &str = concat!(
-    "SELECT ",
-    user_columns!(),
-    " FROM users WHERE position > ?1 ORDER BY position LIMIT ?2 OFFSET ?3"
-);
-
-/// [`PAGE`] of one role, which `users_by_role (role, position)` serves.
-pub const PAGE_OF_ROLE: &str = concat!(
-    "SELECT ",
-    user_columns!(),
-    " FROM users WHERE role = ?4 AND position > ?1 ORDER BY position LIMIT ?2 OFFSET ?3"
-);
-
 pub const INSERT: &str = "INSERT INTO users \
-    (id, name, email, email_key, role, created_at, bio, idempotency_key, idempotency_request) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+    (id, name, email, email_key, role, created_at, bio, updated_at, name_key, bio_key, labels, idempotency_key, idempotency_request) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6, ?8, ?9, ?10, ?11, ?12)";
+
+/// One label of a user, by the user's id, as filters search it.
+pub const INSERT_LABEL: &str = "INSERT INTO user_labels (position, key, value_key) \
+    SELECT position, ?2, ?3 FROM users WHERE id = ?1";
+
+pub const DELETE_LABELS: &str = "DELETE FROM user_labels WHERE position = ?1";
 
 /// Users per multi-row INSERT in a bulk creation: one statement opens its
 /// cursors on the table and its four indexes once for all of them.
 pub const ROWS_PER_INSERT: usize = 100;
 
 /// The INSERT of [`ROWS_PER_INSERT`] users, with no idempotency key (a bulk
-/// creation takes none): 7 parameters a row, numbered from 1 in order.
+/// creation takes none): 11 parameters a row, numbered from 1 in order.
 pub fn insert_many() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
-        let row = "(?, ?, ?, ?, ?, ?, ?)";
+        let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
         format!(
-            "INSERT INTO users (id, name, email, email_key, role, created_at, bio) VALUES {}",
+            "INSERT INTO users (id, name, email, email_key, role, created_at, bio, updated_at, name_key, bio_key, labels) VALUES {}",
             vec![row; ROWS_PER_INSERT].join(", ")
         )
     })
@@ -81,14 +75,20 @@ pub fn insert_rows(
         bind(statement, &user.role.number())?;
         bind(statement, &user.created_at)?;
         bind(statement, &user.bio.as_ref().map(|b| b.as_str()))?;
+        bind(statement, &user.updated_at)?;
+        bind(statement, &name_key(user))?;
+        bind(statement, &bio_key(user))?;
+        bind(statement, &labels_json(&user.labels))?;
     }
     statement.raw_execute()
 }
 
+pub use crate::store::sql::{bio_key, labels_json, name_key};
+
 pub const TAKEN: &str = "SELECT 1 FROM users WHERE email_key = ?1";
 
-pub const UPDATE: &str =
-    "UPDATE users SET name = ?1, email = ?2, email_key = ?3, role = ?4, bio = ?5 WHERE id = ?6";
+pub const UPDATE: &str = "UPDATE users SET name = ?1, email = ?2, email_key = ?3, role = ?4, bio = ?5, \
+    updated_at = ?7, revision = ?8, name_key = ?9, bio_key = ?10, labels = ?11 WHERE id = ?6";
 
 pub const DELETE: &str = concat!(
     "DELETE FROM users WHERE id = ?1 RETURNING ",
@@ -113,6 +113,13 @@ pub fn user(row: &Row<'_>) -> rusqlite::Result<(i64, User)> {
         role,
         created_at: row.get(5)?,
         bio: row.get::<_, Option<String>>(6)?.map(Bio::from_stored),
+        updated_at: row.get(7)?,
+        revision: row.get(8)?,
+        labels: {
+            let text: String = row.get(9)?;
+            serde_json::from_str(&text)
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(9, Type::Text, e.into()))?
+        },
     };
     Ok((row.get(0)?, user))
 }

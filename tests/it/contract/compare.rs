@@ -9,6 +9,14 @@ use super::rust_side::{RustEnum, RustMessage, RustMethod};
 
 /// The prost attribute a field of this descriptor must carry.
 fn expected_kind(field: &FieldDescriptor) -> String {
+    if field.is_map() {
+        let Kind::Message(entry) = field.kind() else {
+            unreachable!("a map field's kind is its entry message");
+        };
+        let key = expected_kind(&entry.map_entry_key_field());
+        let value = expected_kind(&entry.map_entry_value_field());
+        return format!("map<{key},{value}>");
+    }
     match field.kind() {
         Kind::Double => "double".into(),
         Kind::Float => "float".into(),
@@ -46,7 +54,7 @@ pub fn messages(pool: &DescriptorPool, package: &str, rust: &[RustMessage]) -> V
     let mut problems = Vec::new();
     let proto: Vec<MessageDescriptor> = pool
         .all_messages()
-        .filter(|m| m.package_name() == package)
+        .filter(|m| m.package_name() == package && !m.is_map_entry())
         .collect();
     for message in &proto {
         let Some(ours) = rust.iter().find(|r| r.name == message.name()) else {
@@ -84,6 +92,7 @@ pub fn messages(pool: &DescriptorPool, package: &str, rust: &[RustMessage]) -> V
                 ));
             }
             if let Kind::Message(inner) = field.kind()
+                && !field.is_map()
                 && mine.type_name != inner.name()
             {
                 problems.push(format!(

@@ -98,6 +98,22 @@ fn mentions(ty: &Type, name: &str) -> bool {
 fn parse_prost_attr(attr: &syn::Attribute) -> (String, String, u32) {
     let text = attr.meta.require_list().unwrap().tokens.to_string();
     let mut kind = String::new();
+    // `btree_map = "string, string"`: the comma inside the quotes is the
+    // map's, so read the map first and drop it from what is split below.
+    let mut text = text;
+    for map in ["btree_map", "hash_map", "map"] {
+        let start = format!("{map} = \"");
+        if let Some(at) = text.find(&start)
+            && (at == 0 || text[..at].ends_with(' ') || text[..at].ends_with(','))
+        {
+            let rest = &text[at + start.len()..];
+            let end = rest.find('"').unwrap();
+            let types: Vec<&str> = rest[..end].split(',').map(str::trim).collect();
+            kind = format!("map<{},{}>", types[0], types[1]);
+            text = format!("{}{}", &text[..at], &rest[end + 1..]);
+            break;
+        }
+    }
     let mut label = String::new();
     let mut tag = 0;
     for part in text.split(',').map(str::trim) {
@@ -110,7 +126,8 @@ fn parse_prost_attr(attr: &syn::Attribute) -> (String, String, u32) {
             ("optional" | "repeated", None) => label = key.to_owned(),
             ("enumeration", Some(v)) => kind = format!("enumeration={v}"),
             ("bytes", Some(_)) => kind = "bytes".into(),
-            (k, None) => kind = k.to_owned(),
+            ("", None) => {}
+            (k, None) if kind.is_empty() => kind = k.to_owned(),
             _ => {}
         }
     }

@@ -56,11 +56,19 @@ impl UserStore for ScriptedStore {
         }
         self.inner.get(id).await
     }
-    async fn update(&self, id: &UserId, patch: UserPatch) -> Result<User, StoreError> {
-        self.inner.update(id, patch).await
+    async fn update(
+        &self,
+        id: &UserId,
+        patch: UserPatch,
+        protect_admins: bool,
+    ) -> Result<User, StoreError> {
+        self.inner.update(id, patch, protect_admins).await
     }
-    async fn delete(&self, id: &UserId) -> Result<User, StoreError> {
-        self.inner.delete(id).await
+    async fn delete(&self, id: &UserId, etag: Option<&str>) -> Result<User, StoreError> {
+        self.inner.delete(id, etag).await
+    }
+    async fn count(&self, filter: Option<&usersvc::domain::Filter>) -> Result<u64, StoreError> {
+        self.inner.count(filter).await
     }
     async fn list_page(&self, query: PageQuery) -> Result<Page, StoreError> {
         self.pages.fetch_add(1, Ordering::SeqCst);

@@ -1,0 +1,32 @@
+-- Search (filters, orders, labels) and versions (etags).
+--
+-- `updated_at` starts as `created_at`; `revision` counts a user's versions,
+-- and the etag is made from it. `labels` is the user's labels as a JSON
+-- object, read with the row; `user_labels` holds them again, one row each,
+-- with the folded value, so that `labels.KEY = "v"` is an index lookup.
+-- `name_key` and `bio_key` are the folded name and bio that filters and
+-- the name order compare: usersvc fills them for existing users when it
+-- opens the database, with the same folding as for new ones.
+--
+-- Every text that is compared or sorted is COLLATE "C": byte order, which
+-- is the order of the other stores, whatever the database's locale.
+ALTER TABLE users ADD COLUMN updated_at BIGINT;
+UPDATE users SET updated_at = created_at;
+ALTER TABLE users ADD COLUMN revision BIGINT NOT NULL DEFAULT 1;
+ALTER TABLE users ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE users ADD COLUMN name_key TEXT COLLATE "C";
+ALTER TABLE users ADD COLUMN bio_key TEXT COLLATE "C";
+ALTER TABLE users ALTER COLUMN email_key TYPE TEXT COLLATE "C";
+ALTER TABLE users ALTER COLUMN id TYPE TEXT COLLATE "C";
+
+CREATE TABLE user_labels (
+    position BIGINT NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
+    value_key TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (position, key)
+);
+CREATE INDEX user_labels_by_value ON user_labels (key, value_key, position);
+
+CREATE INDEX users_by_name ON users (name_key, id);
+CREATE INDEX users_by_created ON users (created_at, id);
+CREATE INDEX users_by_updated ON users (updated_at, id);
