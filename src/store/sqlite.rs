@@ -142,7 +142,7 @@ fn insert_labels(connection: &Connection, user: &User) -> rusqlite::Result<()> {
 }
 
 /// Inserts `user`, with the idempotency key and request fingerprint it was
-/// created with, if any.
+/// created with, if any; its labels are the caller's to insert.
 fn insert(
     connection: &Connection,
     user: &User,
@@ -164,7 +164,6 @@ fn insert(
         key,
         request,
     ])?;
-    insert_labels(connection, user)?;
     Ok(inserted)
 }
 
@@ -241,6 +240,7 @@ impl UserStore for SqliteStore {
                     let created = user.into_user(UserId::generate(), clock::unix_seconds());
                     insert(connection, &created, &email_key, idempotency)
                         .map_err(|e| rows::write_error(e, &created.email))?;
+                    insert_labels(connection, &created).map_err(failure)?;
                     Ok(Created::New(created))
                 },
                 |events, created| {

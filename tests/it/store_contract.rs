@@ -988,3 +988,43 @@ async fn an_admin_is_protected_by_the_write_itself() {
         assert_eq!(renamed.name.as_str(), "Renamed");
     }
 }
+
+#[tokio::test]
+async fn labels_of_a_bulk_creation_are_stored_and_searchable() {
+    for opened in stores().await {
+        let store = &*opened.store;
+        // 130 users: a full 100-row statement, then a tail written row by row.
+        let batch: Vec<_> = (0..130)
+            .map(|i| NewUser {
+                labels: [("shard".to_owned(), format!("S{}", i % 4))].into(),
+                ..new_user(
+                    &format!("Bulk {i:03}"),
+                    &format!("bulk{i}@labels.test"),
+                    Role::Viewer,
+                )
+            })
+            .collect();
+        let created = store.create_many(batch).await.unwrap();
+        assert_eq!(created[129].labels["shard"], "S1");
+        assert_eq!(
+            store.get(&created[129].id).await.unwrap(),
+            created[129],
+            "{}",
+            opened.name
+        );
+        let shard = usersvc::domain::filter::parse("labels.shard = s1").unwrap();
+        assert_eq!(
+            store.count(shard.as_ref()).await.unwrap(),
+            33,
+            "{}",
+            opened.name
+        );
+        let labelled = usersvc::domain::filter::parse("labels:shard").unwrap();
+        assert_eq!(
+            store.count(labelled.as_ref()).await.unwrap(),
+            130,
+            "{}",
+            opened.name
+        );
+    }
+}
