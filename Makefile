@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 NODE_DIR := tests/node
 
 .PHONY: run build test lint check-no-codegen rust-tests python-env node-env browser-tools \
-	vectors vectors-check python-interop node-interop bench bench-quick bench-tools bench-peer bench-codec \
+	vectors vectors-check python-interop node-interop bench bench-search bench-quick bench-tools bench-peer bench-codec \
 	fuzz fuzz-build fuzz-merge
 
 ## Start the server on 127.0.0.1:50051 with the embedded default store.
@@ -88,6 +88,11 @@ bench-tools:
 bench: python-env bench-tools bench-peer
 	$(CARGO) build --release --bin usersvc
 	$(PY) benches/run.py
+
+## SearchUsers on 1,000,000 users in SQLite and PostgreSQL (benches/search.py).
+bench-search: python-env
+	$(CARGO) build --release --bin usersvc
+	cd benches && ../$(PY) search.py
 
 ## The same in under two minutes, for use while developing.
 bench-quick: python-env bench-tools bench-peer

@@ -1,0 +1,120 @@
+"""`make bench-search`: SearchUsers on 1,000,000 users, in SQLite and in
+PostgreSQL, against the targets of the search issue. Prints a table that
+BENCHMARKS.md records.
+
+Each store gets a fresh server (on CPU 0) and a fresh database, filled with
+1,000,000 users through BulkCreateUsers. The client is grpcio with stubs
+generated from the .proto, one call at a time, on CPU 1; each query runs
+ROUNDS times after a warm-up and the median is reported. A grpcio call
+costs about 0.2 ms of its own, which the figures include.
+"""
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "python"))
+import grpc  # noqa: E402
+from conftest import PB, RPC  # noqa: E402
+
+import run  # noqa: E402
+
+USERS = 200_000 if run.QUICK else 1_000_000
+BATCH = 25_000
+ROUNDS = 30
+SURNAMES = ["Smith", "Jones", "Garcia", "Müller", "Rossi", "Nguyen", "Kowalski", "Tanaka", "Okafor", "Silva"]
+FIRST = ["Ada", "Grace", "Alan", "Linus", "Barbara", "Ken", "Margaret", "Dennis", "Frances", "Edsger", "Radia"]
+
+
+def fill(stub, meta):
+    def batch(start):
+        for i in range(start, min(start + BATCH, USERS)):
+            # "smith" is in one name of 97: a rare substring, as a person's
+            # name in a large directory is.
+            surname = "Smith" if i % 97 == 0 else SURNAMES[1 + i % 9]
+            yield PB.CreateUserRequest(
+                name=f"{FIRST[i % 11]} {surname} {i}", email=f"user{i:07d}@example.com",
+                labels={"team": f"t{i % 1000}", "site": f"s{i % 7}"},
+            )
+    for start in range(0, USERS, BATCH):
+        stub.BulkCreateUsers(batch(start), metadata=meta, timeout=600)
+
+
+def median_ms(call, rounds=ROUNDS):
+    call()
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def measure(url, meta):
+    channel = grpc.insecure_channel(url.removeprefix("http://"))
+    stub = RPC.UserServiceStub(channel)
+    started = time.time()
+    fill(stub, meta)
+    filled = time.time() - started
+
+    def search(filter, order_by="", token="", size=50):
+        return stub.SearchUsers(PB.SearchUsersRequest(filter=filter, order_by=order_by, page_size=size,
+                                                      page_token=token), metadata=meta, timeout=60)
+    rows = {}
+    rows["email prefix (email = \"user0123*\")"] = (median_ms(lambda: search('email = "user0123*"')), 5)
+    rows["exact label (labels.team = \"t42\")"] = (median_ms(lambda: search('labels.team = "t42"')), 5)
+    rows["first page sorted by name, no filter"] = (median_ms(lambda: search("", "name")), 5)
+    rows["first page sorted by name desc, one site (labels.site = s3)"] = (
+        median_ms(lambda: search("labels.site = s3", "name desc")), 5)
+    rows["substring (name:\"smith\")"] = (median_ms(lambda: search('name:"smith"'), rounds=10), 50)
+    # A page 1,000 pages deep, reached by walking the tokens.
+    token = ""
+    for _ in range(1000):
+        token = search("", "name", token).next_page_token
+    deep = median_ms(lambda: search("", "name", token))
+    first = rows["first page sorted by name, no filter"][0]
+    rows["page 1,000 sorted by name (against the first page)"] = (deep, first * 1.5)
+    total = search("").total_size
+    assert total == USERS, total
+    channel.close()
+    return filled, rows
+
+
+def main():
+    run.TOKEN = run.token()
+    meta = [("authorization", f"Bearer {run.TOKEN}")]
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="usersvc-search-") as tmp:
+        server, url = run.usersvc(f"sqlite://{tmp}/users.db", tmp)
+        try:
+            results["SQLite"] = measure(url, meta)
+        finally:
+            server.stop()
+    pg, db = run.postgres_url()
+    if pg:
+        with tempfile.TemporaryDirectory(prefix="usersvc-search-") as tmp:
+            server, url = run.usersvc(pg, tmp)
+            try:
+                results["PostgreSQL"] = measure(url, meta)
+            finally:
+                server.stop()
+                subprocess.run(["psql", run.PG_ADMIN, "-qc", f"DROP DATABASE {db}"], capture_output=True)
+    print(f"| query on {USERS:,} users | " + " | ".join(f"{s} p50" for s in results) + " | target |")
+    print("|---|" + "---|" * len(results) + "---|")
+    names = list(next(iter(results.values()))[1])
+    for name in names:
+        cells = []
+        for store, (_, rows) in results.items():
+            value, target = rows[name]
+            cells.append(f"{value:.1f} ms ({'met' if value <= target else 'not met'})")
+        target = next(iter(results.values()))[1][name][1]
+        print(f"| {name} | " + " | ".join(cells) + f" | ≤ {target:.0f} ms |")
+    for store, (filled, _) in results.items():
+        print(f"{store}: filled with {USERS:,} users through BulkCreateUsers in {filled:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
