@@ -374,7 +374,8 @@ impl pb::server::UserService for Directory {
         &self,
         request: Request<pb::SearchUsersRequest>,
     ) -> Result<Response<pb::SearchUsersResponse>, Status> {
-        let query = search::SearchQuery::parse(request.into_inner()).map_err(Error::from)?;
+        let query = search::SearchQuery::parse(request.into_inner(), self.store.page_token_key())
+            .map_err(Error::from)?;
         let page = PageQuery {
             filter: query.filter.clone(),
             order: query.order.clone(),
@@ -396,7 +397,8 @@ impl pb::server::UserService for Directory {
             // A page holds at most page_size users, and fits in one message.
             let encoded: pb::User = user.clone().into();
             bytes += repeated_field_len(prost::Message::encoded_len(&encoded));
-            if users.len() == query.page_size || bytes > self.limits.max_message_bytes - 1024 {
+            // Room is kept for the token and the total.
+            if users.len() == query.page_size || bytes + 8192 > self.limits.max_message_bytes {
                 more = true;
                 break;
             }

@@ -220,6 +220,11 @@ pub trait UserStore: Send + Sync + 'static {
 
     /// How many users `filter` matches; `None` counts everyone.
     async fn count(&self, filter: Option<&Filter>) -> Result<u64, StoreError>;
+
+    /// The key that signs SearchUsers' page tokens. The SQL stores keep it
+    /// in the database, so that every replica of a directory accepts the
+    /// tokens of the others, and a restart keeps them good.
+    fn page_token_key(&self) -> [u8; 32];
 }
 
 /// How to open a store, besides its address.

@@ -197,6 +197,13 @@ fn lex(text: &str) -> Result<Vec<Spanned>, FilterError> {
         position: position + 1,
         message: message.to_owned(),
     };
+    if let Some(at) = chars
+        .iter()
+        .position(|&c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        // No stored text holds one, and a NUL would end a SQL pattern early.
+        return Err(error(at, "a filter may not hold control characters"));
+    }
     while i < chars.len() {
         let c = chars[i];
         let start = i;
@@ -794,6 +801,7 @@ mod tests {
             ("created_at > \"yesterday\"", 14, "is not a time"),
             ("name = \"open", 8, "no closing"),
             ("name ! x", 6, "expected !="),
+            ("name = \"a\u{0}z\"", 10, "control characters"),
             ("labels = x", 10, "labels takes ':'"),
             ("role = boss", 8, "unknown role"),
             ("name = a AND", 13, "found the end of the filter"),

@@ -467,4 +467,7 @@ impl UserStore for MeteredStore {
     async fn count(&self, filter: Option<&Filter>) -> Result<u64, StoreError> {
         self.observe(self.inner.count(filter).await)
     }
+    fn page_token_key(&self) -> [u8; 32] {
+        self.inner.page_token_key()
+    }
 }

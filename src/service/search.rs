@@ -4,16 +4,17 @@
 //! A token holds the sort key of the last user of its page, so the next
 //! page is a keyset read ("after this key"), as cheap 1,000 pages deep as
 //! on the first, and a user that exists throughout a walk is on exactly one
-//! page. The token ends with a digest of itself, the filter and the
-//! `order_by` it was issued for: one that was altered, or sent with another
-//! filter or order, is refused before any store sees it. It carries no
-//! secret and needs none: it is a position in a listing that its holder may
-//! read anyway, and every value in it is checked for the shape the order
-//! needs.
+//! page. The token ends with an HMAC-SHA256 of itself, the filter and the
+//! `order_by` it was issued for, under a key the store keeps with the data
+//! (so every replica of a directory accepts the others' tokens, and a
+//! restart keeps them good): one that was altered, forged, or sent with
+//! another filter or order, is refused before any store sees it. Every
+//! value in it is checked again for the shape the order needs.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sha2::{Digest, Sha256};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 use crate::domain::{Filter, Order, SortValue, Violations, filter};
 use crate::pb;
@@ -41,14 +42,24 @@ pub struct SearchQuery {
     binding: Binding,
 }
 
-#[derive(Debug)]
 struct Binding {
     filter: String,
     order_by: String,
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for Binding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Binding")
+            .field("filter", &self.filter)
+            .field("order_by", &self.order_by)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SearchQuery {
-    pub fn parse(request: pb::SearchUsersRequest) -> Result<Self, Violations> {
+    /// Reads a request; `key` signs and checks its page tokens.
+    pub fn parse(request: pb::SearchUsersRequest, key: [u8; 32]) -> Result<Self, Violations> {
         let mut violations = Violations::default();
         let filter = violations.check(
             "filter",
@@ -72,6 +83,7 @@ impl SearchQuery {
         let binding = Binding {
             filter: request.filter,
             order_by: request.order_by,
+            key,
         };
         let after = match request.page_token.as_str() {
             "" => None,
@@ -106,15 +118,15 @@ impl SearchQuery {
 
 impl Binding {
     fn digest(&self, payload: &[u8]) -> [u8; DIGEST_BYTES] {
-        let mut hash = Sha256::new();
-        hash.update(b"usersvc page token\0");
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
+        mac.update(b"usersvc page token\0");
         for part in [self.filter.as_bytes(), self.order_by.as_bytes()] {
-            hash.update((part.len() as u64).to_be_bytes());
-            hash.update(part);
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
         }
-        hash.update(payload);
+        mac.update(payload);
         let mut digest = [0; DIGEST_BYTES];
-        digest.copy_from_slice(&hash.finalize()[..DIGEST_BYTES]);
+        digest.copy_from_slice(&mac.finalize().into_bytes()[..DIGEST_BYTES]);
         digest
     }
 
@@ -146,7 +158,14 @@ impl Binding {
         let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
         let split = bytes.len().checked_sub(DIGEST_BYTES)?;
         let (payload, digest) = bytes.split_at(split);
-        if self.digest(payload) != digest {
+        // Compared in constant time, as a MAC should be.
+        let expected = self.digest(payload);
+        if expected
+            .iter()
+            .zip(digest)
+            .fold(0, |differ, (a, b)| differ | (a ^ b))
+            != 0
+        {
             return None;
         }
         let (&version, mut rest) = payload.split_first()?;
@@ -168,7 +187,11 @@ impl Binding {
                         return None;
                     }
                     let (text, tail) = tail.split_at(len);
-                    key.push(SortValue::Text(String::from_utf8(text.to_vec()).ok()?));
+                    let text = String::from_utf8(text.to_vec()).ok()?;
+                    if text.chars().any(char::is_control) {
+                        return None;
+                    }
+                    key.push(SortValue::Text(text));
                     rest = tail;
                 }
                 _ => return None,
@@ -182,13 +205,18 @@ impl Binding {
 mod tests {
     use super::*;
 
+    const KEY: [u8; 32] = [7; 32];
+
     fn query(filter: &str, order_by: &str, token: &str) -> Result<SearchQuery, Violations> {
-        SearchQuery::parse(pb::SearchUsersRequest {
-            filter: filter.into(),
-            order_by: order_by.into(),
-            page_size: 0,
-            page_token: token.into(),
-        })
+        SearchQuery::parse(
+            pb::SearchUsersRequest {
+                filter: filter.into(),
+                order_by: order_by.into(),
+                page_size: 0,
+                page_token: token.into(),
+            },
+            KEY,
+        )
     }
 
     #[test]
@@ -211,6 +239,18 @@ mod tests {
         let altered = String::from_utf8(altered).unwrap();
         assert!(query("name:a", "name desc", &altered).is_err());
         assert!(query("name:a", "name desc", "not a token!").is_err());
+        // The same token under another directory's key.
+        let elsewhere = SearchQuery::parse(
+            pb::SearchUsersRequest {
+                filter: "name:a".into(),
+                order_by: "name desc".into(),
+                page_token: next
+                    .token_after(&[SortValue::Text("b".into()), SortValue::Text("i".into())]),
+                ..Default::default()
+            },
+            [8; 32],
+        );
+        assert!(elsewhere.is_err());
         assert!(query("name:a", "name desc", "").unwrap().after.is_none());
     }
 
@@ -226,10 +266,13 @@ mod tests {
     #[test]
     fn page_sizes_default_and_are_capped() {
         let size = |page_size| {
-            SearchQuery::parse(pb::SearchUsersRequest {
-                page_size,
-                ..Default::default()
-            })
+            SearchQuery::parse(
+                pb::SearchUsersRequest {
+                    page_size,
+                    ..Default::default()
+                },
+                KEY,
+            )
             .map(|q| q.page_size)
         };
         assert_eq!(size(0).unwrap(), DEFAULT_PAGE_SIZE);

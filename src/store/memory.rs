@@ -25,6 +25,8 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 pub struct MemoryStore {
     inner: RwLock<Indexes>,
     events: EventBus,
+    /// Lost with the store, as its users are.
+    page_token_key: [u8; 32],
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +63,7 @@ impl MemoryStore {
         Self {
             inner: RwLock::default(),
             events,
+            page_token_key: rand::random(),
         }
     }
 
@@ -262,6 +265,10 @@ impl UserStore for MemoryStore {
             next: page.last().map(|(key, _)| Cursor(key.clone())),
             users: page.into_iter().map(|(_, user)| user.clone()).collect(),
         })
+    }
+
+    fn page_token_key(&self) -> [u8; 32] {
+        self.page_token_key
     }
 
     async fn count(&self, filter: Option<&Filter>) -> Result<u64, StoreError> {

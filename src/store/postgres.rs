@@ -48,6 +48,7 @@ pub struct PostgresStore {
     pool: PgPool,
     events: EventBus,
     relay: JoinHandle<()>,
+    page_token_key: [u8; 32],
 }
 
 impl Drop for PostgresStore {
@@ -85,6 +86,22 @@ impl PostgresStore {
                 StoreError::Internal(format!("migrating the PostgreSQL schema: {e}").into())
             })?;
         fill_search_keys(&pool).await?;
+        trigram_index(&pool).await;
+        // The first replica to start makes the key; the others read it.
+        sqlx::query(
+            "INSERT INTO keys (name, value) VALUES ('page-token', $1) ON CONFLICT DO NOTHING",
+        )
+        .bind(rand::random::<[u8; 32]>().to_vec())
+        .execute(&pool)
+        .await
+        .map_err(sql::failure)?;
+        let key: Vec<u8> = sqlx::query_scalar("SELECT value FROM keys WHERE name = 'page-token'")
+            .fetch_one(&pool)
+            .await
+            .map_err(sql::failure)?;
+        let page_token_key = key.try_into().map_err(|_| {
+            StoreError::Internal("the stored page-token key is not 32 bytes".into())
+        })?;
         let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
             .fetch_one(&pool)
             .await
@@ -94,6 +111,7 @@ impl PostgresStore {
             pool,
             events,
             relay,
+            page_token_key,
         })
     }
 
@@ -138,9 +156,11 @@ impl PostgresStore {
     }
 }
 
-/// Gives users stored before the search migration (or by a replica of an
-/// earlier release since) the folded name and bio that filters compare,
-/// folded in Rust as new users' are.
+/// Gives users stored before the search migration the folded name and bio
+/// that filters compare, folded in Rust as new users' are. Each row is
+/// written only if its keys are still missing, so a write that lands
+/// meanwhile is not undone. (Replicas of the release before search do not
+/// keep these columns: stop them before starting this one.)
 async fn fill_search_keys(pool: &PgPool) -> Result<(), StoreError> {
     let mut after = 0_i64;
     loop {
@@ -166,9 +186,9 @@ async fn fill_search_keys(pool: &PgPool) -> Result<(), StoreError> {
             bios.push(bio.as_deref().map(fold).unwrap_or_default());
         }
         sqlx::query(
-            "UPDATE users SET name_key = k.name, bio_key = k.bio \
+            "UPDATE users SET name_key = k.name, bio_key = k.bio, updated_at = COALESCE(updated_at, created_at) \
              FROM unnest($1::bigint[], $2::text[], $3::text[]) AS k(position, name, bio) \
-             WHERE users.position = k.position",
+             WHERE users.position = k.position AND (users.name_key IS NULL OR users.bio_key IS NULL)",
         )
         .bind(&positions)
         .bind(&names)
@@ -180,6 +200,38 @@ async fn fill_search_keys(pool: &PgPool) -> Result<(), StoreError> {
             users = rows.len(),
             "search keys filled for users stored before search"
         );
+    }
+}
+
+/// Substring filters on names (`name:"smith"`) through a pg_trgm index,
+/// when the server has the extension: a LIKE that reads the index, not
+/// every row. Best effort, outside the numbered migrations, since the
+/// extension is not everywhere: without it the filter still works, and
+/// reads every row.
+async fn trigram_index(pool: &PgPool) {
+    let created: Result<(), sqlx::Error> = async {
+        sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+            .execute(pool)
+            .await?;
+        // The operator class lives in the schema the extension was made in,
+        // which need not be on this connection's search path.
+        let schema: String = sqlx::query_scalar(
+            "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace \
+             WHERE e.extname = 'pg_trgm'",
+        )
+        .fetch_one(pool)
+        .await?;
+        sqlx::query(&format!(
+            "CREATE INDEX IF NOT EXISTS users_by_name_trigram ON users USING gin (name_key \"{}\".gin_trgm_ops)",
+            schema.replace('"', "\"\"")
+        ))
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+    .await;
+    if let Err(error) = created {
+        tracing::warn!(%error, "no pg_trgm index: substring filters on names read every row");
     }
 }
 
@@ -501,6 +553,10 @@ impl UserStore for PostgresStore {
             page.users.push(user);
         }
         Ok(page)
+    }
+
+    fn page_token_key(&self) -> [u8; 32] {
+        self.page_token_key
     }
 
     async fn count(&self, filter: Option<&Filter>) -> Result<u64, StoreError> {

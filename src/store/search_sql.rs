@@ -85,6 +85,19 @@ impl Sql {
                 self.text_test("value_key", test);
                 self.push(")")
             }
+            // SQLite's trigram index answers a substring of three
+            // characters or more (PostgreSQL's pg_trgm index serves the
+            // LIKE below without being named).
+            Filter::Text(TextField::Name, TextTest::Contains(part))
+                if self.dialect == Dialect::Sqlite && part.chars().count() >= 3 =>
+            {
+                self.push(
+                    "position IN (SELECT rowid FROM users_name_trigrams WHERE users_name_trigrams MATCH ",
+                );
+                // An FTS5 string: the substring quoted, its quotes doubled.
+                self.text_bind(&format!("\"{}\"", part.replace('"', "\"\"")));
+                self.push(")")
+            }
             Filter::Text(field, test) => {
                 let column = match field {
                     TextField::Name => "name_key",
@@ -324,9 +337,14 @@ mod tests {
                 Bind::Int(1)
             ]
         );
-        let like = sql("name:\"50%_off\"", Dialect::Sqlite);
-        assert_eq!(like.text, "(name_key LIKE ? ESCAPE '\\')");
+        let like = sql("bio:\"50%_off\"", Dialect::Sqlite);
+        assert_eq!(like.text, "(bio_key LIKE ? ESCAPE '\\')");
         assert_eq!(like.binds, [Bind::Text("%50\\%\\_off%".into())]);
+        let trigrams = sql("name:\"Say \\\"hi\\\"\"", Dialect::Sqlite);
+        assert!(trigrams.text.contains("users_name_trigrams MATCH ?"));
+        assert_eq!(trigrams.binds, [Bind::Text("\"say \"\"hi\"\"\"".into())]);
+        let short = sql("name:ab", Dialect::Sqlite);
+        assert_eq!(short.text, "(name_key LIKE ? ESCAPE '\\')");
     }
 
     #[test]

@@ -75,6 +75,7 @@ pub struct SqliteStore {
     readers: Arc<Readers>,
     writer: Writer,
     events: EventBus,
+    page_token_key: [u8; 32],
 }
 
 impl SqliteStore {
@@ -92,11 +93,12 @@ impl SqliteStore {
             busy_timeout: options.db_timeout,
         };
         // Opening and migrating touch the disk: off the runtime's threads.
-        let (readers, writer) = tokio::task::spawn_blocking(move || {
+        let (readers, writer, page_token_key) = tokio::task::spawn_blocking(move || {
             let mut writer = settings.writer()?;
             migrate::run(&mut writer)?;
+            let page_token_key = migrate::page_token_key(&writer)?;
             let readers = Readers::open(settings, READERS)?;
-            Ok::<_, StoreError>((readers, writer))
+            Ok::<_, StoreError>((readers, writer, page_token_key))
         })
         .await
         .map_err(|e| StoreError::Internal(e.into()))??;
@@ -112,6 +114,7 @@ impl SqliteStore {
             readers: Arc::new(readers),
             writer: Writer::spawn(writer, events.clone())?,
             events,
+            page_token_key,
         })
     }
 }
@@ -415,6 +418,10 @@ impl UserStore for SqliteStore {
         tokio::task::spawn_blocking(move || page(&readers, &query))
             .await
             .map_err(|e| StoreError::Internal(e.into()))?
+    }
+
+    fn page_token_key(&self) -> [u8; 32] {
+        self.page_token_key
     }
 
     /// On a blocking thread: a filter on a substring reads every row.

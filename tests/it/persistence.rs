@@ -403,6 +403,18 @@ async fn a_database_made_by_the_previous_release_opens_with_its_users() {
         assert_eq!(user.updated_at, user.created_at, "{}", user.name);
         assert_eq!(user.etag.len(), 16, "{}", user.name);
         assert!(user.labels.is_empty());
+        // Filters read the stored column itself: the migration filled it.
+        let same_time = client
+            .search_users(usersvc::pb::SearchUsersRequest {
+                filter: format!(
+                    "updated_at = {} AND email = {:?}",
+                    user.created_at, user.email
+                ),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(same_time.total_size, 1, "{}", user.name);
     }
     let found = client
         .search_users(usersvc::pb::SearchUsersRequest {

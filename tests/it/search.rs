@@ -6,7 +6,37 @@ use tonic::Code;
 use usersvc::domain::Role;
 use usersvc::pb;
 
-use crate::support::{bad_request_fields, create_request, spawn_app};
+use crate::support::{TestApp, bad_request_fields, create_request, spawn_app, spawn_app_with};
+
+/// A server on each store: memory, a fresh SQLite file, and PostgreSQL
+/// when `make test` has it (a schema of its own for each test).
+async fn every_store() -> Vec<(&'static str, TestApp, Option<tempfile::TempDir>)> {
+    let options = usersvc::store::StoreOptions::default();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = usersvc::store::open(
+        &format!("sqlite://{}/users.db", dir.path().display()),
+        &options,
+    )
+    .await
+    .unwrap();
+    let mut apps = vec![
+        ("memory", spawn_app().await, None),
+        (
+            "sqlite",
+            spawn_app_with(|s| s.store = sqlite).await,
+            Some(dir),
+        ),
+    ];
+    if let Some(url) = crate::support::postgres_url().await {
+        let postgres = usersvc::store::open(&url, &options).await.unwrap();
+        apps.push((
+            "postgres",
+            spawn_app_with(|s| s.store = postgres).await,
+            None,
+        ));
+    }
+    apps
+}
 
 fn search(filter: &str, order_by: &str, page_size: i32, token: &str) -> pb::SearchUsersRequest {
     pb::SearchUsersRequest {
@@ -19,7 +49,12 @@ fn search(filter: &str, order_by: &str, page_size: i32, token: &str) -> pb::Sear
 
 #[tokio::test]
 async fn search_pages_carry_the_total_and_a_token_bound_to_their_search() {
-    let app = spawn_app().await;
+    for (store, app, _dir) in every_store().await {
+        search_pages_on(store, &app).await;
+    }
+}
+
+async fn search_pages_on(store: &str, app: &TestApp) {
     let admin = app.admin();
     for i in 0..12 {
         let mut request = create_request(
@@ -56,9 +91,9 @@ async fn search_pages_carry_the_total_and_a_token_bound_to_their_search() {
         }
         token = page.next_page_token;
     }
-    assert_eq!(pages, 3);
+    assert_eq!(pages, 3, "{store}");
     let expected: Vec<String> = (0..12).rev().map(|i| format!("Searcher {i:02}")).collect();
-    assert_eq!(names, expected);
+    assert_eq!(names, expected, "{store}");
 
     let first = viewer
         .search_users(search(filter, "name desc", 5, ""))
@@ -197,7 +232,12 @@ async fn list_users_takes_a_filter_with_its_role_and_an_order() {
 
 #[tokio::test]
 async fn a_write_with_a_stale_etag_is_aborted_and_changes_nothing() {
-    let app = spawn_app().await;
+    for (_store, app, _dir) in every_store().await {
+        stale_etag_on(&app).await;
+    }
+}
+
+async fn stale_etag_on(app: &TestApp) {
     let admin = app.admin();
     let created = app
         .create("Etta", "etta@etag.test", pb::UserRole::Viewer)
@@ -297,12 +337,17 @@ async fn bad_labels_are_refused_naming_the_key() {
 /// an admin. The check is now made in the write's own transaction.
 #[tokio::test]
 async fn an_editor_never_changes_a_user_promoted_while_its_update_runs() {
-    let app = spawn_app().await;
+    for (store, app, _dir) in every_store().await {
+        race_on(store, &app).await;
+    }
+}
+
+async fn race_on(store: &str, app: &TestApp) {
     let admin = app.admin();
     let editor = app.client(Some(Role::Editor));
     let mut editor_won = 0;
     let mut editor_refused = 0;
-    for round in 0..150 {
+    for round in 0..100 {
         let target = app
             .create(
                 &format!("Target {round}"),
@@ -327,7 +372,7 @@ async fn an_editor_never_changes_a_user_promoted_while_its_update_runs() {
                 assert_eq!(
                     user.role,
                     pb::UserRole::Viewer as i32,
-                    "round {round}: the editor changed an admin"
+                    "{store}, round {round}: the editor changed an admin"
                 );
                 editor_won += 1;
             }
@@ -335,7 +380,7 @@ async fn an_editor_never_changes_a_user_promoted_while_its_update_runs() {
                 assert_eq!(
                     status.code(),
                     Code::PermissionDenied,
-                    "round {round}: {status:?}"
+                    "{store}, round {round}: {status:?}"
                 );
                 editor_refused += 1;
             }
@@ -343,12 +388,17 @@ async fn an_editor_never_changes_a_user_promoted_while_its_update_runs() {
         let stored = admin.get_user(&target.id).await.unwrap();
         assert_eq!(stored.role, pb::UserRole::Admin as i32);
     }
-    assert_eq!(editor_won + editor_refused, 150);
+    assert_eq!(editor_won + editor_refused, 100, "{store}");
 }
 
 #[tokio::test]
 async fn events_carry_the_whole_user_with_its_labels_and_etag() {
-    let app = spawn_app().await;
+    for (_store, app, _dir) in every_store().await {
+        events_on(&app).await;
+    }
+}
+
+async fn events_on(app: &TestApp) {
     let admin = app.admin();
     let mut events = admin.subscribe_user_events(vec!["*".into()]).await.unwrap();
     let subscribed = events.message().await.unwrap().unwrap();

@@ -751,8 +751,10 @@ async fn every_order_pages_each_user_once_while_others_come_and_go() {
         let store = &*opened.store;
         let batch: Vec<_> = (0..40)
             .map(|i| {
-                let name = format!("{} {i:02}", ["Kim", "kim", "Lee", "Ann"][i % 4]);
-                new_user(&name, &format!("page{i:02}@example.com"), Role::Viewer)
+                // Ten users share each folded name ("Kim" and "kim" too):
+                // the id alone orders them.
+                let name = ["Kim", "kim", "Lee", "Ann"][i % 4];
+                new_user(name, &format!("page{i:02}@example.com"), Role::Viewer)
             })
             .collect();
         let stayed: Vec<_> = store.create_many(batch).await.unwrap();
@@ -763,8 +765,10 @@ async fn every_order_pages_each_user_once_while_others_come_and_go() {
             "name desc",
             "email desc",
             "created_at desc, name",
+            "created_at desc, name desc",
             "updated_at, email",
             "name, created_at desc",
+            "name desc, created_at",
         ] {
             let order =
                 usersvc::domain::Order::parse(order_by, usersvc::domain::Order::by_creation_time())
@@ -831,14 +835,27 @@ async fn every_order_pages_each_user_once_while_others_come_and_go() {
                     "{}: {order_by:?}: in order",
                     opened.name
                 );
+                // Among users of one name, the id decides, in the
+                // direction of the last field.
+                let kims: Vec<&str> = seen
+                    .iter()
+                    .filter(|u| u.name.as_str().eq_ignore_ascii_case("kim"))
+                    .map(|u| u.id.as_str())
+                    .collect();
+                if order_by == "name" || order_by == "name desc" {
+                    let mut sorted = kims.clone();
+                    sorted.sort();
+                    if order.tie_descends() {
+                        sorted.reverse();
+                    }
+                    assert_eq!(kims, sorted, "{}: {order_by:?}: ties by id", opened.name);
+                }
             } else {
                 let created: Vec<_> = stayed.iter().map(|u| u.id.clone()).collect();
                 let listed: Vec<_> = seen.iter().map(|u| u.id.clone()).collect();
                 assert_eq!(listed, created, "{}: creation order", opened.name);
             }
         }
-        // Names tie ("Kim 00" and "kim 00" fold alike only in case): the id
-        // decides, so pages never repeat or skip among equals.
     }
 }
 
@@ -1023,6 +1040,75 @@ async fn labels_of_a_bulk_creation_are_stored_and_searchable() {
         assert_eq!(
             store.count(labelled.as_ref()).await.unwrap(),
             130,
+            "{}",
+            opened.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn time_filters_split_users_at_their_bounds() {
+    for opened in stores().await {
+        let store = &*opened.store;
+        let users = search_directory(store).await;
+        let first = users.iter().map(|u| u.created_at).min().unwrap();
+        let last = users.iter().map(|u| u.created_at).max().unwrap();
+        let count = |filter: String| async move {
+            let filter = usersvc::domain::filter::parse(&filter).unwrap();
+            store.count(filter.as_ref()).await.unwrap()
+        };
+        let at_first = users.iter().filter(|u| u.created_at == first).count() as u64;
+        let all = users.len() as u64;
+        assert_eq!(
+            count(format!("created_at < {first}")).await,
+            0,
+            "{}",
+            opened.name
+        );
+        assert_eq!(
+            count(format!("created_at >= {first}")).await,
+            all,
+            "{}",
+            opened.name
+        );
+        assert_eq!(
+            count(format!("created_at <= {first}")).await,
+            at_first,
+            "{}",
+            opened.name
+        );
+        assert_eq!(
+            count(format!("created_at > {first}")).await,
+            all - at_first,
+            "{}",
+            opened.name
+        );
+        assert_eq!(
+            count(format!("created_at = {first}")).await,
+            at_first,
+            "{}",
+            opened.name
+        );
+        assert_eq!(
+            count(format!("created_at != {first}")).await,
+            all - at_first,
+            "{}",
+            opened.name
+        );
+        assert_eq!(
+            count(format!("updated_at > {last}")).await,
+            0,
+            "{}",
+            opened.name
+        );
+        // The same bound as RFC 3339, in another zone.
+        let zoned = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + Duration::from_secs(first as u64),
+        )
+        .to_string();
+        assert_eq!(
+            count(format!("created_at >= \"{zoned}\"")).await,
+            all,
             "{}",
             opened.name
         );

@@ -314,6 +314,8 @@ test("narrow, keyboard-only and accessible", async () => {
   assert.equal(await page.evaluate(() => document.activeElement.value), "USER_ROLE_EDITOR");
   await tabTo(page, "create-bio", { max: 1 });
   await keys.type("Computed trajectories.");
+  await tabTo(page, "create-labels", { max: 1 });
+  await keys.type("team=west");
   await tabTo(page, "Create", { max: 1 });
   await keys.press("Enter");
   await page.locator("#create-email-error").getByText(/email address/).waitFor();
@@ -339,6 +341,7 @@ test("narrow, keyboard-only and accessible", async () => {
   const id = await row(page, "Dorothy Vaughan").getAttribute("data-id");
   const created = await getUser(id);
   assert.deepEqual([created.name, created.email, created.role], ["Dorothy Vaughan", "dorothy@example.com", "USER_ROLE_EDITOR"]);
+  assert.deepEqual(created.labels, { team: "west" });
 
   // Edit: back to her Edit button, which opens the form at her name.
   await listSettled(page);
@@ -375,6 +378,105 @@ test("narrow, keyboard-only and accessible", async () => {
   const saved = await getUser(id);
   assert.deepEqual([saved.name, saved.email, saved.role, saved.bio], ["Dorothy Vaughan", "dorothy@example.com", "USER_ROLE_ADMIN", "Computed trajectories."]);
 
+  assert.deepEqual(cspViolations, []);
+  await context.close();
+});
+
+/** A user changed behind the console's back, as another person would. */
+async function updateUser(message) {
+  const res = await fetch(`http://${server.address}/techoral.users.v1.UserService/UpdateUser`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${admin}` },
+    body: JSON.stringify(message),
+  });
+  assert.equal(res.status, 200);
+  return res.json();
+}
+
+test("search, sorted columns, pages, labels, and an edit that never overwrites", async () => {
+  cspViolations = [];
+  // Enough users for two pages of 20.
+  for (let i = 0; i < 23; i++) {
+    const res = await fetch(`http://${server.address}/techoral.users.v1.UserService/CreateUser`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${admin}` },
+      body: JSON.stringify({ name: `Pager ${String(i).padStart(2, "0")}`, email: `pager${i}@pages.test`, labels: { batch: i % 2 ? "odd" : "even" } }),
+    });
+    assert.equal(res.status, 200);
+  }
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await open(context);
+  await useToken(page, admin);
+  await page.getByText(/Using the token of node-admin/).waitFor();
+  const names = () => page.locator("#users tbody tr td:first-child").allTextContents();
+
+  // Plain words search names and emails.
+  await page.getByLabel("Search", { exact: true }).fill("grace");
+  await page.getByRole("button", { name: "Search", exact: true }).click();
+  await page.getByText("1 user", { exact: true }).waitFor();
+  assert.deepEqual(await names(), ["Grace Hopper"]);
+  // A filter is taken as it is, and its total shown over the pages.
+  await page.getByLabel("Search", { exact: true }).fill('email = "*@pages.test" AND labels.batch = even');
+  await page.getByRole("button", { name: "Search", exact: true }).click();
+  await page.getByText("12 users").waitFor();
+  await row(page, "Pager 22").locator(".label", { hasText: "batch=even" }).waitFor();
+  // One that does not parse says where.
+  await page.getByLabel("Search", { exact: true }).fill("name = ");
+  await page.getByRole("button", { name: "Search", exact: true }).click();
+  await page.getByText(/invalid filter: at character 8/).waitFor();
+
+  // Pages of 20, with the total; sorted by a column header.
+  await page.getByLabel("Search", { exact: true }).fill('email = "*@pages.test"');
+  await page.getByRole("button", { name: "Search", exact: true }).click();
+  await page.getByText("Users 1–20 of 23").waitFor();
+  await page.getByRole("button", { name: "Name", exact: true }).click();
+  await page.getByText("Users 1–20 of 23").waitFor();
+  await page.locator('th[aria-sort="ascending"]', { hasText: "Name" }).waitFor();
+  assert.equal((await names())[0], "Pager 00");
+  await page.getByRole("button", { name: "Next", exact: true }).click();
+  await page.getByText("Users 21–23 of 23").waitFor();
+  assert.deepEqual(await names(), ["Pager 20", "Pager 21", "Pager 22"]);
+  assert.ok(await page.getByRole("button", { name: "Next", exact: true }).isDisabled());
+  await page.getByRole("button", { name: "Previous", exact: true }).click();
+  await page.getByText("Users 1–20 of 23").waitFor();
+  await page.getByRole("button", { name: "Name", exact: true }).click();
+  await page.locator('th[aria-sort="descending"]', { hasText: "Name" }).waitFor();
+  await page.getByText("Users 1–20 of 23").waitFor();
+  assert.equal((await names())[0], "Pager 22");
+
+  // Labels are edited in the form; the row shows them.
+  await row(page, "Pager 22").getByRole("button", { name: "Edit Pager 22" }).click();
+  const edit = page.locator("#edit-form");
+  assert.equal(await edit.getByLabel("Labels").inputValue(), "batch=even");
+  await edit.getByLabel("Labels").fill("team=core\nfloor=3");
+  await edit.getByRole("button", { name: "Save" }).click();
+  await row(page, "Pager 22").locator(".label", { hasText: "team=core" }).waitFor();
+  const id = await row(page, "Pager 22").getAttribute("data-id");
+  let stored = await getUser(id);
+  assert.deepEqual(stored.labels, { floor: "3", team: "core" });
+
+  // Someone else changes the user while the form is open: the save is
+  // refused, the page says so, and offers to reload.
+  await listSettled(page);
+  await row(page, "Pager 22").getByRole("button", { name: "Edit Pager 22" }).click();
+  await edit.getByLabel("Bio").fill("mine");
+  await updateUser({ userId: id, bio: "theirs" });
+  await edit.getByRole("button", { name: "Save" }).click();
+  await page.getByText(/Someone else changed Pager 22 since you opened it; nothing was saved/).waitFor();
+  stored = await getUser(id);
+  assert.equal(stored.bio, "theirs", "the other change stands");
+  await page.getByRole("button", { name: "Reload the user" }).click();
+  await page.getByText("Reloaded Pager 22 as it is now.").waitFor();
+  assert.equal(await edit.getByLabel("Bio").inputValue(), "theirs");
+  await edit.getByLabel("Bio").fill("mine, after reading theirs");
+  await edit.getByRole("button", { name: "Save" }).click();
+  await page.getByText("Saved Pager 22.").waitFor();
+  assert.equal((await getUser(id)).bio, "mine, after reading theirs");
+
+  const seen = await audit(page);
+  assert.deepEqual(seen.unlabelled, [], "every input has a label");
+  assert.deepEqual(seen.low, [], "text contrast is WCAG AA (4.5:1) with search, sorting and labels on screen");
+  await page.screenshot({ path: path.join(SHOTS, "console-search.png"), fullPage: true });
   assert.deepEqual(cspViolations, []);
   await context.close();
 });

@@ -10,6 +10,10 @@ const $ = (id) => document.getElementById(id);
 let token = sessionStorage.getItem(TOKEN_KEY) || "";
 let following = null; // the AbortController of the live feed
 let users = new Map(); // id -> user, as listed
+const PAGE_SIZE = 20;
+// The search on screen: its filter and order, the tokens of the pages
+// before this one (for Previous), and this page's.
+const view = { filter: "", orderBy: "", tokens: [], token: "", next: "" };
 
 /** A failed call: its Connect code, message and field violations. */
 class RpcError extends Error {
@@ -131,7 +135,7 @@ const ROLES = { 1: "admin", 2: "editor", 3: "viewer" };
 
 /** A User from its encoded bytes (an event's payload). */
 function userOf(bytes) {
-  const user = { id: "", name: "", email: "", role: "", createdAt: "0" };
+  const user = { id: "", name: "", email: "", role: "", createdAt: "0", labels: {} };
   for (const [number, value] of protoFields(bytes)) {
     if (number === 1) user.id = utf8(value);
     if (number === 2) user.name = utf8(value);
@@ -139,8 +143,46 @@ function userOf(bytes) {
     if (number === 4) user.role = ROLES[Number(value)] || "";
     if (number === 5) user.createdAt = String(value);
     if (number === 6) user.bio = utf8(value);
+    if (number === 8) user.etag = utf8(value);
+    if (number === 9) {
+      let key = "";
+      let text = "";
+      for (const [n, part] of protoFields(value)) {
+        if (n === 1) key = utf8(part);
+        if (n === 2) text = utf8(part);
+      }
+      user.labels[key] = text;
+    }
   }
   return user;
+}
+
+/** Labels as a person types them: one key=value a line. */
+function parseLabels(text) {
+  const labels = {};
+  for (const line of text.split("\n").map((l) => l.trim()).filter(Boolean)) {
+    const at = line.indexOf("=");
+    if (at < 1) throw new Error(`"${line}" is not key=value`);
+    labels[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+  }
+  return labels;
+}
+
+const labelsText = (labels) =>
+  Object.entries(labels || {})
+    .map(([key, value]) => `${key}=${value}`)
+    .join("\n");
+
+/** What the search box holds, as a filter: a filter expression as it is;
+ * plain words as "each word in the name or the email". */
+function filterOf(text) {
+  const trimmed = text.trim();
+  if (!trimmed) return "";
+  if (/[=:<>()"]|\b(AND|OR|NOT)\b/.test(trimmed)) return trimmed;
+  return trimmed
+    .split(/\s+/)
+    .map((word) => `(name:${JSON.stringify(word)} OR email:${JSON.stringify(word)})`)
+    .join(" AND ");
 }
 
 // ---- What a person sees ----
@@ -158,6 +200,8 @@ function explain(err) {
       return `Too much at once: ${err.message}`;
     case "unavailable":
       return `The server is unavailable: ${err.message}`;
+    case "aborted":
+      return `Someone else changed this user since you opened it: ${err.message}`;
     default:
       return err.message;
   }
@@ -197,7 +241,7 @@ function renderUsers() {
   if (users.size === 0) {
     const row = body.insertRow();
     const td = cell(row, token ? "No users match." : "Use a token to see the users.");
-    td.colSpan = 5;
+    td.colSpan = 6;
     td.className = "empty";
     return;
   }
@@ -211,6 +255,14 @@ function renderUsers() {
     role.textContent = roleName(user.role);
     cell(row, "").append(role);
     cell(row, formatTime(user.createdAt));
+    const labels = cell(row, "");
+    labels.className = "labels";
+    for (const [key, value] of Object.entries(user.labels || {})) {
+      const label = document.createElement("span");
+      label.className = "label";
+      label.textContent = `${key}=${value}`;
+      labels.append(label);
+    }
     const actions = cell(row, "");
     actions.className = "actions";
     const edit = document.createElement("button");
@@ -229,6 +281,15 @@ function renderUsers() {
   }
 }
 
+/** The filter of the search box and the role chosen, together. */
+function currentFilter() {
+  const role = $("role-filter").value;
+  const typed = filterOf($("search").value);
+  if (role && typed) return `role = ${role} AND (${typed})`;
+  return role ? `role = ${role}` : typed;
+}
+
+/** Loads the page `view` points at, with the total of every match. */
 async function loadUsers() {
   if (!token) {
     users = new Map();
@@ -236,15 +297,65 @@ async function loadUsers() {
     return;
   }
   say("list-status", "Loading…");
-  const listed = new Map();
   try {
-    for await (const user of stream("ListUsers", { filterRole: $("role-filter").value })) listed.set(user.id, user);
-    users = listed;
+    const page = await call("SearchUsers", {
+      filter: view.filter,
+      orderBy: view.orderBy,
+      pageSize: PAGE_SIZE,
+      pageToken: view.token,
+    });
+    users = new Map((page.users || []).map((user) => [user.id, user]));
+    view.next = page.nextPageToken || "";
     renderUsers();
-    say("list-status", `${users.size} user${users.size === 1 ? "" : "s"}`);
+    const total = page.totalSize || 0;
+    const first = view.tokens.length * PAGE_SIZE;
+    say(
+      "list-status",
+      view.tokens.length === 0 && !view.next
+        ? `${total} user${total === 1 ? "" : "s"}`
+        : `Users ${Math.min(first + 1, total)}–${first + users.size} of ${total}`,
+    );
   } catch (err) {
+    users = new Map();
+    view.next = "";
+    renderUsers();
     say("list-status", explain(err), "bad");
   }
+  $("previous").disabled = view.tokens.length === 0;
+  $("next").disabled = !view.next;
+  for (const th of document.querySelectorAll("#users th.sortable")) {
+    const [field, direction] = view.orderBy.split(" ");
+    if (field === th.dataset.sort) th.setAttribute("aria-sort", direction === "desc" ? "descending" : "ascending");
+    else th.removeAttribute("aria-sort");
+  }
+}
+
+/** A new search from the first page: on a new filter, role or order. */
+function search(event) {
+  event?.preventDefault();
+  view.filter = currentFilter();
+  view.tokens = [];
+  view.token = "";
+  loadUsers();
+}
+
+/** Sorts by a column: ascending first, then descending on a second click. */
+function sortBy(field) {
+  view.orderBy = view.orderBy === field ? `${field} desc` : field;
+  search();
+}
+
+function nextPage() {
+  if (!view.next) return;
+  view.tokens.push(view.token);
+  view.token = view.next;
+  loadUsers();
+}
+
+function previousPage() {
+  if (view.tokens.length === 0) return;
+  view.token = view.tokens.pop();
+  loadUsers();
 }
 
 let reloading = null;
@@ -257,10 +368,14 @@ function reloadSoon() {
 function showViolations(prefix, err, statusId) {
   let first = null;
   for (const v of err.violations) {
-    const input = $(`${prefix}-${v.field}`);
-    const error = $(`${prefix}-${v.field}-error`);
+    // labels[team], set_labels[team] and remove_labels[0] belong to the
+    // labels field.
+    const base = v.field.split(/[[.]/)[0];
+    const field = /labels$/.test(base) ? "labels" : base;
+    const input = $(`${prefix}-${field}`);
+    const error = $(`${prefix}-${field}-error`);
     if (input && error) {
-      error.textContent = v.description;
+      error.textContent = field === base ? v.description : `${v.field}: ${v.description}`;
       input.setAttribute("aria-invalid", "true");
       first ??= input;
     }
@@ -285,6 +400,12 @@ async function createUser(event) {
   };
   if ($("create-bio").value) message.bio = $("create-bio").value;
   try {
+    message.labels = parseLabels($("create-labels").value);
+  } catch (err) {
+    showViolations("create", { message: err.message, violations: [{ field: "labels", description: err.message }] }, "create-status");
+    return;
+  }
+  try {
     const user = await call("CreateUser", message);
     form.reset();
     say("create-status", `Created ${user.name}.`, "good");
@@ -307,6 +428,8 @@ function startEdit(user) {
   $("edit-email").value = user.email;
   $("edit-role").value = user.role || "USER_ROLE_VIEWER";
   $("edit-bio").value = user.bio || "";
+  $("edit-labels").value = labelsText(user.labels);
+  $("edit-reload").hidden = true;
   form.hidden = false;
   $("edit-name").focus();
 }
@@ -315,13 +438,25 @@ async function saveEdit(event) {
   event.preventDefault();
   const form = $("edit-form");
   clearErrors(form);
-  // Only what changed: UpdateUser changes the fields present.
-  const message = { userId: editing.id };
+  // Only what changed: UpdateUser changes the fields present, and only
+  // the version the form started from (its etag): a change someone made
+  // meanwhile is never overwritten.
+  const message = { userId: editing.id, etag: editing.etag || "" };
   for (const field of ["name", "email", "role", "bio"]) {
     const value = $(`edit-${field}`).value;
     const before = field === "role" ? editing.role || "USER_ROLE_VIEWER" : editing[field] || "";
     if (value !== before) message[field] = value;
   }
+  let labels;
+  try {
+    labels = parseLabels($("edit-labels").value);
+  } catch (err) {
+    showViolations("edit", { message: err.message, violations: [{ field: "labels", description: err.message }] }, "edit-status");
+    return;
+  }
+  const before = editing.labels || {};
+  message.setLabels = Object.fromEntries(Object.entries(labels).filter(([key, value]) => before[key] !== value));
+  message.removeLabels = Object.keys(before).filter((key) => !(key in labels));
   try {
     const user = await call("UpdateUser", message);
     form.hidden = true;
@@ -329,17 +464,35 @@ async function saveEdit(event) {
     reloadSoon();
   } catch (err) {
     showViolations("edit", err, "edit-status");
+    if (err.code === "aborted") {
+      say("edit-status", `Someone else changed ${editing.name} since you opened it; nothing was saved. Reload the user to see their change, then edit again.`, "bad");
+      $("edit-reload").hidden = false;
+      $("edit-reload").focus();
+    }
+  }
+}
+
+/** Reopens the edit on the user as it is now, after a conflict. */
+async function reloadEdit() {
+  try {
+    const { user } = await call("GetUser", { userId: editing.id });
+    startEdit(user);
+    say("edit-status", `Reloaded ${user.name} as it is now.`, "good");
+  } catch (err) {
+    say("edit-status", explain(err), "bad");
   }
 }
 
 async function deleteUser(user) {
   if (!window.confirm(`Delete ${user.name} (${user.email})?`)) return;
   try {
-    await call("DeleteUser", { userId: user.id });
+    await call("DeleteUser", { userId: user.id, etag: user.etag || "" });
     say("list-status", `Deleted ${user.name}.`, "good");
     reloadSoon();
   } catch (err) {
-    say("list-status", explain(err), "bad");
+    const changed = `${user.name} changed since the list was loaded; nothing was deleted. Look again, then delete.`;
+    say("list-status", err.code === "aborted" ? changed : explain(err), "bad");
+    if (err.code === "aborted") reloadSoon();
   }
 }
 
@@ -400,7 +553,7 @@ async function useToken(event) {
     say("feed-status", "Not following: use a token first.");
     return;
   }
-  loadUsers();
+  search();
   follow();
 }
 
@@ -418,8 +571,15 @@ function forget() {
 document.addEventListener("DOMContentLoaded", () => {
   $("token-form").addEventListener("submit", useToken);
   $("forget").addEventListener("click", forget);
-  $("role-filter").addEventListener("change", loadUsers);
+  $("role-filter").addEventListener("change", () => search());
   $("refresh").addEventListener("click", loadUsers);
+  $("search-form").addEventListener("submit", search);
+  for (const th of document.querySelectorAll("#users th.sortable")) {
+    th.querySelector("button").addEventListener("click", () => sortBy(th.dataset.sort));
+  }
+  $("next").addEventListener("click", nextPage);
+  $("previous").addEventListener("click", previousPage);
+  $("edit-reload").addEventListener("click", reloadEdit);
   $("create-form").addEventListener("submit", createUser);
   $("edit-form").addEventListener("submit", saveEdit);
   $("edit-cancel").addEventListener("click", () => {

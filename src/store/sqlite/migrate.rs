@@ -119,6 +119,25 @@ pub fn run(connection: &mut Connection) -> Result<(), StoreError> {
     fill_search_keys(connection)
 }
 
+/// The key that signs page tokens, made at the first start.
+pub fn page_token_key(connection: &Connection) -> Result<[u8; 32], StoreError> {
+    connection
+        .execute(
+            "INSERT OR IGNORE INTO keys (name, value) VALUES ('page-token', randomblob(32))",
+            [],
+        )
+        .map_err(failure)?;
+    let key: Vec<u8> = connection
+        .query_row(
+            "SELECT value FROM keys WHERE name = 'page-token'",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(failure)?;
+    key.try_into()
+        .map_err(|_| StoreError::Internal("the stored page-token key is not 32 bytes".into()))
+}
+
 /// Gives users stored before the search migration the folded name and bio
 /// that filters compare, folded as new users' are: in Rust, since SQLite's
 /// own lower() folds ASCII only. One transaction, so that a crash midway

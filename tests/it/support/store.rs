@@ -70,6 +70,9 @@ impl UserStore for ScriptedStore {
     async fn count(&self, filter: Option<&usersvc::domain::Filter>) -> Result<u64, StoreError> {
         self.inner.count(filter).await
     }
+    fn page_token_key(&self) -> [u8; 32] {
+        self.inner.page_token_key()
+    }
     async fn list_page(&self, query: PageQuery) -> Result<Page, StoreError> {
         self.pages.fetch_add(1, Ordering::SeqCst);
         if self.broken_reads.load(Ordering::SeqCst) {

@@ -30,3 +30,8 @@ CREATE INDEX user_labels_by_value ON user_labels (key, value_key, position);
 CREATE INDEX users_by_name ON users (name_key, id);
 CREATE INDEX users_by_created ON users (created_at, id);
 CREATE INDEX users_by_updated ON users (updated_at, id);
+
+-- Keys the service keeps with the data: `page-token` signs SearchUsers'
+-- page tokens, so that every replica accepts the others' tokens and a
+-- restart keeps them good. usersvc creates it, random, at first start.
+CREATE TABLE keys (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
