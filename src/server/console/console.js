@@ -325,8 +325,22 @@ async function loadUsers() {
   $("next").disabled = !view.next;
   for (const th of document.querySelectorAll("#users th.sortable")) {
     const [field, direction] = view.orderBy.split(" ");
-    if (field === th.dataset.sort) th.setAttribute("aria-sort", direction === "desc" ? "descending" : "ascending");
-    else th.removeAttribute("aria-sort");
+    // The arrow is for the eye; aria-sort says the same to a screen reader,
+    // and the button keeps its name.
+    let arrow = th.querySelector(".arrow");
+    if (!arrow) {
+      arrow = document.createElement("span");
+      arrow.className = "arrow";
+      arrow.setAttribute("aria-hidden", "true");
+      th.append(arrow);
+    }
+    if (field === th.dataset.sort) {
+      th.setAttribute("aria-sort", direction === "desc" ? "descending" : "ascending");
+      arrow.textContent = direction === "desc" ? " ▼" : " ▲";
+    } else {
+      th.removeAttribute("aria-sort");
+      arrow.textContent = "";
+    }
   }
 }
 
