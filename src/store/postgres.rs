@@ -559,11 +559,17 @@ impl UserStore for PostgresStore {
         self.page_token_key
     }
 
+    /// Everyone is the row the triggers keep (`user_count`); a filter is a
+    /// COUNT over what it matches.
     async fn count(&self, filter: Option<&Filter>) -> Result<u64, StoreError> {
-        let mut sql = Sql::new(Dialect::Postgres, "SELECT COUNT(*) FROM users");
-        if let Some(filter) = filter {
-            sql.push(" WHERE ").filter(filter);
-        }
+        let sql = match filter {
+            None => Sql::new(Dialect::Postgres, "SELECT n FROM user_count"),
+            Some(filter) => {
+                let mut sql = Sql::new(Dialect::Postgres, "SELECT COUNT(*) FROM users WHERE ");
+                sql.filter(filter);
+                sql
+            }
+        };
         let row = bound(&sql)
             .fetch_one(&self.pool)
             .await

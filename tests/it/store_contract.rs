@@ -1043,6 +1043,17 @@ async fn labels_of_a_bulk_creation_are_stored_and_searchable() {
             "{}",
             opened.name
         );
+        // Everyone, counted without a filter, follows creates and deletes.
+        assert_eq!(store.count(None).await.unwrap(), 130, "{}", opened.name);
+        store.delete(&created[7].id, None).await.unwrap();
+        store.delete(&created[8].id, None).await.unwrap();
+        assert_eq!(store.count(None).await.unwrap(), 128, "{}", opened.name);
+        assert_eq!(
+            store.count(labelled.as_ref()).await.unwrap(),
+            128,
+            "{}",
+            opened.name
+        );
     }
 }
 

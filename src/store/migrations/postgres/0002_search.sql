@@ -35,3 +35,27 @@ CREATE INDEX users_by_updated ON users (updated_at, id);
 -- page tokens, so that every replica accepts the others' tokens and a
 -- restart keeps them good. usersvc creates it, random, at first start.
 CREATE TABLE keys (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
+
+-- How many users there are, for SearchUsers' total_size without a filter:
+-- COUNT(*) reads every row (a tenth of a second at a million users), this
+-- row one. Statement triggers keep it, once per INSERT or DELETE however
+-- many rows it touches; writers already take one lock, so the row adds no
+-- contention.
+CREATE TABLE user_count (n BIGINT NOT NULL);
+INSERT INTO user_count SELECT COUNT(*) FROM users;
+CREATE FUNCTION usersvc_count_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE user_count SET n = n + (SELECT COUNT(*) FROM inserted);
+    RETURN NULL;
+END
+$$;
+CREATE FUNCTION usersvc_count_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE user_count SET n = n - (SELECT COUNT(*) FROM deleted);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER users_counted_insert AFTER INSERT ON users
+    REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION usersvc_count_inserted();
+CREATE TRIGGER users_counted_delete AFTER DELETE ON users
+    REFERENCING OLD TABLE AS deleted FOR EACH STATEMENT EXECUTE FUNCTION usersvc_count_deleted();
