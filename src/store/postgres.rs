@@ -564,11 +564,7 @@ impl UserStore for PostgresStore {
     async fn count(&self, filter: Option<&Filter>) -> Result<u64, StoreError> {
         let sql = match filter {
             None => Sql::new(Dialect::Postgres, "SELECT n FROM user_count"),
-            Some(filter) => {
-                let mut sql = Sql::new(Dialect::Postgres, "SELECT COUNT(*) FROM users WHERE ");
-                sql.filter(filter);
-                sql
-            }
+            filter => Sql::count(Dialect::Postgres, filter),
         };
         let row = bound(&sql)
             .fetch_one(&self.pool)

@@ -85,19 +85,6 @@ impl Sql {
                 self.text_test("value_key", test);
                 self.push(")")
             }
-            // SQLite's trigram index answers a substring of three
-            // characters or more (PostgreSQL's pg_trgm index serves the
-            // LIKE below without being named).
-            Filter::Text(TextField::Name, TextTest::Contains(part))
-                if self.dialect == Dialect::Sqlite && part.chars().count() >= 3 =>
-            {
-                self.push(
-                    "position IN (SELECT rowid FROM users_name_trigrams WHERE users_name_trigrams MATCH ",
-                );
-                // An FTS5 string: the substring quoted, its quotes doubled.
-                self.text_bind(&format!("\"{}\"", part.replace('"', "\"\"")));
-                self.push(")")
-            }
             Filter::Text(field, test) => {
                 let column = match field {
                     TextField::Name => "name_key",
@@ -169,6 +156,34 @@ impl Sql {
             TextTest::Compare(cmp, value) => {
                 self.push(column).push(" ").push(cmp.sql()).push(" ");
                 self.text_bind(value)
+            }
+        }
+    }
+
+    /// The statement that counts the users `filter` matches (everyone for
+    /// `None`). A filter that is one condition on a label is counted from
+    /// the labels' index: the same number (a user has at most one value per
+    /// key), without looking up each user's row, which at a hundred
+    /// thousand matches costs SQLite a quarter of a second.
+    pub fn count(dialect: Dialect, filter: Option<&Filter>) -> Sql {
+        match filter {
+            None => Sql::new(dialect, "SELECT COUNT(*) FROM users"),
+            Some(Filter::HasLabel(key)) => {
+                let mut sql = Sql::new(dialect, "SELECT COUNT(*) FROM user_labels WHERE key = ");
+                sql.text_bind(key);
+                sql
+            }
+            Some(Filter::Text(TextField::Label(key), test)) => {
+                let mut sql = Sql::new(dialect, "SELECT COUNT(*) FROM user_labels WHERE key = ");
+                sql.text_bind(key);
+                sql.push(" AND ");
+                sql.text_test("value_key", test);
+                sql
+            }
+            Some(filter) => {
+                let mut sql = Sql::new(dialect, "SELECT COUNT(*) FROM users WHERE ");
+                sql.filter(filter);
+                sql
             }
         }
     }
@@ -340,11 +355,29 @@ mod tests {
         let like = sql("bio:\"50%_off\"", Dialect::Sqlite);
         assert_eq!(like.text, "(bio_key LIKE ? ESCAPE '\\')");
         assert_eq!(like.binds, [Bind::Text("%50\\%\\_off%".into())]);
-        let trigrams = sql("name:\"Say \\\"hi\\\"\"", Dialect::Sqlite);
-        assert!(trigrams.text.contains("users_name_trigrams MATCH ?"));
-        assert_eq!(trigrams.binds, [Bind::Text("\"say \"\"hi\"\"\"".into())]);
-        let short = sql("name:ab", Dialect::Sqlite);
-        assert_eq!(short.text, "(name_key LIKE ? ESCAPE '\\')");
+    }
+
+    #[test]
+    fn a_single_label_condition_is_counted_from_the_labels_index() {
+        let count = |filter: &str, dialect| {
+            Sql::count(dialect, filter::parse(filter).unwrap().as_ref()).text
+        };
+        assert_eq!(
+            count("labels:team", Dialect::Sqlite),
+            "SELECT COUNT(*) FROM user_labels WHERE key = ?"
+        );
+        assert_eq!(
+            count("labels.team = core", Dialect::Postgres),
+            "SELECT COUNT(*) FROM user_labels WHERE key = $1 AND value_key = $2"
+        );
+        assert!(
+            count("name:smith", Dialect::Sqlite).starts_with("SELECT COUNT(*) FROM users WHERE")
+        );
+        assert!(
+            count("-labels:team", Dialect::Sqlite)
+                .starts_with("SELECT COUNT(*) FROM users WHERE NOT")
+        );
+        assert_eq!(count("", Dialect::Sqlite), "SELECT COUNT(*) FROM users");
     }
 
     #[test]

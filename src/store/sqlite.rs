@@ -427,10 +427,7 @@ impl UserStore for SqliteStore {
     /// On a blocking thread: a filter on a substring reads every row.
     async fn count(&self, filter: Option<&Filter>) -> Result<u64, StoreError> {
         let readers = Arc::clone(&self.readers);
-        let mut sql = Sql::new(Dialect::Sqlite, "SELECT COUNT(*) FROM users");
-        if let Some(filter) = filter {
-            sql.push(" WHERE ").filter(filter);
-        }
+        let sql = Sql::count(Dialect::Sqlite, filter);
         tokio::task::spawn_blocking(move || {
             readers.read(|connection| {
                 connection

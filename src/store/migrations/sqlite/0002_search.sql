@@ -25,26 +25,6 @@ CREATE INDEX user_labels_by_value ON user_labels (key, value_key, position);
 
 CREATE INDEX users_by_name ON users (name_key, id);
 
--- Substring search on names (name:"smith"): the trigrams of each folded
--- name, in an FTS5 index over the users table itself (external content),
--- which the triggers keep in step with every write, the fill of name_key
--- for existing users included. 'rebuild' indexes the rows already here.
-CREATE VIRTUAL TABLE users_name_trigrams USING fts5(
-    name_key, content = 'users', content_rowid = 'position', tokenize = 'trigram case_sensitive 1'
-);
-INSERT INTO users_name_trigrams (users_name_trigrams) VALUES ('rebuild');
-CREATE TRIGGER users_name_trigrams_insert AFTER INSERT ON users BEGIN
-    INSERT INTO users_name_trigrams (rowid, name_key) VALUES (new.position, new.name_key);
-END;
-CREATE TRIGGER users_name_trigrams_delete AFTER DELETE ON users BEGIN
-    INSERT INTO users_name_trigrams (users_name_trigrams, rowid, name_key)
-    VALUES ('delete', old.position, old.name_key);
-END;
-CREATE TRIGGER users_name_trigrams_update AFTER UPDATE OF name_key ON users BEGIN
-    INSERT INTO users_name_trigrams (users_name_trigrams, rowid, name_key)
-    VALUES ('delete', old.position, old.name_key);
-    INSERT INTO users_name_trigrams (rowid, name_key) VALUES (new.position, new.name_key);
-END;
 CREATE INDEX users_by_created ON users (created_at, id);
 CREATE INDEX users_by_updated ON users (updated_at, id);
 
