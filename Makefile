@@ -88,6 +88,7 @@ bench-tools:
 bench: python-env bench-tools bench-peer
 	$(CARGO) build --release --bin usersvc
 	$(PY) benches/run.py
+	cd benches && ../$(PY) search.py
 
 ## SearchUsers on 1,000,000 users in SQLite and PostgreSQL (benches/search.py).
 bench-search: python-env

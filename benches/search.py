@@ -1,6 +1,7 @@
-"""`make bench-search`: SearchUsers on 1,000,000 users, in SQLite and in
-PostgreSQL, against the targets of the search issue. Prints a table that
-BENCHMARKS.md records.
+"""SearchUsers on 1,000,000 users, in SQLite and in PostgreSQL, against
+the targets of the search issue: the last step of `make bench` (alone:
+`make bench-search`). Prints a table, and writes it into BENCHMARKS.md as
+the section "Search on 1,000,000 users", just above the hand-written part.
 
 Each store gets a fresh server (on CPU 0) and a fresh database, filled with
 1,000,000 users through BulkCreateUsers. The client is grpcio with stubs
@@ -110,8 +111,8 @@ def main():
             finally:
                 server.stop()
                 subprocess.run(["psql", run.PG_ADMIN, "-qc", f"DROP DATABASE {db}"], capture_output=True)
-    print(f"| query on {USERS:,} users | " + " | ".join(f"{s} p50" for s in results) + " | target |")
-    print("|---|" + "---|" * len(results) + "---|")
+    lines = [f"| query on {USERS:,} users | " + " | ".join(f"{s} p50" for s in results) + " | target |",
+             "|---|" + "---|" * len(results) + "---|"]
     names = list(next(iter(results.values()))[1])
     for name in names:
         cells = []
@@ -120,9 +121,31 @@ def main():
             verdict = "" if target is None else f" ({'met' if value <= target else 'not met'})"
             cells.append(f"{value:.1f} ms{verdict}")
         target = next(iter(results.values()))[1][name][1]
-        print(f"| {name} | " + " | ".join(cells) + " | " + ("none" if target is None else f"≤ {target:.0f} ms") + " |")
+        lines.append(f"| {name} | " + " | ".join(cells) + " | " + ("none" if target is None else f"≤ {target:.0f} ms") + " |")
+    lines.append("")
     for store, (filled, _) in results.items():
-        print(f"{store}: filled with {USERS:,} users through BulkCreateUsers in {filled:.0f} s")
+        lines.append(f"- {store}: filled with {USERS:,} users through BulkCreateUsers in {filled:.0f} s.")
+    print("\n".join(lines))
+    if not run.QUICK:
+        write_section(lines)
+
+
+SECTION = "## Search on 1,000,000 users"
+MARKER = "<!-- Written by hand below this line; make bench keeps it. -->"
+
+
+def write_section(lines):
+    """Puts the table above the hand-written part, in place of the last one."""
+    path = os.path.join(run.ROOT, "BENCHMARKS.md")
+    text = open(path).read()
+    generated, hand = text.split(MARKER, 1)
+    if SECTION in generated:
+        generated = generated[:generated.index(SECTION)].rstrip() + "\n\n"
+    section = [SECTION, "",
+               "SearchUsers through grpcio, one call at a time, median of 30 calls (10 for the scans) after a warm-up; "
+               "`benches/search.py`. The page is 50 users in the order named (SearchUsers' default: created_at), "
+               "and every call also counts all the matches for `total_size`.", "", *lines, ""]
+    open(path, "w").write(generated + "\n".join(section) + "\n" + MARKER + hand)
 
 
 if __name__ == "__main__":

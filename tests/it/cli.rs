@@ -158,6 +158,142 @@ fn a_user_goes_through_create_get_list_update_and_delete() {
 }
 
 #[test]
+fn search_labels_and_if_match_from_the_command_line() {
+    let server = Server::start();
+    let admin = server.token("admin");
+    let admin = Some(admin.as_str());
+    for (name, team) in [("Ada", "core"), ("Bob", "web"), ("Cy", "core")] {
+        let email = format!("{}@cli.test", name.to_lowercase());
+        stdout(&server.run(
+            &[
+                "create",
+                "--name",
+                name,
+                "--email",
+                &email,
+                "--label",
+                &format!("team={team}"),
+            ],
+            admin,
+        ));
+    }
+
+    // One page of two, the total and the next token on stderr.
+    let first = server.run(
+        &[
+            "search",
+            "labels.team = CORE OR name = bob",
+            "--order-by",
+            "name desc",
+            "--page-size",
+            "2",
+            "--output",
+            "json",
+        ],
+        admin,
+    );
+    let page = json_lines(&stdout(&first));
+    let names: Vec<_> = page.iter().map(|u| u["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Cy", "Bob"]);
+    let stderr = String::from_utf8(first.stderr).unwrap();
+    assert!(stderr.contains("2 of 3 users"), "{stderr}");
+    let token = stderr
+        .split("--page-token ")
+        .nth(1)
+        .expect("a next page")
+        .trim()
+        .to_owned();
+    let rest = json_lines(&stdout(&server.run(
+        &[
+            "search",
+            "labels.team = CORE OR name = bob",
+            "--order-by",
+            "name desc",
+            "--page-size",
+            "2",
+            "--page-token",
+            &token,
+            "--output",
+            "json",
+        ],
+        admin,
+    )));
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0]["name"].as_str(), Some("Ada"));
+    // --all walks every page.
+    let all = json_lines(&stdout(&server.run(
+        &[
+            "search",
+            "",
+            "--page-size",
+            "1",
+            "--all",
+            "--output",
+            "json",
+        ],
+        admin,
+    )));
+    assert_eq!(all.len(), 3);
+    // list takes the filter too.
+    let listed = json_lines(&stdout(&server.run(
+        &[
+            "list",
+            "--filter",
+            "labels:team -labels.team = web",
+            "--output",
+            "json",
+        ],
+        admin,
+    )));
+    assert_eq!(listed.len(), 2);
+
+    // An update with the etag it read; then the same etag again is stale.
+    let ada = &page
+        .iter()
+        .chain(&rest)
+        .find(|u| u["name"] == "Ada")
+        .unwrap()
+        .clone();
+    let (id, etag) = (ada["id"].as_str().unwrap(), ada["etag"].as_str().unwrap());
+    let updated = json_lines(&stdout(&server.run(
+        &[
+            "update",
+            id,
+            "--label",
+            "floor=3",
+            "--remove-label",
+            "team",
+            "--if-match",
+            etag,
+            "--output",
+            "json",
+        ],
+        admin,
+    )));
+    assert_eq!(updated[0]["labels"], serde_json::json!({"floor": "3"}));
+    let stale = server.run(
+        &["update", id, "--name", "Ada 2", "--if-match", etag],
+        admin,
+    );
+    assert_eq!(stale.status.code(), Some(1));
+    let stderr = String::from_utf8(stale.stderr).unwrap();
+    assert!(stderr.starts_with("error: ABORTED: user "), "{stderr}");
+    assert!(stderr.contains("changed since it was read"), "{stderr}");
+    let stale = server.run(&["delete", id, "--if-match", etag], admin);
+    assert_eq!(stale.status.code(), Some(1));
+    let kept = json_lines(&stdout(&server.run(&["get", id, "--output", "json"], None)));
+    assert_eq!(kept[0]["name"].as_str(), Some("Ada"));
+
+    let bad = server.run(&["search", "name ="], admin);
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8(bad.stderr).unwrap();
+    assert!(
+        stderr.contains("INVALID_ARGUMENT") && stderr.contains("at character 7"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn errors_print_code_and_message_on_one_line_and_exit_non_zero() {
     let server = Server::start();
     let no_token = server.run(&["list"], None);
