@@ -145,6 +145,18 @@ pub struct PageQuery {
     pub limit: usize,
 }
 
+impl PageQuery {
+    /// The cursor after `user`, at `position` in creation order, in this
+    /// query's order.
+    pub fn cursor_after(&self, position: i64, user: &User) -> Cursor {
+        if self.order.is_creation() {
+            Cursor::position(position)
+        } else {
+            Cursor(self.order.key_of(user))
+        }
+    }
+}
+
 /// Users in order, and the cursor after the last of them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Page {

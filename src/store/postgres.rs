@@ -25,9 +25,7 @@ use tokio::task::JoinHandle;
 
 use super::search_sql::{Bind, Dialect, Sql};
 use super::sql::{self, USER_COLUMNS, UserRow};
-use super::{
-    Created, Cursor, IdempotencyKey, Page, PageQuery, StoreError, StoreOptions, UserStore,
-};
+use super::{Created, IdempotencyKey, Page, PageQuery, StoreError, StoreOptions, UserStore};
 use crate::clock;
 use crate::domain::filter::fold;
 use crate::domain::{Filter, NewUser, User, UserId, UserPatch};
@@ -210,6 +208,17 @@ async fn fill_search_keys(pool: &PgPool) -> Result<(), StoreError> {
 /// reads every row.
 async fn trigram_index(pool: &PgPool) {
     let created: Result<(), sqlx::Error> = async {
+        // Made once: CREATE INDEX takes a lock on users even when the
+        // index exists, and other replicas' writes would wait behind it.
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE indexname = 'users_by_name_trigram' \
+             AND schemaname = current_schema())",
+        )
+        .fetch_one(pool)
+        .await?;
+        if exists {
+            return Ok(());
+        }
         sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_trgm")
             .execute(pool)
             .await?;
@@ -524,20 +533,7 @@ impl UserStore for PostgresStore {
     }
 
     async fn list_page(&self, query: PageQuery) -> Result<Page, StoreError> {
-        let mut sql = Sql::new(
-            Dialect::Postgres,
-            format!("SELECT {USER_COLUMNS} FROM users WHERE TRUE"),
-        );
-        if let Some(filter) = &query.filter {
-            sql.push(" AND ").filter(filter);
-        }
-        if let Some(after) = &query.after {
-            sql.push(" AND ").after(&query.order, after);
-        }
-        sql.order_by(&query.order).push(" LIMIT ");
-        sql.bind(Bind::Int(i64::try_from(query.limit).unwrap_or(i64::MAX)));
-        sql.push(" OFFSET ");
-        sql.bind(Bind::Int(i64::try_from(query.skip).unwrap_or(i64::MAX)));
+        let sql = Sql::page(Dialect::Postgres, USER_COLUMNS, &query);
         let rows = bound(&sql)
             .fetch_all(&self.pool)
             .await
@@ -545,11 +541,7 @@ impl UserStore for PostgresStore {
         let mut page = Page::default();
         for row in &rows {
             let (position, user) = row.user()?;
-            page.next = Some(if query.order.is_creation() {
-                Cursor::position(position)
-            } else {
-                Cursor(query.order.key_of(&user))
-            });
+            page.next = Some(query.cursor_after(position, &user));
             page.users.push(user);
         }
         Ok(page)

@@ -12,7 +12,7 @@ use crate::domain::filter::{TextField, TextTest, TimeField};
 use crate::domain::order::SortField;
 use crate::domain::{Filter, Order, SortValue};
 
-use super::Cursor;
+use super::{Cursor, PageQuery};
 
 /// A value for a placeholder.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,6 +158,24 @@ impl Sql {
                 self.text_bind(value)
             }
         }
+    }
+
+    /// The statement for one page of `query`, selecting `columns`: its
+    /// filter, the keyset after its cursor, its order, its size, and the
+    /// users a first page skips.
+    pub fn page(dialect: Dialect, columns: &str, query: &PageQuery) -> Sql {
+        let mut sql = Sql::new(dialect, format!("SELECT {columns} FROM users WHERE TRUE"));
+        if let Some(filter) = &query.filter {
+            sql.push(" AND ").filter(filter);
+        }
+        if let Some(after) = &query.after {
+            sql.push(" AND ").after(&query.order, after);
+        }
+        sql.order_by(&query.order).push(" LIMIT ");
+        sql.bind(Bind::Int(i64::try_from(query.limit).unwrap_or(i64::MAX)));
+        sql.push(" OFFSET ");
+        sql.bind(Bind::Int(i64::try_from(query.skip).unwrap_or(i64::MAX)));
+        sql
     }
 
     /// The statement that counts the users `filter` matches (everyone for

@@ -30,9 +30,7 @@ use self::readers::Readers;
 use self::rows::failure;
 use self::writer::Writer;
 use super::search_sql::{Bind, Dialect, Sql};
-use super::{
-    Created, Cursor, IdempotencyKey, Page, PageQuery, StoreError, StoreOptions, UserStore,
-};
+use super::{Created, IdempotencyKey, Page, PageQuery, StoreError, StoreOptions, UserStore};
 use crate::clock;
 use crate::domain::filter::fold;
 use crate::domain::{Filter, NewUser, User, UserId, UserPatch};
@@ -456,20 +454,7 @@ impl rusqlite::ToSql for Bind {
 /// only on the query's shape, so a connection's cache keeps it prepared
 /// for the next page of the same search.
 fn page(readers: &Readers, query: &PageQuery) -> Result<Page, StoreError> {
-    let mut sql = Sql::new(
-        Dialect::Sqlite,
-        format!("SELECT {} FROM users WHERE TRUE", rows::USER_COLUMNS),
-    );
-    if let Some(filter) = &query.filter {
-        sql.push(" AND ").filter(filter);
-    }
-    if let Some(after) = &query.after {
-        sql.push(" AND ").after(&query.order, after);
-    }
-    sql.order_by(&query.order).push(" LIMIT ");
-    sql.bind(Bind::Int(i64::try_from(query.limit).unwrap_or(i64::MAX)));
-    sql.push(" OFFSET ");
-    sql.bind(Bind::Int(i64::try_from(query.skip).unwrap_or(i64::MAX)));
+    let sql = Sql::page(Dialect::Sqlite, rows::USER_COLUMNS, query);
     readers.read(|connection| {
         let mut page = Page {
             users: Vec::with_capacity(query.limit.min(1024)),
@@ -479,11 +464,7 @@ fn page(readers: &Readers, query: &PageQuery) -> Result<Page, StoreError> {
         let mut found = statement.query(rusqlite::params_from_iter(&sql.binds))?;
         while let Some(row) = found.next()? {
             let (position, user) = rows::user(row)?;
-            page.next = Some(if query.order.is_creation() {
-                Cursor::position(position)
-            } else {
-                Cursor(query.order.key_of(&user))
-            });
+            page.next = Some(query.cursor_after(position, &user));
             page.users.push(user);
         }
         Ok(page)

@@ -423,3 +423,35 @@ async fn events_on(app: &TestApp) {
     assert!(announced.labels.is_empty());
     assert_ne!(announced.etag, created.etag);
 }
+
+/// A server whose messages are small still gives every user, a page at a
+/// time: a page holds at least one user, never none with a total of N.
+#[tokio::test]
+async fn small_messages_make_short_pages_not_empty_ones() {
+    let app = spawn_app_with(|s| s.limits.max_message_bytes = 1000).await;
+    for i in 0..3 {
+        app.create(
+            &format!("Small {i}"),
+            &format!("small{i}@small.test"),
+            pb::UserRole::Viewer,
+        )
+        .await;
+    }
+    let viewer = app.client(Some(Role::Viewer));
+    let mut names = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = viewer
+            .search_users(search("", "name", 10, &token))
+            .await
+            .unwrap();
+        assert_eq!(page.total_size, 3);
+        assert!(!page.users.is_empty(), "an empty page with a total of 3");
+        names.extend(page.users.into_iter().map(|u| u.name));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(names, ["Small 0", "Small 1", "Small 2"]);
+}

@@ -1112,16 +1112,37 @@ async fn time_filters_split_users_at_their_bounds() {
             "{}",
             opened.name
         );
-        // The same bound as RFC 3339, in another zone.
-        let zoned = humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + Duration::from_secs(first as u64),
+        // The same bound as RFC 3339, written two hours east of UTC.
+        let east = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + Duration::from_secs(first as u64 + 7200),
         )
-        .to_string();
+        .to_string()
+        .replace('Z', "+02:00");
         assert_eq!(
-            count(format!("created_at >= \"{zoned}\"")).await,
+            count(format!("created_at >= \"{east}\"")).await,
             all,
             "{}",
             opened.name
         );
+        assert_eq!(
+            count(format!("created_at < \"{east}\"")).await,
+            0,
+            "{}",
+            opened.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn page_tokens_outlive_a_restart_of_the_sql_stores() {
+    for opened in stores().await {
+        let key = opened.store.page_token_key();
+        let again = opened.reopen().await.page_token_key();
+        if opened.name == "memory" {
+            // A new memory store is a new directory: its tokens are new too.
+            continue;
+        }
+        assert_eq!(key, again, "{}: the key is kept with the data", opened.name);
+        assert_ne!(key, [0; 32], "{}", opened.name);
     }
 }

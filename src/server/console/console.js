@@ -157,13 +157,14 @@ function userOf(bytes) {
   return user;
 }
 
-/** Labels as a person types them: one key=value a line. */
+/** Labels as a person types them: one key=value a line. The key is
+ * trimmed; the value is kept as typed, spaces and all. */
 function parseLabels(text) {
   const labels = {};
-  for (const line of text.split("\n").map((l) => l.trim()).filter(Boolean)) {
+  for (const line of text.split("\n").map((l) => l.replace(/\r$/, "")).filter((l) => l.trim())) {
     const at = line.indexOf("=");
-    if (at < 1) throw new Error(`"${line}" is not key=value`);
-    labels[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+    if (at < 1 || !line.slice(0, at).trim()) throw new Error(`"${line.trim()}" is not key=value`);
+    labels[line.slice(0, at).trim()] = line.slice(at + 1);
   }
   return labels;
 }
@@ -289,6 +290,8 @@ function currentFilter() {
   return role ? `role = ${role}` : typed;
 }
 
+let loads = 0; // numbers each load, so that only the newest is shown
+
 /** Loads the page `view` points at, with the total of every match. */
 async function loadUsers() {
   if (!token) {
@@ -296,7 +299,10 @@ async function loadUsers() {
     renderUsers();
     return;
   }
+  const load = ++loads;
   say("list-status", "Loading…");
+  $("previous").disabled = true;
+  $("next").disabled = true;
   try {
     const page = await call("SearchUsers", {
       filter: view.filter,
@@ -304,6 +310,8 @@ async function loadUsers() {
       pageSize: PAGE_SIZE,
       pageToken: view.token,
     });
+    // A newer search or page was asked for meanwhile: it shows, not this.
+    if (load !== loads) return;
     users = new Map((page.users || []).map((user) => [user.id, user]));
     view.next = page.nextPageToken || "";
     renderUsers();
@@ -316,6 +324,7 @@ async function loadUsers() {
         : `Users ${Math.min(first + 1, total)}–${first + users.size} of ${total}`,
     );
   } catch (err) {
+    if (load !== loads) return;
     users = new Map();
     view.next = "";
     renderUsers();
@@ -363,6 +372,7 @@ function nextPage() {
   if (!view.next) return;
   view.tokens.push(view.token);
   view.token = view.next;
+  view.next = ""; // a second click before the page comes goes nowhere
   loadUsers();
 }
 
@@ -470,7 +480,7 @@ async function saveEdit(event) {
   }
   const before = editing.labels || {};
   message.setLabels = Object.fromEntries(Object.entries(labels).filter(([key, value]) => before[key] !== value));
-  message.removeLabels = Object.keys(before).filter((key) => !(key in labels));
+  message.removeLabels = Object.keys(before).filter((key) => !Object.hasOwn(labels, key));
   try {
     const user = await call("UpdateUser", message);
     form.hidden = true;

@@ -43,13 +43,17 @@ CREATE TABLE keys (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
 -- contention.
 CREATE TABLE user_count (n BIGINT NOT NULL);
 INSERT INTO user_count SELECT COUNT(*) FROM users;
-CREATE FUNCTION usersvc_count_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Each function finds user_count on the search path it was made with,
+-- whatever the path of the session that writes.
+CREATE FUNCTION usersvc_count_inserted() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 BEGIN
     UPDATE user_count SET n = n + (SELECT COUNT(*) FROM inserted);
     RETURN NULL;
 END
 $$;
-CREATE FUNCTION usersvc_count_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION usersvc_count_deleted() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 BEGIN
     UPDATE user_count SET n = n - (SELECT COUNT(*) FROM deleted);
     RETURN NULL;
@@ -59,3 +63,12 @@ CREATE TRIGGER users_counted_insert AFTER INSERT ON users
     REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION usersvc_count_inserted();
 CREATE TRIGGER users_counted_delete AFTER DELETE ON users
     REFERENCING OLD TABLE AS deleted FOR EACH STATEMENT EXECUTE FUNCTION usersvc_count_deleted();
+CREATE FUNCTION usersvc_count_truncated() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+BEGIN
+    UPDATE user_count SET n = 0;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER users_counted_truncate AFTER TRUNCATE ON users
+    FOR EACH STATEMENT EXECUTE FUNCTION usersvc_count_truncated();
