@@ -13,9 +13,9 @@
 //! | [`service`] | the `UserService` implementation: one method per RPC |
 //! | [`error`] | the error enum and the one table from every error to a gRPC status |
 //! | [`auth`] | tokens, the permission table, the [`auth::Caller`] and its rate limit |
-//! | [`store`] | the `UserStore` trait and its memory, SQLite and PostgreSQL implementations |
+//! | [`store`] | the `UserStore` trait and its memory, SQLite and PostgreSQL implementations, and the SQL that searches both |
 //! | [`events`] | the event bus behind the watch streams |
-//! | [`domain`] | validated types (`UserId`, `Email`, `UserName`, `Role`) and their violations |
+//! | [`domain`] | validated types (`UserId`, `Email`, `UserName`, `Role`, labels), their violations, and search filters and orders |
 //! | [`pb`] | wire types in the .proto's order, the `METHODS` table, the server and client |
 //! | [`clock`] | the time of day, in the units the contract uses |
 //!
