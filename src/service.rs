@@ -393,16 +393,16 @@ impl pb::server::UserService for Directory {
         let mut bytes = 0;
         let mut more = false;
         let mut last = None;
+        // Room is kept for the token and the total; a page always holds one
+        // user, so that a walk never stalls on an empty page.
+        let room = self
+            .limits
+            .max_message_bytes
+            .saturating_sub(8192.min(self.limits.max_message_bytes / 2));
         for user in page.users {
             // A page holds at most page_size users, and fits in one message.
             let encoded: pb::User = user.clone().into();
             bytes += repeated_field_len(prost::Message::encoded_len(&encoded));
-            // Room is kept for the token and the total; a page always holds
-            // one user, so that a walk never stalls on an empty page.
-            let room = self
-                .limits
-                .max_message_bytes
-                .saturating_sub(8192.min(self.limits.max_message_bytes / 2));
             if !users.is_empty() && (users.len() == query.page_size || bytes > room) {
                 more = true;
                 break;

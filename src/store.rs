@@ -146,13 +146,14 @@ pub struct PageQuery {
 }
 
 impl PageQuery {
-    /// The cursor after `user`, at `position` in creation order, in this
-    /// query's order.
-    pub fn cursor_after(&self, position: i64, user: &User) -> Cursor {
+    /// The cursor after a page of `users`, the last of which is at
+    /// `last_position` in creation order; `None` for an empty page. Made
+    /// once a page, not once a user: a listing reads every user.
+    pub fn cursor_after(&self, last_position: Option<i64>, users: &[User]) -> Option<Cursor> {
         if self.order.is_creation() {
-            Cursor::position(position)
+            last_position.map(Cursor::position)
         } else {
-            Cursor(self.order.key_of(user))
+            users.last().map(|user| Cursor(self.order.key_of(user)))
         }
     }
 }

@@ -182,13 +182,11 @@ impl UserStore for MemoryStore {
         let old_email = stored.email.unique_key();
         let new_email = patch.email.as_ref().map(|email| email.unique_key());
         patch
-            .clone()
             .apply(&mut changed, clock::unix_seconds())
             .map_err(StoreError::Invalid)?;
         if let Some(new_email) = new_email.as_ref().filter(|&e| *e != old_email) {
             if indexes.emails.contains_key(new_email) {
-                let taken = patch.email.as_ref().expect("new email").as_str().to_owned();
-                return Err(StoreError::EmailTaken(taken));
+                return Err(StoreError::EmailTaken(changed.email.as_str().to_owned()));
             }
             indexes.emails.remove(&old_email);
             indexes.emails.insert(new_email.clone(), id.clone());
@@ -226,7 +224,7 @@ impl UserStore for MemoryStore {
                 .as_ref()
                 .and_then(Cursor::as_position)
                 .map_or(0, |after| after.saturating_add(1));
-            let mut next = None;
+            let mut last = None;
             let users = indexes
                 .users
                 .range(start..)
@@ -234,11 +232,14 @@ impl UserStore for MemoryStore {
                 .skip(skip)
                 .take(query.limit)
                 .map(|(&position, user)| {
-                    next = Some(Cursor::position(position));
+                    last = Some(position);
                     user.clone()
                 })
                 .collect();
-            return Ok(Page { users, next });
+            return Ok(Page {
+                users,
+                next: last.map(Cursor::position),
+            });
         }
         // Any other order reads every match: this store is for tests and
         // development, where a directory is small.

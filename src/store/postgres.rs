@@ -539,11 +539,13 @@ impl UserStore for PostgresStore {
             .await
             .map_err(sql::failure)?;
         let mut page = Page::default();
+        let mut last = None;
         for row in &rows {
             let (position, user) = row.user()?;
-            page.next = Some(query.cursor_after(position, &user));
+            last = Some(position);
             page.users.push(user);
         }
+        page.next = query.cursor_after(last, &page.users);
         Ok(page)
     }
 

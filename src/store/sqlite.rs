@@ -462,11 +462,13 @@ fn page(readers: &Readers, query: &PageQuery) -> Result<Page, StoreError> {
         };
         let mut statement = connection.prepare_cached(&sql.text)?;
         let mut found = statement.query(rusqlite::params_from_iter(&sql.binds))?;
+        let mut last = None;
         while let Some(row) = found.next()? {
             let (position, user) = rows::user(row)?;
-            page.next = Some(query.cursor_after(position, &user));
+            last = Some(position);
             page.users.push(user);
         }
+        page.next = query.cursor_after(last, &page.users);
         Ok(page)
     })
 }

@@ -455,3 +455,76 @@ async fn small_messages_make_short_pages_not_empty_ones() {
     }
     assert_eq!(names, ["Small 0", "Small 1", "Small 2"]);
 }
+
+/// The attacks two reviews found, against the real binary on PostgreSQL:
+/// a page token forged with the digest the first version used (SHA-256 of
+/// public inputs, which anyone can compute), and a NUL in a filter, which
+/// PostgreSQL refused as INTERNAL. Both are INVALID_ARGUMENT now.
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_tokens_and_control_characters_are_refused_by_the_binary_on_postgres() {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let url = crate::support::required_postgres_url().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::support::process::ServerProcess::start(&["--store", &url], dir.path());
+    let client = crate::support::admin_client(&server.url);
+    for i in 0..3 {
+        client
+            .create_user(
+                create_request(
+                    &format!("Forged {i}"),
+                    &format!("forged{i}@forge.test"),
+                    pb::UserRole::Viewer,
+                ),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+
+    // A token as the first version made it: version 1, the key
+    // (created_at, id), then 16 bytes of an unkeyed SHA-256.
+    let (filter, order_by) = ("", "created_at");
+    let mut payload = vec![1u8, b'i'];
+    payload.extend(0i64.to_be_bytes());
+    payload.push(b's');
+    payload.extend(0u32.to_be_bytes());
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"usersvc page token\0");
+    for part in [filter.as_bytes(), order_by.as_bytes()] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part);
+    }
+    hash.update(&payload);
+    payload.extend(&hash.finalize()[..16]);
+    let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload);
+    let refused = client
+        .search_users(search(filter, order_by, 2, &forged))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert_eq!(bad_request_fields(&refused), ["page_token"]);
+    // The server's own token still opens the next page.
+    let first = client
+        .search_users(search(filter, order_by, 2, ""))
+        .await
+        .unwrap();
+    let next = client
+        .search_users(search(filter, order_by, 2, &first.next_page_token))
+        .await
+        .unwrap();
+    assert_eq!(next.users.len(), 1);
+
+    let refused = client
+        .search_users(search("name = \"a\u{0}z\"", "", 0, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("at character 10: a filter may not hold control characters"),
+        "{}",
+        refused.message()
+    );
+}
