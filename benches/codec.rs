@@ -107,6 +107,7 @@ fn messages(c: &mut Criterion) {
         "EventStreamRequest",
         EventStreamRequest {
             user_id: "*".into(),
+            ..Default::default()
         },
     );
     round_trip(
@@ -117,6 +118,7 @@ fn messages(c: &mut Criterion) {
             user_id: user(1).id,
             payload: user(1).encode_to_vec().into(),
             timestamp: 1_795_478_467_002,
+            ..Default::default()
         },
     );
 }

@@ -19,6 +19,7 @@ mod bench;
 mod bulk_create;
 mod output;
 mod serve;
+mod soak;
 mod token;
 mod users;
 mod watch;
@@ -60,6 +61,9 @@ enum Command {
     Watch(watch::WatchArgs),
     /// Load-test a server: throughput, latency percentiles, errors by code.
     Bench(bench::BenchArgs),
+    /// Soak two replicas on PostgreSQL with resumable watches, through a
+    /// database restart and a replica killed; fails on any missed change.
+    Soak(soak::SoakArgs),
 }
 
 /// Where and how client commands reach the server.
@@ -229,5 +233,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::BulkCreate(args) => bulk_create::run(args).await,
         Command::Watch(args) => watch::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Soak(args) => soak::run(args).await,
     }
 }

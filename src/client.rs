@@ -19,8 +19,10 @@ use crate::pb;
 use crate::pb::IDEMPOTENCY_KEY;
 use crate::pb::client::UserServiceClient;
 
+mod resume;
 mod tls;
 
+pub use resume::{ResumingWatch, WatchItem};
 pub use tls::ClientTls;
 
 /// When and how often to try a call again.
@@ -45,7 +47,7 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The pause before retry number `retry` (1-based): half of the capped
     /// exponential backoff, plus a random part of the other half.
-    fn backoff(&self, retry: u32) -> Duration {
+    pub(crate) fn backoff(&self, retry: u32) -> Duration {
         let exponential = self
             .initial_backoff
             .saturating_mul(1u32 << retry.saturating_sub(1).min(16))
@@ -323,16 +325,37 @@ impl Client {
         &self,
         message: pb::ListUsersRequest,
     ) -> Result<Streaming<pb::User>, Status> {
-        let response = self
-            .retry
+        Ok(self.open_list(message).await?.into_inner())
+    }
+
+    async fn open_list(
+        &self,
+        message: pb::ListUsersRequest,
+    ) -> Result<tonic::Response<Streaming<pb::User>>, Status> {
+        self.retry
             .run(|| {
                 let mut inner = self.inner.clone();
                 let request = self.request(message.clone());
                 let failed = self.failed();
                 async move { inner.list_users(request).await.map_err(failed) }
             })
-            .await?;
-        Ok(response.into_inner())
+            .await
+    }
+
+    /// [`Client::list_users`], with the sequence the listing reflects (the
+    /// `usersvc-sequence` header): resume a watch after it to keep what was
+    /// listed current.
+    pub async fn list_users_at(
+        &self,
+        message: pb::ListUsersRequest,
+    ) -> Result<(i64, Streaming<pb::User>), Status> {
+        let response = self.open_list(message).await?;
+        let sequence = response
+            .metadata()
+            .get(crate::service::SEQUENCE_HEADER)
+            .and_then(|value| value.to_str().ok()?.parse().ok())
+            .ok_or_else(|| Status::internal("ListUsers sent no usersvc-sequence header"))?;
+        Ok((sequence, response.into_inner()))
     }
 
     /// Sends every item of `users` in one all-or-nothing BulkCreateUsers.
@@ -370,8 +393,12 @@ impl Client {
     pub async fn subscribe_user_events(
         &self,
         user_ids: Vec<String>,
+        resume_after: i64,
     ) -> Result<Streaming<pb::UserEvent>, Status> {
-        let request = self.decorate(Request::new(pb::SubscribeUserEventsRequest { user_ids }));
+        let request = self.decorate(Request::new(pb::SubscribeUserEventsRequest {
+            user_ids,
+            resume_after,
+        }));
         let response = self
             .inner
             .clone()

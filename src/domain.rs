@@ -556,13 +556,40 @@ impl Subscription {
         }
         Ok(Subscription::One(UserId::from_stored(request.user_id)))
     }
+}
+
+/// One request to watch: what to follow, and where to resume.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscribe {
+    pub targets: Vec<Subscription>,
+    /// Replay the targets' changes after this sequence first; 0 starts live.
+    pub resume_after: u64,
+}
+
+impl Subscribe {
+    /// One WatchUserEvents request.
+    pub fn parse(request: pb::EventStreamRequest) -> Result<Self, Violations> {
+        let resume_after = resume_after(request.resume_after);
+        let target = Subscription::parse(request);
+        match (target, resume_after) {
+            (Ok(target), Ok(resume_after)) => Ok(Subscribe {
+                targets: vec![target],
+                resume_after,
+            }),
+            (target, resume_after) => {
+                let mut violations = target.err().unwrap_or_default();
+                violations.check("resume_after", resume_after);
+                Err(violations)
+            }
+        }
+    }
 
     /// Every subscription of a SubscribeUserEvents request, checked before
     /// any is in force: at least one, at most `max`, each as `parse` wants.
     pub fn parse_all(
         request: pb::SubscribeUserEventsRequest,
         max: usize,
-    ) -> Result<Vec<pb::EventStreamRequest>, Violations> {
+    ) -> Result<Self, Violations> {
         let mut violations = Violations::default();
         if request.user_ids.is_empty() {
             violations.check::<(), _>("user_ids", Err("must hold a user id, or *"));
@@ -573,23 +600,34 @@ impl Subscription {
                 Err(format!("may hold at most {max} subscriptions")),
             );
         }
-        let requests: Vec<_> = request
-            .user_ids
-            .into_iter()
-            .map(|user_id| pb::EventStreamRequest { user_id })
-            .collect();
-        for (index, request) in requests.iter().enumerate() {
-            if let Err(invalid) = Subscription::parse(request.clone()) {
-                for violation in invalid.iter() {
-                    violations.check::<(), _>(
-                        &format!("user_ids[{index}]"),
-                        Err(violation.description.clone()),
-                    );
+        let mut targets = Vec::with_capacity(request.user_ids.len());
+        for (index, user_id) in request.user_ids.into_iter().enumerate() {
+            match Subscription::parse(pb::EventStreamRequest {
+                user_id,
+                resume_after: 0,
+            }) {
+                Ok(target) => targets.push(target),
+                Err(invalid) => {
+                    for violation in invalid.iter() {
+                        violations.check::<(), _>(
+                            &format!("user_ids[{index}]"),
+                            Err(violation.description.clone()),
+                        );
+                    }
                 }
             }
         }
-        violations.into_result().map(|()| requests)
+        let resume_after = violations.check("resume_after", resume_after(request.resume_after));
+        violations.into_result().map(|()| Subscribe {
+            targets,
+            resume_after: resume_after.unwrap_or(0),
+        })
     }
+}
+
+/// A resume point: a sequence the server gave out, so never negative.
+fn resume_after(value: i64) -> Result<u64, &'static str> {
+    u64::try_from(value).map_err(|_| "must not be negative: it is a UserEvent.sequence, or 0")
 }
 
 #[cfg(test)]

@@ -55,6 +55,12 @@ pub enum Error {
     Auth(#[from] AuthError),
     #[error("this watcher fell {skipped} events behind and was dropped; resubscribe and re-read")]
     WatcherLagged { skipped: u64 },
+    /// A watch's resume point is older than the history kept.
+    #[error("resume point {after} is older than the oldest kept change {oldest}; list again")]
+    ResumeTooOld { after: u64, oldest: u64 },
+    /// A watch's resume point is past the newest change.
+    #[error("resume point {after} is ahead of the newest change {newest}")]
+    ResumeAhead { after: u64, newest: u64 },
     #[error("rate limit exceeded; retry in {} ms", retry_after.as_millis().max(1))]
     RateLimited { retry_after: std::time::Duration },
     #[error("unknown method {0}")]
@@ -87,6 +93,8 @@ impl From<StoreError> for Error {
             StoreError::Changed(id) => Error::Changed(id),
             StoreError::Admin(id) => Error::AdminTarget(id),
             StoreError::Invalid(violations) => Error::InvalidArgument(violations),
+            StoreError::ResumeTooOld { after, oldest } => Error::ResumeTooOld { after, oldest },
+            StoreError::ResumeAhead { after, newest } => Error::ResumeAhead { after, newest },
             StoreError::Item { index, source } => Error::BulkItem {
                 index,
                 source: Box::new(Error::from(*source)),
@@ -101,7 +109,8 @@ impl Error {
     /// The gRPC code for this error: the table.
     pub fn code(&self) -> Code {
         match self {
-            Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::InvalidArgument(_) | Error::ResumeAhead { .. } => Code::InvalidArgument,
+            Error::ResumeTooOld { .. } => Code::OutOfRange,
             Error::Changed(_) => Code::Aborted,
             Error::AdminTarget(_) => Code::PermissionDenied,
             Error::NotFound(_) => Code::NotFound,

@@ -7,8 +7,12 @@
 //! their events from a queue of its own, of the same size, and is never
 //! woken for anybody else's. One that falls further behind than that loses
 //! its place and is told so (`Missed::Lagged`), which the service turns
-//! into RESOURCE_EXHAUSTED. Events carry a sequence number, so that a
-//! subscription made mid-stream sees exactly the changes that come after it.
+//! into RESOURCE_EXHAUSTED.
+//!
+//! Events carry the store's sequence number: the change's place in the
+//! directory's history, the same on every replica. A subscription made
+//! mid-stream sees exactly the changes after the number it read, and one
+//! that resumes reads the older ones from the store (`UserStore::changes`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -51,7 +55,8 @@ impl EventKind {
 /// One change, as every watcher receives it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
-    /// Position in this bus's order; increases by one per event.
+    /// The change's sequence number in the store: increases with every
+    /// change, though not always by one (PostgreSQL may skip numbers).
     pub seq: u64,
     pub kind: EventKind,
     pub user_id: String,
@@ -68,6 +73,20 @@ impl From<&Event> for pb::UserEvent {
             user_id: event.user_id.clone(),
             payload: event.payload.clone(),
             timestamp: event.timestamp,
+            sequence: i64::try_from(event.seq).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+impl Event {
+    /// The change numbered `seq`, with `user` encoded as it now is.
+    pub fn of(seq: u64, kind: EventKind, user: &User, timestamp: i64) -> Event {
+        Event {
+            seq,
+            kind,
+            user_id: user.id.as_str().to_owned(),
+            payload: Bytes::from(pb::User::from(user.clone()).encode_to_vec()),
+            timestamp,
         }
     }
 }
@@ -124,46 +143,41 @@ impl EventBus {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Announces a change made now. Never blocks on watchers.
+    /// Starts the bus after the store's newest change, when the store
+    /// opens: listings and subscriptions read their place from here.
+    pub fn start_after(&self, seq: u64) {
+        let mut state = self.state();
+        state.last_seq = state.last_seq.max(seq);
+    }
+
+    /// Announces the change numbered `seq`, made now. Never blocks on
+    /// watchers. Changes must be announced in the order of their numbers.
     ///
     /// With nobody following the user, only the sequence number moves:
     /// encoding the user for no one was a tenth of a bulk creation's time. A
     /// watcher that joins meanwhile loses nothing, since it reads the
     /// sequence number, which is already past this change, only after
     /// joining.
-    pub fn publish(&self, kind: EventKind, user: &User) {
+    pub fn publish(&self, seq: u64, kind: EventKind, user: &User) {
         {
             let mut state = self.state();
             let followed = self.sender.receiver_count() > 0
                 || (!state.routes.is_empty() && state.routes.contains_key(user.id.as_str()));
             if !followed {
-                state.last_seq += 1;
+                state.last_seq = seq;
                 return;
             }
         }
-        let user_id = user.id.as_str().to_owned();
-        let payload = Bytes::from(pb::User::from(user.clone()).encode_to_vec());
-        self.publish_encoded(kind, user_id, payload, clock::unix_millis());
+        self.publish_event(Event::of(seq, kind, user, clock::unix_millis()));
     }
 
     /// Announces a change whose user is already encoded, as an outbox row
     /// written by another replica is.
-    pub fn publish_encoded(
-        &self,
-        kind: EventKind,
-        user_id: String,
-        payload: Bytes,
-        timestamp: i64,
-    ) {
+    pub fn publish_event(&self, event: Event) {
         let mut state = self.state();
-        state.last_seq += 1;
-        let event = Arc::new(Event {
-            seq: state.last_seq,
-            kind,
-            user_id,
-            payload,
-            timestamp,
-        });
+        debug_assert!(event.seq > state.last_seq, "changes announced in order");
+        state.last_seq = event.seq;
+        let event = Arc::new(event);
         if let Some(routes) = (!state.routes.is_empty())
             .then(|| state.routes.get(&event.user_id))
             .flatten()
@@ -371,14 +385,14 @@ mod tests {
     #[test]
     fn unwatched_changes_still_take_their_place_in_the_order() {
         let bus = EventBus::new(8);
-        bus.publish(EventKind::Created, &user("first"));
-        bus.publish(EventKind::Created, &user("second"));
+        bus.publish(1, EventKind::Created, &user("first"));
+        bus.publish(2, EventKind::Created, &user("second"));
         assert_eq!(bus.last_seq(), 2, "nobody watched, yet both were numbered");
 
         let mut watcher = bus.tap();
         watcher.follow_all();
         let third = user("third");
-        bus.publish(EventKind::Updated, &third);
+        bus.publish(3, EventKind::Updated, &third);
         let event = watcher.try_recv().unwrap();
         assert_eq!((event.seq, event.kind), (3, EventKind::Updated));
         assert_eq!(event.user_id, third.id.as_str());
@@ -395,10 +409,10 @@ mod tests {
         let (followed, other) = (user("followed"), user("other"));
         let mut watcher = bus.tap();
         let after = watcher.follow(followed.id.as_str());
-        bus.publish(EventKind::Created, &other);
-        bus.publish(EventKind::Created, &followed);
-        bus.publish(EventKind::Updated, &other);
-        bus.publish(EventKind::Updated, &followed);
+        bus.publish(after + 1, EventKind::Created, &other);
+        bus.publish(after + 2, EventKind::Created, &followed);
+        bus.publish(after + 3, EventKind::Updated, &other);
+        bus.publish(after + 4, EventKind::Updated, &followed);
         let first = watcher.try_recv().unwrap();
         let second = watcher.try_recv().unwrap();
         assert_eq!(
@@ -412,7 +426,7 @@ mod tests {
 
         // Following everyone later: what was routed comes first, then the ring.
         let all_after = watcher.follow_all();
-        bus.publish(EventKind::Deleted, &other);
+        bus.publish(all_after + 1, EventKind::Deleted, &other);
         let next = watcher.try_recv().unwrap();
         assert_eq!((next.seq, next.kind), (all_after + 1, EventKind::Deleted));
     }
@@ -423,8 +437,8 @@ mod tests {
         let followed = user("followed");
         let mut watcher = bus.tap();
         watcher.follow(followed.id.as_str());
-        for _ in 0..5 {
-            bus.publish(EventKind::Updated, &followed);
+        for seq in 1..=5 {
+            bus.publish(seq, EventKind::Updated, &followed);
         }
         assert_eq!(watcher.try_recv().unwrap_err(), Missed::Lagged(3));
     }

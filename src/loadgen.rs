@@ -18,6 +18,7 @@ use tonic::Status;
 use crate::client::{Client, ClientConfig, RetryPolicy};
 use crate::pb;
 
+pub mod soak;
 pub mod wire;
 pub use wire::Protocol;
 
@@ -354,6 +355,7 @@ async fn idle_watchers(
         }
         let subscriptions = tokio_stream::iter(vec![pb::EventStreamRequest {
             user_id: uuid::Uuid::now_v7().to_string(),
+            resume_after: 0,
         }])
         .chain(tokio_stream::pending());
         let mut events = connection
@@ -403,6 +405,7 @@ async fn watch(
         let connection = &connections[w % connections.len()];
         let subscriptions = tokio_stream::iter(vec![pb::EventStreamRequest {
             user_id: "*".into(),
+            resume_after: 0,
         }])
         .chain(tokio_stream::pending());
         let mut events = connection

@@ -259,6 +259,8 @@ pub struct DeleteUserResponse {
 pub struct EventStreamRequest {
     #[prost(string, tag = "1")]
     pub user_id: String,
+    #[prost(int64, tag = "2")]
+    pub resume_after: i64,
 }
 /// One event on the WatchUserEvents stream.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -272,12 +274,16 @@ pub struct UserEvent {
     pub payload: ::prost::bytes::Bytes,
     #[prost(int64, tag = "4")]
     pub timestamp: i64,
+    #[prost(int64, tag = "5")]
+    pub sequence: i64,
 }
 /// The subscriptions of one SubscribeUserEvents stream, all at once.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct SubscribeUserEventsRequest {
     #[prost(string, repeated, tag = "1")]
     pub user_ids: Vec<String>,
+    #[prost(int64, tag = "2")]
+    pub resume_after: i64,
 }
 
 /// SearchUsers' request.
@@ -301,4 +307,6 @@ pub struct SearchUsersResponse {
     pub next_page_token: String,
     #[prost(int32, tag = "3")]
     pub total_size: i32,
+    #[prost(int64, tag = "4")]
+    pub sequence: i64,
 }

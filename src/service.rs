@@ -10,7 +10,7 @@ use std::time::Duration;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{AuthError, Caller, RateLimiter};
-use crate::domain::{NewUser, Role, Subscription, UserId, UserPatch, Violations};
+use crate::domain::{NewUser, Role, Subscribe, UserId, UserPatch, Violations};
 use crate::error::{Error, oversized_is_exhausted};
 use crate::pb::{self, IDEMPOTENCY_KEY};
 use crate::store::{Created, IdempotencyKey, PageQuery, StoreError, UserStore};
@@ -63,6 +63,10 @@ impl Default for Limits {
         }
     }
 }
+
+/// The response header in which ListUsers says which change its listing
+/// reflects, as SearchUsersResponse.sequence does.
+pub const SEQUENCE_HEADER: &str = "usersvc-sequence";
 
 /// The user directory: a store, which also announces its changes.
 #[derive(Clone)]
@@ -233,13 +237,20 @@ impl pb::server::UserService for Directory {
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<Self::ListUsersStream>, Status> {
         let query = crate::domain::ListQuery::parse(request.into_inner()).map_err(Error::from)?;
+        // Read before the first page: the listing reflects every change up
+        // to it, and perhaps some after, which a watch replays harmlessly.
+        let sequence = self.store.sequence().await.map_err(Error::from)?;
         let stream = list::stream(
             Arc::clone(&self.store),
             query,
             self.limits.list_page_size,
             self.stopping.clone(),
         );
-        Ok(Response::new(stream))
+        let mut response = Response::new(stream);
+        response
+            .metadata_mut()
+            .insert(SEQUENCE_HEADER, sequence.into());
+        Ok(response)
     }
 
     async fn bulk_create_users(
@@ -302,7 +313,11 @@ impl pb::server::UserService for Directory {
         &self,
         request: Request<Streaming<pb::EventStreamRequest>>,
     ) -> Result<Response<Self::WatchUserEventsStream>, Status> {
-        self.watch(request.map(|inbound| -> watch::Subscriptions { Box::pin(inbound) }))
+        self.watch(request.map(|inbound| -> watch::Subscriptions {
+            Box::pin(tokio_stream::StreamExt::map(inbound, |request| {
+                request.map(Subscribe::parse)
+            }))
+        }))
     }
 
     async fn update_user(
@@ -361,8 +376,8 @@ impl pb::server::UserService for Directory {
     ) -> Result<Response<Self::SubscribeUserEventsStream>, Status> {
         let max = self.limits.max_subscriptions;
         let (metadata, extensions, message) = request.into_parts();
-        let subscriptions = Subscription::parse_all(message, max).map_err(Error::from)?;
-        let inbound = tokio_stream::iter(subscriptions.into_iter().map(Ok));
+        let subscribe = Subscribe::parse_all(message, max).map_err(Error::from)?;
+        let inbound = tokio_stream::iter([Ok(Ok(subscribe))]);
         self.watch(Request::from_parts(
             metadata,
             extensions,
@@ -384,6 +399,8 @@ impl pb::server::UserService for Directory {
             // One more than the page, to know whether another follows.
             limit: query.page_size + 1,
         };
+        // Read before the page: see ListUsers.
+        let sequence = self.store.sequence().await.map_err(Error::from)?;
         let (page, total) = tokio::try_join!(
             self.store.list_page(page),
             self.store.count(query.filter.as_ref())
@@ -418,6 +435,7 @@ impl pb::server::UserService for Directory {
             users,
             next_page_token,
             total_size: i32::try_from(total).unwrap_or(i32::MAX),
+            sequence: i64::try_from(sequence).unwrap_or(i64::MAX),
         }))
     }
 }
@@ -439,7 +457,7 @@ impl Directory {
             .map(|claims| claims.exp);
         Ok(Response::new(watch::stream(
             request.into_inner(),
-            self.store.events().clone(),
+            Arc::clone(&self.store),
             watch::Bounds {
                 _slot: slot,
                 caller,

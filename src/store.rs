@@ -17,8 +17,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::domain::{Filter, NewUser, Order, SortValue, User, UserId, UserPatch, Violations};
-use crate::events::EventBus;
+use crate::events::{Event, EventBus};
+pub use history::{Interest, Retention};
 
+pub mod history;
 pub mod memory;
 pub mod postgres;
 mod search_sql;
@@ -50,6 +52,12 @@ pub enum StoreError {
     /// labels once applied).
     #[error("{0}")]
     Invalid(Violations),
+    /// A watch asked to resume after a change older than the history kept.
+    #[error("resume point {after} is older than the oldest kept change {oldest}; list again")]
+    ResumeTooOld { after: u64, oldest: u64 },
+    /// A watch asked to resume after a change not made yet.
+    #[error("resume point {after} is ahead of the newest change {newest}")]
+    ResumeAhead { after: u64, newest: u64 },
     /// Item `index` of a bulk creation failed, so none was created.
     #[error("item {index}: {source}")]
     Item {
@@ -234,6 +242,24 @@ pub trait UserStore: Send + Sync + 'static {
     /// How many users `filter` matches; `None` counts everyone.
     async fn count(&self, filter: Option<&Filter>) -> Result<u64, StoreError>;
 
+    /// The newest change committed: a listing read after this reflects it
+    /// and every change before. The bus's sequence, unless the store knows
+    /// better (PostgreSQL, whose relay may lag other replicas' commits).
+    async fn sequence(&self) -> Result<u64, StoreError> {
+        Ok(self.events().last_seq())
+    }
+
+    /// Up to `limit` of the changes numbered after `after` that `interest`
+    /// wants, oldest first: what a watch that resumes replays. Refuses
+    /// with `ResumeTooOld` when changes after `after` were pruned, and with
+    /// `ResumeAhead` when `after` is past the newest change.
+    async fn changes(
+        &self,
+        after: u64,
+        interest: &Interest,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError>;
+
     /// The key that signs SearchUsers' page tokens. The SQL stores keep it
     /// in the database, so that every replica of a directory accepts the
     /// tokens of the others, and a restart keeps them good.
@@ -249,6 +275,8 @@ pub struct StoreOptions {
     pub sqlite_synchronous: Synchronous,
     /// Longest a call waits for a database connection, and a statement runs.
     pub db_timeout: Duration,
+    /// How long numbered changes are kept for watches that resume.
+    pub event_retention: Retention,
 }
 
 impl Default for StoreOptions {
@@ -257,6 +285,7 @@ impl Default for StoreOptions {
             watch_buffer: 1024,
             sqlite_synchronous: Synchronous::Full,
             db_timeout: Duration::from_secs(5),
+            event_retention: Retention::default(),
         }
     }
 }
@@ -294,7 +323,7 @@ pub async fn open(
 ) -> Result<std::sync::Arc<dyn UserStore>, StoreError> {
     let events = EventBus::new(options.watch_buffer);
     Ok(match url {
-        "memory" => std::sync::Arc::new(MemoryStore::with_events(events)),
+        "memory" => std::sync::Arc::new(MemoryStore::with_history(events, options.event_retention)),
         url if url.starts_with("sqlite:") => {
             std::sync::Arc::new(SqliteStore::open(url, options, events).await?)
         }

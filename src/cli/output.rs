@@ -137,6 +137,8 @@ struct EventView {
     event_type: String,
     user_id: String,
     timestamp: i64,
+    /// The change's place in the directory's history; 0 for "subscribed".
+    sequence: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<UserView>,
 }
@@ -153,6 +155,7 @@ pub fn print_event(output: Output, event: pb::UserEvent) -> std::io::Result<()> 
         event_type: event.event_type,
         user_id: event.user_id,
         timestamp: event.timestamp,
+        sequence: event.sequence,
         user,
     };
     let mut out = std::io::stdout().lock();

@@ -84,6 +84,11 @@ pub struct ServeArgs {
     /// Events kept for a slow watcher before it is dropped with RESOURCE_EXHAUSTED.
     #[arg(long, env = "USERSVC_WATCH_BUFFER", default_value_t = DEFAULTS.store.watch_buffer, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     watch_buffer: usize,
+    /// How long changes are kept for watches that resume: a count of
+    /// changes, a duration (90s, 30m, 1h, 7d), or both (100000,1h). A
+    /// resume point older than what is kept is OUT_OF_RANGE.
+    #[arg(long, env = "USERSVC_EVENT_RETENTION", default_value = "100000,1h")]
+    event_retention: store::Retention,
     /// Most items in one BulkCreateUsers call.
     #[arg(long, env = "USERSVC_MAX_BULK_ITEMS", default_value_t = limits().max_bulk_items, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=u64::from(u32::MAX)))]
     max_bulk_items: usize,
@@ -279,6 +284,7 @@ pub async fn build(args: ServeArgs) -> Result<Application, Failure> {
         watch_buffer: args.watch_buffer,
         sqlite_synchronous: args.sqlite_synchronous,
         db_timeout: args.db_timeout.into(),
+        event_retention: args.event_retention,
     };
     let address = args
         .store
@@ -456,6 +462,7 @@ mod tests {
         assert_eq!(args.watch_buffer, store.watch_buffer);
         assert_eq!(args.sqlite_synchronous, store.sqlite_synchronous);
         assert_eq!(std::time::Duration::from(args.db_timeout), store.db_timeout);
+        assert_eq!(args.event_retention, store.event_retention);
     }
 
     #[test]

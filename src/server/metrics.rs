@@ -23,10 +23,10 @@ use tokio::sync::watch;
 use tonic::Code;
 
 use crate::domain::{Filter, NewUser, User, UserId, UserPatch};
-use crate::events::EventBus;
+use crate::events::{Event, EventBus};
 use crate::pb::{METHODS, MethodKind};
 use crate::server::web::Protocol;
-use crate::store::{Created, IdempotencyKey, Page, PageQuery, StoreError, UserStore};
+use crate::store::{Created, IdempotencyKey, Interest, Page, PageQuery, StoreError, UserStore};
 
 /// The methods of the other services this server has (health and
 /// reflection), with their go-grpc-prometheus `grpc_type`. UserService's
@@ -466,6 +466,17 @@ impl UserStore for MeteredStore {
     }
     async fn count(&self, filter: Option<&Filter>) -> Result<u64, StoreError> {
         self.observe(self.inner.count(filter).await)
+    }
+    async fn sequence(&self) -> Result<u64, StoreError> {
+        self.observe(self.inner.sequence().await)
+    }
+    async fn changes(
+        &self,
+        after: u64,
+        interest: &Interest,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.observe(self.inner.changes(after, interest, limit).await)
     }
     fn page_token_key(&self) -> [u8; 32] {
         self.inner.page_token_key()

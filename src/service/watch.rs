@@ -6,9 +6,18 @@
 //! when it was read, and is confirmed with a "subscribed" event, after
 //! which the client knows every later change will reach it. A stream that
 //! follows some users is woken only by their changes.
+//!
+//! A subscription that resumes (`resume_after`) first replays its changes
+//! from the store's history, a page at a time as the client reads them, so
+//! that a long replay is never held in memory. It reads pages without
+//! following the bus until it has caught up, then follows the bus and reads
+//! once more: the changes that came in between, which the bus had published
+//! before it was followed. From there the bus delivers, past the last
+//! change replayed, so nothing is missed and nothing comes twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -20,10 +29,11 @@ use tonic::Status;
 use super::slots::Slot;
 use crate::auth::{AuthError, LEEWAY, RateLimiter};
 use crate::clock;
-use crate::domain::Subscription;
+use crate::domain::{Subscribe, Subscription, Violations};
 use crate::error::Error;
-use crate::events::{Event, EventBus, Missed, Tap};
+use crate::events::{Event, Missed, Tap};
 use crate::pb;
+use crate::store::{Interest, UserStore};
 
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::UserEvent, Status>> + Send>>;
 
@@ -57,12 +67,33 @@ pub fn expiry(exp: u64) -> Instant {
     now.checked_add(left).unwrap_or(now + never)
 }
 
+/// Changes a replay reads from the store at a time: what it holds in memory.
+const REPLAY_PAGE: usize = 256;
+
+/// A subscription replaying its changes before it goes live.
+struct Replay {
+    targets: Vec<Subscription>,
+    interest: Interest,
+    /// The last change replayed, or the resume point.
+    cursor: u64,
+    /// The bus's sequence when the replay followed it, once it has.
+    followed: Option<u64>,
+    /// Read from the store, not yet sent.
+    page: VecDeque<Event>,
+    /// The last page read was the store's end.
+    caught_up: bool,
+}
+
 struct Watcher {
     bounds: Bounds,
     inbound: Subscriptions,
     stopping: watch::Receiver<bool>,
     inbound_open: bool,
+    store: Arc<dyn UserStore>,
     events: Tap,
+    /// Confirmations to send before anything else.
+    pending: VecDeque<pb::UserEvent>,
+    replay: Option<Replay>,
     /// `*`: events after this sequence number, for every user.
     all_after: Option<u64>,
     /// Per user id: events after this sequence number.
@@ -91,39 +122,156 @@ impl Watcher {
                 .is_some_and(|&after| event.seq > after)
     }
 
-    /// Takes one more subscription, within the stream's bounds.
-    fn subscribe(&mut self, subscription: Subscription) -> Result<pb::UserEvent, Error> {
-        self.bounds
-            .rate
-            .take(self.bounds.caller.clone())
-            .map_err(|wait| Error::RateLimited { retry_after: wait })?;
+    /// Takes one more request's subscriptions, within the stream's bounds:
+    /// confirms each, and for one that resumes, starts its replay with a
+    /// first page, so that a resume point out of range is refused before
+    /// anything is confirmed.
+    async fn subscribe(&mut self, request: Subscribe) -> Result<(), Error> {
+        let new: Vec<&Subscription> = request
+            .targets
+            .iter()
+            .filter(|target| match target {
+                Subscription::All => self.all_after.is_none(),
+                Subscription::One(id) => !self.users.contains_key(id.as_str()),
+            })
+            .collect();
+        for _ in &request.targets {
+            self.bounds
+                .rate
+                .take(self.bounds.caller.clone())
+                .map_err(|wait| Error::RateLimited { retry_after: wait })?;
+        }
         let held = self.users.len() + usize::from(self.all_after.is_some());
-        let new = match &subscription {
-            Subscription::All => self.all_after.is_none(),
-            Subscription::One(id) => !self.users.contains_key(id.as_str()),
-        };
-        if new && held >= self.bounds.max_subscriptions {
+        if held + new.len() > self.bounds.max_subscriptions {
             return Err(Error::TooManySubscriptions(self.bounds.max_subscriptions));
         }
-        let user_id = match subscription {
-            Subscription::All => {
-                let after = self.events.follow_all();
-                self.all_after.get_or_insert(after);
-                "*".to_owned()
-            }
-            Subscription::One(id) => {
-                let id = id.as_str().to_owned();
-                let after = self.events.follow(&id);
-                self.users.entry(id.clone()).or_insert(after);
-                id
-            }
-        };
-        Ok(pb::UserEvent {
+        if request.resume_after > 0 && new.len() < request.targets.len() {
+            let mut violations = Violations::default();
+            violations.check::<(), _>(
+                "resume_after",
+                Err("applies to a new subscription, and this stream already follows one of these"),
+            );
+            return Err(Error::InvalidArgument(violations));
+        }
+        let acks = request.targets.iter().map(|target| pb::UserEvent {
             event_type: SUBSCRIBED.to_owned(),
-            user_id,
-            payload: Default::default(),
+            user_id: match target {
+                Subscription::All => "*".to_owned(),
+                Subscription::One(id) => id.as_str().to_owned(),
+            },
             timestamp: clock::unix_millis(),
-        })
+            ..Default::default()
+        });
+        let acks: Vec<pb::UserEvent> = acks.collect();
+        if request.resume_after == 0 {
+            let after = self.follow(&request.targets);
+            self.start(&request.targets, after);
+        } else {
+            let interest = if request.targets.contains(&Subscription::All) {
+                Interest::All
+            } else {
+                Interest::Users(
+                    request
+                        .targets
+                        .iter()
+                        .filter_map(|target| match target {
+                            Subscription::One(id) => Some(id.as_str().to_owned()),
+                            Subscription::All => None,
+                        })
+                        .collect(),
+                )
+            };
+            let mut replay = Replay {
+                targets: request.targets,
+                interest,
+                cursor: request.resume_after,
+                followed: None,
+                page: VecDeque::new(),
+                caught_up: false,
+            };
+            self.read_page(&mut replay).await?;
+            self.replay = Some(replay);
+        }
+        self.pending.extend(acks);
+        Ok(())
+    }
+
+    /// Follows `targets` on the bus; returns the bus's sequence then.
+    fn follow(&mut self, targets: &[Subscription]) -> u64 {
+        let mut after = 0;
+        for target in targets {
+            after = match target {
+                Subscription::All => self.events.follow_all(),
+                Subscription::One(id) => self.events.follow(id.as_str()),
+            };
+        }
+        after
+    }
+
+    /// Lets the bus's events for `targets` through, past `after`.
+    fn start(&mut self, targets: &[Subscription], after: u64) {
+        for target in targets {
+            match target {
+                Subscription::All => {
+                    self.all_after.get_or_insert(after);
+                }
+                Subscription::One(id) => {
+                    self.users.entry(id.as_str().to_owned()).or_insert(after);
+                }
+            }
+        }
+    }
+
+    /// Reads the replay's next page from the store.
+    async fn read_page(&mut self, replay: &mut Replay) -> Result<(), Error> {
+        let read = self
+            .store
+            .changes(replay.cursor, &replay.interest, REPLAY_PAGE);
+        let page = tokio::select! {
+            page = read => page?,
+            () = stopped(&mut self.stopping) => return Err(Error::ShuttingDown),
+        };
+        replay.caught_up = page.len() < REPLAY_PAGE;
+        replay.page = page.into();
+        Ok(())
+    }
+
+    /// The replay's next change; `None` once it has handed over to the bus.
+    async fn replayed(&mut self) -> Option<Result<pb::UserEvent, Error>> {
+        let mut replay = self.replay.take()?;
+        loop {
+            if let Some(event) = replay.page.pop_front() {
+                replay.cursor = event.seq;
+                // Another subscription of this stream has sent it already.
+                if self.wants(&event) {
+                    continue;
+                }
+                if let Some(expired) = self.expired() {
+                    return Some(expired);
+                }
+                self.replay = Some(replay);
+                return Some(Ok(pb::UserEvent::from(&event)));
+            }
+            if replay.caught_up {
+                match replay.followed {
+                    // Caught up with the store: follow the bus, and read the
+                    // changes it published before that once more.
+                    None => {
+                        replay.followed = Some(self.follow(&replay.targets));
+                        replay.caught_up = false;
+                    }
+                    // The bus goes on from here.
+                    Some(followed) => {
+                        self.start(&replay.targets, followed.max(replay.cursor));
+                        return None;
+                    }
+                }
+            }
+            if let Err(error) = self.read_page(&mut replay).await {
+                self.done = true;
+                return Some(Err(error));
+            }
+        }
     }
 
     /// Ends the stream if its token has expired: nothing is delivered
@@ -143,6 +291,12 @@ impl Watcher {
     async fn next(&mut self) -> Option<Result<pb::UserEvent, Error>> {
         if self.done {
             return None;
+        }
+        if let Some(ack) = self.pending.pop_front() {
+            return Some(Ok(ack));
+        }
+        if let Some(replayed) = self.replayed().await {
+            return Some(replayed);
         }
         while self.streak < STREAK {
             match self.events.try_recv() {
@@ -173,11 +327,15 @@ impl Watcher {
                 biased;
                 request = self.inbound.next(), if self.inbound_open => match request.transpose() {
                     Ok(Some(request)) => {
-                        let subscribed = Subscription::parse(request)
-                            .map_err(Error::from)
-                            .and_then(|subscription| self.subscribe(subscription));
-                        self.done = subscribed.is_err();
-                        return Some(subscribed);
+                        let subscribed = match request {
+                            Ok(request) => self.subscribe(request).await,
+                            Err(invalid) => Err(Error::from(invalid)),
+                        };
+                        if let Err(error) = subscribed {
+                            self.done = true;
+                            return Some(Err(error));
+                        }
+                        return self.pending.pop_front().map(Ok);
                     }
                     // The client has said all it will: keep sending while
                     // anything is subscribed.
@@ -237,23 +395,29 @@ async fn stopped(stopping: &mut watch::Receiver<bool>) {
 }
 
 /// Where a watcher's subscriptions come from: WatchUserEvents' request
-/// stream, or SubscribeUserEvents' one request, as a stream that ends.
+/// stream, each request read as it arrives (a request that does not
+/// validate ends the stream), or SubscribeUserEvents' one request, as a
+/// stream that ends.
 pub type Subscriptions =
-    Pin<Box<dyn Stream<Item = Result<pb::EventStreamRequest, Status>> + Send + 'static>>;
+    Pin<Box<dyn Stream<Item = Result<Result<Subscribe, Violations>, Status>> + Send + 'static>>;
 
 /// The event stream for one WatchUserEvents or SubscribeUserEvents call.
 pub fn stream(
     inbound: Subscriptions,
-    bus: EventBus,
+    store: Arc<dyn UserStore>,
     bounds: Bounds,
     stopping: watch::Receiver<bool>,
 ) -> EventStream {
+    let events = store.events().tap();
     let watcher = Watcher {
         bounds,
         inbound,
         stopping,
         inbound_open: true,
-        events: bus.tap(),
+        store,
+        events,
+        pending: VecDeque::new(),
+        replay: None,
         all_after: None,
         users: HashMap::new(),
         done: false,
@@ -279,8 +443,9 @@ mod tests {
     fn subscribed_to_all() -> Subscriptions {
         let request = pb::EventStreamRequest {
             user_id: "*".into(),
+            resume_after: 0,
         };
-        Box::pin(stream::iter([Ok(request)]).chain(stream::pending()))
+        Box::pin(stream::iter([Ok(Subscribe::parse(request))]).chain(stream::pending()))
     }
 
     /// Bounds that nothing in these tests reaches.
@@ -319,17 +484,18 @@ mod tests {
     /// the bus is told so, rather than skipping what it lost.
     #[tokio::test]
     async fn falling_behind_mid_streak_ends_the_stream_with_resource_exhausted() {
-        let bus = EventBus::new(4);
+        let bus = crate::events::EventBus::new(4);
+        let store = Arc::new(crate::store::MemoryStore::with_events(bus.clone()));
         let (_stop, stopping) = watch::channel(false);
-        let mut events = stream(subscribed_to_all(), bus.clone(), unbounded(), stopping);
+        let mut events = stream(subscribed_to_all(), store, unbounded(), stopping);
         assert_eq!(events.next().await.unwrap().unwrap().event_type, SUBSCRIBED);
 
-        bus.publish(EventKind::Created, &user(0));
+        bus.publish(1, EventKind::Created, &user(0));
         let first = events.next().await.unwrap().unwrap();
         assert_eq!(pb::User::decode(first.payload).unwrap().name, "u0");
 
         for n in 1..=10 {
-            bus.publish(EventKind::Created, &user(n));
+            bus.publish(n as u64 + 1, EventKind::Created, &user(n));
         }
         let status = events.next().await.unwrap().unwrap_err();
         assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");

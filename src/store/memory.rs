@@ -10,14 +10,15 @@
 //! not meant to face the internet, the SQL stores are.
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 
+use super::history::{History, Interest, Retention};
 use super::{Created, Cursor, IdempotencyKey, Page, PageQuery, StoreError, UserStore};
 use crate::clock;
 use crate::domain::{Filter, NewUser, SortValue, User, UserId, UserPatch};
-use crate::events::{EventBus, EventKind};
+use crate::events::{Event, EventBus, EventKind};
 
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -33,8 +34,9 @@ pub struct MemoryStore {
 struct Indexes {
     /// Position in creation order of the next user; positions are never reused.
     next_position: i64,
-    /// Users by position: the listing order.
-    users: BTreeMap<i64, User>,
+    /// Users by position: the listing order. Shared with the history,
+    /// which keeps the version each change made.
+    users: BTreeMap<i64, Arc<User>>,
     positions: HashMap<UserId, i64>,
     /// `Email::unique_key` to the owner's id.
     emails: HashMap<String, UserId>,
@@ -42,6 +44,8 @@ struct Indexes {
     /// lives as long as its user, as it does in the SQL stores' rows.
     keys: HashMap<IdempotencyKey, (NewUser, UserId)>,
     key_of: HashMap<UserId, IdempotencyKey>,
+    /// The numbered changes, for watches that resume.
+    history: History,
 }
 
 impl Default for MemoryStore {
@@ -58,10 +62,21 @@ impl MemoryStore {
         ))
     }
 
-    /// An empty store announcing on `events`.
+    /// An empty store announcing on `events`, keeping the default history.
     pub fn with_events(events: EventBus) -> Self {
+        Self::with_history(events, Retention::default())
+    }
+
+    /// An empty store announcing on `events`, keeping its changes as
+    /// `retention` says.
+    pub fn with_history(events: EventBus, retention: Retention) -> Self {
+        let history = History::new(retention);
+        events.start_after(history.horizon().newest);
         Self {
-            inner: RwLock::default(),
+            inner: RwLock::new(Indexes {
+                history,
+                ..Indexes::default()
+            }),
             events,
             page_token_key: rand::random(),
         }
@@ -81,19 +96,22 @@ impl MemoryStore {
 }
 
 impl Indexes {
-    /// Adds `user`, whose `Email::unique_key` is `email_key`.
-    fn insert(&mut self, user: NewUser, email_key: String) -> User {
+    /// Adds `user`, whose `Email::unique_key` is `email_key`; returns it
+    /// and its change's number.
+    fn insert(&mut self, user: NewUser, email_key: String) -> (User, u64) {
         let user = user.into_user(UserId::generate(), clock::unix_seconds());
         let position = self.next_position;
         self.next_position += 1;
         self.emails.insert(email_key, user.id.clone());
         self.positions.insert(user.id.clone(), position);
-        self.users.insert(position, user.clone());
-        user
+        let stored = Arc::new(user.clone());
+        let seq = self.history.record(EventKind::Created, Arc::clone(&stored));
+        self.users.insert(position, stored);
+        (user, seq)
     }
 
     /// The user's entry, for a change in place.
-    fn entry(&mut self, id: &UserId) -> Result<&mut User, StoreError> {
+    fn entry(&mut self, id: &UserId) -> Result<&mut Arc<User>, StoreError> {
         let position = self
             .positions
             .get(id)
@@ -125,18 +143,18 @@ impl UserStore for MemoryStore {
                 return Err(StoreError::IdempotencyKeyReused);
             }
             let position = indexes.positions[id];
-            return Ok(Created::Replayed(indexes.users[&position].clone()));
+            return Ok(Created::Replayed(User::clone(&indexes.users[&position])));
         }
         let email_key = user.email.unique_key();
         if indexes.emails.contains_key(&email_key) {
             return Err(StoreError::EmailTaken(user.email.as_str().to_owned()));
         }
-        let created = indexes.insert(user.clone(), email_key);
+        let (created, seq) = indexes.insert(user.clone(), email_key);
         if let Some(key) = key {
             indexes.key_of.insert(created.id.clone(), key.clone());
             indexes.keys.insert(key, (user, created.id.clone()));
         }
-        self.events.publish(EventKind::Created, &created);
+        self.events.publish(seq, EventKind::Created, &created);
         Ok(Created::New(created))
     }
 
@@ -149,15 +167,18 @@ impl UserStore for MemoryStore {
         {
             return Err(StoreError::email_taken_at(index, &users[index]));
         }
-        let users: Vec<User> = users
+        let created: Vec<(User, u64)> = users
             .into_iter()
             .zip(email_keys)
             .map(|(user, key)| indexes.insert(user, key))
             .collect();
-        for user in &users {
-            self.events.publish(EventKind::Created, user);
-        }
-        Ok(users)
+        Ok(created
+            .into_iter()
+            .map(|(user, seq)| {
+                self.events.publish(seq, EventKind::Created, &user);
+                user
+            })
+            .collect())
     }
 
     async fn get(&self, id: &UserId) -> Result<User, StoreError> {
@@ -165,7 +186,7 @@ impl UserStore for MemoryStore {
         indexes
             .positions
             .get(id)
-            .map(|position| indexes.users[position].clone())
+            .map(|position| User::clone(&indexes.users[position]))
             .ok_or_else(|| StoreError::NotFound(id.clone()))
     }
 
@@ -178,7 +199,7 @@ impl UserStore for MemoryStore {
         let mut indexes = self.write();
         let stored = indexes.entry(id)?;
         super::check_write(stored, patch.etag.as_deref(), protect_admins)?;
-        let mut changed = stored.clone();
+        let mut changed = User::clone(stored);
         let old_email = stored.email.unique_key();
         let new_email = patch.email.as_ref().map(|email| email.unique_key());
         patch
@@ -191,11 +212,13 @@ impl UserStore for MemoryStore {
             indexes.emails.remove(&old_email);
             indexes.emails.insert(new_email.clone(), id.clone());
         }
-        let user = indexes.entry(id)?;
-        *user = changed;
-        let user = user.clone();
-        self.events.publish(EventKind::Updated, &user);
-        Ok(user)
+        let stored = Arc::new(changed);
+        *indexes.entry(id)? = Arc::clone(&stored);
+        let seq = indexes
+            .history
+            .record(EventKind::Updated, Arc::clone(&stored));
+        self.events.publish(seq, EventKind::Updated, &stored);
+        Ok(User::clone(&stored))
     }
 
     async fn delete(&self, id: &UserId, etag: Option<&str>) -> Result<User, StoreError> {
@@ -210,8 +233,11 @@ impl UserStore for MemoryStore {
         if let Some(key) = indexes.key_of.remove(id) {
             indexes.keys.remove(&key);
         }
-        self.events.publish(EventKind::Deleted, &user);
-        Ok(user)
+        let seq = indexes
+            .history
+            .record(EventKind::Deleted, Arc::clone(&user));
+        self.events.publish(seq, EventKind::Deleted, &user);
+        Ok(Arc::unwrap_or_clone(user))
     }
 
     async fn list_page(&self, query: PageQuery) -> Result<Page, StoreError> {
@@ -233,7 +259,7 @@ impl UserStore for MemoryStore {
                 .take(query.limit)
                 .map(|(&position, user)| {
                     last = Some(position);
-                    user.clone()
+                    User::clone(user)
                 })
                 .collect();
             return Ok(Page {
@@ -248,7 +274,7 @@ impl UserStore for MemoryStore {
             .users
             .values()
             .filter(|user| matches(user))
-            .map(|user| (order.key_of(user), user))
+            .map(|user| (order.key_of(user), &**user))
             .filter(|(key, _)| {
                 query.after.as_ref().is_none_or(|Cursor(after)| {
                     order.compare(key, after) == std::cmp::Ordering::Greater
@@ -270,6 +296,15 @@ impl UserStore for MemoryStore {
 
     fn page_token_key(&self) -> [u8; 32] {
         self.page_token_key
+    }
+
+    async fn changes(
+        &self,
+        after: u64,
+        interest: &Interest,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.write().history.after(after, interest, limit)
     }
 
     async fn count(&self, filter: Option<&Filter>) -> Result<u64, StoreError> {

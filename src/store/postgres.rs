@@ -23,13 +23,14 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use tokio::task::JoinHandle;
 
+use super::history::{Horizon, Interest, Retention};
 use super::search_sql::{Bind, Dialect, Sql};
 use super::sql::{self, USER_COLUMNS, UserRow};
 use super::{Created, IdempotencyKey, Page, PageQuery, StoreError, StoreOptions, UserStore};
 use crate::clock;
 use crate::domain::filter::fold;
 use crate::domain::{Filter, NewUser, User, UserId, UserPatch};
-use crate::events::{EventBus, EventKind};
+use crate::events::{Event, EventBus, EventKind};
 use crate::pb;
 
 /// The NOTIFY channel that wakes the relays.
@@ -38,9 +39,8 @@ const CHANNEL: &str = "usersvc_events";
 const WRITE_LOCK: i64 = 0x0075_7365_7273_7663; // "usersvc"
 /// Rows per INSERT in a bulk creation: PostgreSQL allows 65,535 parameters.
 const ROWS_PER_INSERT: usize = 1_000;
-/// Outbox rows older than this are deleted; a replica away longer than this
-/// has lost its place anyway.
-const OUTBOX_RETENTION_MS: i64 = 3_600_000;
+/// How often a relay prunes the outbox to the retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -100,11 +100,18 @@ impl PostgresStore {
         let page_token_key = key.try_into().map_err(|_| {
             StoreError::Internal("the stored page-token key is not 32 bytes".into())
         })?;
-        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
-            .fetch_one(&pool)
+        prune(&pool, &options.event_retention)
             .await
             .map_err(sql::failure)?;
-        let relay = tokio::spawn(relay(pool.clone(), events.clone(), last));
+        let last = horizon(&pool).await.map_err(sql::failure)?.newest;
+        events.start_after(last);
+        let last = i64::try_from(last).unwrap_or(i64::MAX);
+        let relay = tokio::spawn(relay(
+            pool.clone(),
+            events.clone(),
+            last,
+            options.event_retention,
+        ));
         Ok(Self {
             pool,
             events,
@@ -317,6 +324,21 @@ async fn announce(
     Ok(())
 }
 
+/// An outbox row as the bus carries it; `None` for a kind this version
+/// does not know.
+fn event(row: &sqlx::postgres::PgRow) -> Result<Option<Event>, sqlx::Error> {
+    let seq: i64 = row.try_get(0)?;
+    let kind: String = row.try_get(1)?;
+    let payload: Vec<u8> = row.try_get(3)?;
+    Ok(EventKind::from_name(&kind).map(|kind| Event {
+        seq: u64::try_from(seq).unwrap_or(0),
+        kind,
+        user_id: row.try_get(2).unwrap_or_default(),
+        payload: Bytes::from(payload),
+        timestamp: row.try_get(4).unwrap_or_default(),
+    }))
+}
+
 /// Publishes outbox rows after `last` on `events`, in order, and returns the
 /// last one published.
 async fn catch_up(pool: &PgPool, events: &EventBus, mut last: i64) -> Result<i64, sqlx::Error> {
@@ -327,12 +349,9 @@ async fn catch_up(pool: &PgPool, events: &EventBus, mut last: i64) -> Result<i64
             .await?;
         for row in &rows {
             last = row.try_get(0)?;
-            let kind: String = row.try_get(1)?;
-            let Some(kind) = EventKind::from_name(&kind) else {
-                continue;
-            };
-            let payload: Vec<u8> = row.try_get(3)?;
-            events.publish_encoded(kind, row.try_get(2)?, Bytes::from(payload), row.try_get(4)?);
+            if let Some(event) = event(row)? {
+                events.publish_event(event);
+            }
         }
         if rows.len() < 1000 {
             return Ok(last);
@@ -340,9 +359,47 @@ async fn catch_up(pool: &PgPool, events: &EventBus, mut last: i64) -> Result<i64
     }
 }
 
+/// What the outbox keeps, in one statement's snapshot.
+async fn horizon(pool: &PgPool) -> Result<Horizon, sqlx::Error> {
+    let (pruned, oldest, newest): (i64, Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT (SELECT pruned_through FROM event_horizon),          (SELECT MIN(seq) FROM events), (SELECT MAX(seq) FROM events)",
+    )
+    .fetch_one(pool)
+    .await?;
+    let number = |n: i64| u64::try_from(n).unwrap_or(0);
+    Ok(Horizon {
+        pruned_through: number(pruned),
+        oldest: oldest.map(number),
+        newest: number(newest.unwrap_or(pruned).max(pruned)),
+    })
+}
+
+/// Prunes the outbox's oldest rows past the retention, and remembers the
+/// newest pruned, in one statement. Every replica runs it; running it
+/// twice prunes nothing more.
+async fn prune(pool: &PgPool, retention: &Retention) -> Result<(), sqlx::Error> {
+    let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events")
+        .fetch_one(pool)
+        .await?;
+    let Some(newest) = newest else {
+        return Ok(());
+    };
+    let by_count = retention
+        .pruned_by_count(u64::try_from(newest).unwrap_or(0))
+        .map_or(0, |n| i64::try_from(n).unwrap_or(0));
+    sqlx::query(
+        "WITH bound AS (SELECT MAX(seq) AS through FROM events WHERE seq <= $1 OR at_ms < $2),          gone AS (DELETE FROM events WHERE seq <= (SELECT through FROM bound))          UPDATE event_horizon SET pruned_through =          GREATEST(pruned_through, COALESCE((SELECT through FROM bound), 0))",
+    )
+    .bind(by_count)
+    .bind(retention.cutoff_ms().unwrap_or(i64::MIN))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// The relay: wakes on NOTIFY (or every second, in case a notification was
 /// missed while reconnecting) and publishes new outbox rows.
-async fn relay(pool: PgPool, events: EventBus, mut last: i64) {
+async fn relay(pool: PgPool, events: EventBus, mut last: i64, retention: Retention) {
     let mut listener: Option<PgListener> = None;
     let mut since_cleanup = std::time::Instant::now();
     loop {
@@ -359,15 +416,10 @@ async fn relay(pool: PgPool, events: EventBus, mut last: i64) {
             Ok(newest) => last = newest,
             Err(error) => tracing::warn!(%error, "cannot read the event outbox; retrying"),
         }
-        if since_cleanup.elapsed() > Duration::from_secs(60) {
+        if since_cleanup.elapsed() > PRUNE_EVERY {
             since_cleanup = std::time::Instant::now();
-            let cutoff = clock::unix_millis() - OUTBOX_RETENTION_MS;
-            if let Err(error) = sqlx::query("DELETE FROM events WHERE at_ms < $1")
-                .bind(cutoff)
-                .execute(&pool)
-                .await
-            {
-                tracing::warn!(%error, "cannot trim the event outbox");
+            if let Err(error) = prune(&pool, &retention).await {
+                tracing::warn!(%error, "cannot prune the event outbox");
             }
         }
         match listener.as_mut() {
@@ -547,6 +599,54 @@ impl UserStore for PostgresStore {
         }
         page.next = query.cursor_after(last, &page.users);
         Ok(page)
+    }
+
+    /// From the outbox: writes commit in the order of their numbers, so
+    /// every change up to the newest row is visible to a later read.
+    async fn sequence(&self) -> Result<u64, StoreError> {
+        Ok(horizon(&self.pool).await.map_err(sql::failure)?.newest)
+    }
+
+    /// The rows are read before the horizon: a prune between the two shows
+    /// in the horizon, so a replay with a hole is never returned.
+    async fn changes(
+        &self,
+        after: u64,
+        interest: &Interest,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let start = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let columns = "SELECT seq, kind, user_id, payload, at_ms FROM events WHERE seq > $1";
+        let rows = match interest {
+            Interest::All => {
+                sqlx::query(&format!("{columns} ORDER BY seq LIMIT $2"))
+                    .bind(start)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            Interest::Users(ids) => {
+                sqlx::query(&format!(
+                    "{columns} AND user_id = ANY($3) ORDER BY seq LIMIT $2"
+                ))
+                .bind(start)
+                .bind(limit)
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(sql::failure)?;
+        horizon(&self.pool)
+            .await
+            .map_err(sql::failure)?
+            .check(after)?;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            events.extend(event(row).map_err(sql::failure)?);
+        }
+        Ok(events)
     }
 
     fn page_token_key(&self) -> [u8; 32] {

@@ -14,6 +14,7 @@
 //! One usersvc process is the file's only writer: SQLite would serialize
 //! two, but their events would not reach each other's watchers.
 
+mod changes;
 mod connection;
 mod migrate;
 mod readers;
@@ -29,12 +30,13 @@ use self::connection::{Address, Settings};
 use self::readers::Readers;
 use self::rows::failure;
 use self::writer::Writer;
+use super::history::{Interest, Retention};
 use super::search_sql::{Bind, Dialect, Sql};
 use super::{Created, IdempotencyKey, Page, PageQuery, StoreError, StoreOptions, UserStore};
 use crate::clock;
 use crate::domain::filter::fold;
 use crate::domain::{Filter, NewUser, User, UserId, UserPatch};
-use crate::events::{EventBus, EventKind};
+use crate::events::{Event, EventBus, EventKind};
 
 pub use self::connection::Address as SqliteAddress;
 
@@ -74,6 +76,25 @@ pub struct SqliteStore {
     writer: Writer,
     events: EventBus,
     page_token_key: [u8; 32],
+    /// Prunes the history to the retention, now and then.
+    pruner: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.pruner.abort();
+    }
+}
+
+/// How often the history is pruned: a change outlives its retention by
+/// at most this.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Publishes a committed write's numbered changes, in order.
+fn announce<T>(events: &EventBus, outcome: &mut (T, Vec<Event>)) {
+    for event in std::mem::take(&mut outcome.1) {
+        events.publish_event(event);
+    }
 }
 
 impl SqliteStore {
@@ -91,9 +112,11 @@ impl SqliteStore {
             busy_timeout: options.db_timeout,
         };
         // Opening and migrating touch the disk: off the runtime's threads.
+        let retention = options.event_retention;
         let (readers, writer, page_token_key) = tokio::task::spawn_blocking(move || {
             let mut writer = settings.writer()?;
             migrate::run(&mut writer)?;
+            changes::prune(&writer, &retention)?;
             let page_token_key = migrate::page_token_key(&writer)?;
             let readers = Readers::open(settings, READERS)?;
             Ok::<_, StoreError>((readers, writer, page_token_key))
@@ -108,12 +131,33 @@ impl SqliteStore {
             connections = readers.kept() + 1,
             "SQLite connections checked: PRAGMA synchronous as configured"
         );
+        let newest = readers.read(changes::horizon)?.newest;
+        events.start_after(newest);
+        let writer = Writer::spawn(writer, events.clone())?;
         Ok(Self {
             readers: Arc::new(readers),
-            writer: Writer::spawn(writer, events.clone())?,
+            pruner: tokio::spawn(prune(writer.clone(), retention)),
+            writer,
             events,
             page_token_key,
         })
+    }
+}
+
+/// Prunes the history every `PRUNE_EVERY`, as one more write.
+async fn prune(writer: Writer, retention: Retention) {
+    loop {
+        tokio::time::sleep(PRUNE_EVERY).await;
+        let pruned = writer
+            .write(
+                1,
+                move |connection| changes::prune(connection, &retention),
+                |_, ()| {},
+            )
+            .await;
+        if let Err(error) = pruned {
+            tracing::warn!(%error, "cannot prune the SQLite event history");
+        }
     }
 }
 
@@ -227,7 +271,7 @@ impl UserStore for SqliteStore {
                             .map_err(failure)?;
                         if let Some((earlier, request)) = earlier {
                             return if &request == fingerprint {
-                                Ok(Created::Replayed(earlier))
+                                Ok((Created::Replayed(earlier), Vec::new()))
                             } else {
                                 Err(StoreError::IdempotencyKeyReused)
                             };
@@ -242,15 +286,13 @@ impl UserStore for SqliteStore {
                     insert(connection, &created, &email_key, idempotency)
                         .map_err(|e| rows::write_error(e, &created.email))?;
                     insert_labels(connection, &created).map_err(failure)?;
-                    Ok(Created::New(created))
+                    let event = changes::record(connection, EventKind::Created, &created)?;
+                    Ok((Created::New(created), vec![event]))
                 },
-                |events, created| {
-                    if let Created::New(user) = created {
-                        events.publish(EventKind::Created, user);
-                    }
-                },
+                announce,
             )
             .await
+            .map(|(created, _)| created)
     }
 
     /// An INSERT of many rows at a time, all or none (the writer's
@@ -308,15 +350,16 @@ impl UserStore for SqliteStore {
                     for user in created.iter().filter(|u| !u.labels.is_empty()) {
                         insert_labels(connection, user).map_err(failure)?;
                     }
-                    Ok(created)
+                    let events = created
+                        .iter()
+                        .map(|user| changes::record(connection, EventKind::Created, user))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok((created, events))
                 },
-                |events, created| {
-                    for user in created {
-                        events.publish(EventKind::Created, user);
-                    }
-                },
+                announce,
             )
             .await
+            .map(|(created, _)| created)
     }
 
     async fn get(&self, id: &UserId) -> Result<User, StoreError> {
@@ -369,11 +412,13 @@ impl UserStore for SqliteStore {
                             .and_then(|_| insert_labels(connection, &user))
                             .map_err(failure)?;
                     }
-                    Ok(user)
+                    let event = changes::record(connection, EventKind::Updated, &user)?;
+                    Ok((user, vec![event]))
                 },
-                |events, user| events.publish(EventKind::Updated, user),
+                announce,
             )
             .await
+            .map(|(user, _)| user)
     }
 
     async fn delete(&self, id: &UserId, etag: Option<&str>) -> Result<User, StoreError> {
@@ -401,11 +446,13 @@ impl UserStore for SqliteStore {
                         })
                         .map_err(failure)?;
                     let (_, user) = deleted.ok_or_else(|| StoreError::NotFound(id.clone()))?;
-                    Ok(user)
+                    let event = changes::record(connection, EventKind::Deleted, &user)?;
+                    Ok((user, vec![event]))
                 },
-                |events, user| events.publish(EventKind::Deleted, user),
+                announce,
             )
             .await
+            .map(|(user, _)| user)
     }
 
     /// On a blocking thread, unlike a point read: a page is hundreds of rows,
@@ -416,6 +463,23 @@ impl UserStore for SqliteStore {
         tokio::task::spawn_blocking(move || page(&readers, &query))
             .await
             .map_err(|e| StoreError::Internal(e.into()))?
+    }
+
+    /// On a blocking thread, as a listing: a page of a replay may read
+    /// through many changes to find the ones it wants.
+    async fn changes(
+        &self,
+        after: u64,
+        interest: &Interest,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let readers = Arc::clone(&self.readers);
+        let interest = interest.clone();
+        tokio::task::spawn_blocking(move || {
+            readers.read_with(|connection| changes::after(connection, after, &interest, limit))
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.into()))?
     }
 
     fn page_token_key(&self) -> [u8; 32] {

@@ -26,7 +26,7 @@ use usersvc::pb::{self, METHODS, Method, MethodKind};
 /// Decodes `data[1..]` as the request message that `data[0]` picks, and
 /// converts it to the domain as the service would.
 pub fn decode(data: &[u8]) {
-    use usersvc::domain::{ListQuery, NewUser, Subscription, UserId, UserPatch};
+    use usersvc::domain::{ListQuery, NewUser, Subscribe, UserId, UserPatch};
     use usersvc::service::search::SearchQuery;
     let Some((&pick, bytes)) = data.split_first() else {
         return;
@@ -96,11 +96,11 @@ pub fn decode(data: &[u8]) {
             let Some(m) = round_trip::<pb::EventStreamRequest>(bytes) else {
                 return;
             };
-            if let Err(refused) = Subscription::parse(m) {
+            if let Err(refused) = Subscribe::parse(m) {
                 violations(
                     method,
                     refused.iter().map(|v| v.field.clone()),
-                    &["user_id"],
+                    &["user_id", "resume_after"],
                 );
             }
         }
@@ -108,11 +108,11 @@ pub fn decode(data: &[u8]) {
             let Some(m) = round_trip::<pb::SubscribeUserEventsRequest>(bytes) else {
                 return;
             };
-            if let Err(refused) = Subscription::parse_all(m, 1000) {
+            if let Err(refused) = Subscribe::parse_all(m, 1000) {
                 violations(
                     method,
                     refused.iter().map(|v| v.field.clone()),
-                    &["user_ids"],
+                    &["user_ids", "resume_after"],
                 );
             }
         }

@@ -71,6 +71,7 @@ async fn call(app: &crate::support::TestApp, rpc: Method, header: Option<&str>) 
         Method::WatchUserEvents => {
             let subscriptions = tokio_stream::iter(vec![pb::EventStreamRequest {
                 user_id: "*".into(),
+                ..Default::default()
             }])
             .chain(tokio_stream::pending());
             match client
@@ -106,6 +107,7 @@ async fn call(app: &crate::support::TestApp, rpc: Method, header: Option<&str>) 
             .subscribe_user_events(request(
                 pb::SubscribeUserEventsRequest {
                     user_ids: vec!["*".into()],
+                    ..Default::default()
                 },
                 header,
             ))

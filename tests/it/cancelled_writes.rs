@@ -49,6 +49,7 @@ async fn reconcile(store: &str) {
     let subscriptions = tokio_stream::StreamExt::chain(
         tokio_stream::iter(vec![pb::EventStreamRequest {
             user_id: "*".into(),
+            ..Default::default()
         }]),
         tokio_stream::pending(),
     );

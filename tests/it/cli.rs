@@ -484,7 +484,7 @@ fn invalid_serve_settings_exit_2_before_binding() {
 }
 
 #[test]
-fn sigterm_stops_the_server_and_ends_open_watches() {
+fn sigterm_ends_open_watches_and_the_cli_watch_resumes_on_the_next_server() {
     let mut server = Server::start();
     let admin = server.token("admin");
     let mut watch = server
@@ -500,10 +500,47 @@ fn sigterm_stops_the_server_and_ends_open_watches() {
     let status = server.process.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 
+    // The watch goes on by itself: a server started again at the same
+    // address, on the same file, gets it back, from where it stopped.
+    let store = format!("sqlite://{}/users.db", server.dir.path().display());
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let _next = ServerProcess::start_with_generated_secret(
+        &["--store", &store, "--addr", &addr],
+        server.dir.path(),
+    );
+    let created = server.run(
+        &[
+            "create",
+            "--name",
+            "Ada",
+            "--email",
+            "ada@example.com",
+            "--output",
+            "json",
+        ],
+        Some(&admin),
+    );
+    let ada = json_lines(&stdout(&created)).remove(0);
+    let event = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find(|line| line.contains("user_created"))
+        .unwrap();
+    let event: serde_json::Value = serde_json::from_str(&event).unwrap();
+    assert_eq!(event["user_id"], ada["id"]);
+    assert_eq!(event["user"]["name"], "Ada");
+    assert!(event["sequence"].as_i64().unwrap() > 1, "{event}");
+
+    watch.kill().unwrap();
     let output = watch.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert_eq!(stderr, "error: UNAVAILABLE: server shutting down\n");
+    assert!(
+        stderr.starts_with(
+            "watch: the stream broke (UNAVAILABLE: server shutting down); reconnected after "
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains(", resuming after change "), "{stderr}");
 }
 
 #[test]

@@ -39,6 +39,7 @@ async fn a_replay_announces_nothing_new() {
     let subscriptions = tokio_stream::StreamExt::chain(
         tokio_stream::iter(vec![usersvc::pb::EventStreamRequest {
             user_id: "*".into(),
+            ..Default::default()
         }]),
         tokio_stream::pending(),
     );

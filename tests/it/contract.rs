@@ -428,7 +428,10 @@ fn every_message_transcodes_through_the_proto_field_for_field() {
     ));
     problems.extend(transcode!(
         "EventStreamRequest",
-        EventStreamRequest { user_id: text("*") }
+        EventStreamRequest {
+            user_id: text("*"),
+            resume_after: int64(-3),
+        }
     ));
     problems.extend(transcode!(
         "UserEvent",
@@ -437,12 +440,14 @@ fn every_message_transcodes_through_the_proto_field_for_field() {
             user_id: text("ü-1"),
             payload: blob(&[0xff, 0x00, 0xfe]),
             timestamp: int64(-1_700_000_000_000),
+            sequence: int64(9_007_199_254_740_993),
         }
     ));
     problems.extend(transcode!(
         "SubscribeUserEventsRequest",
         SubscribeUserEventsRequest {
             user_ids: text_list(&["*", "0190c0de-0000-7000-8000-000000000000", "é"]),
+            resume_after: int64(42),
         }
     ));
     problems.extend(transcode!(
@@ -460,6 +465,7 @@ fn every_message_transcodes_through_the_proto_field_for_field() {
             users: nested_list("User", vec![filled_user()]),
             next_page_token: text("nëxt"),
             total_size: int32(-9),
+            sequence: int64(7),
         }
     ));
     assert_none(problems);

@@ -165,6 +165,7 @@ fn event_messages_with_binary_payload_and_negative_timestamp() {
     assert_wire(
         EventStreamRequest {
             user_id: "*".into(),
+            ..Default::default()
         },
         "0a 01 2a",
     );
@@ -173,6 +174,7 @@ fn event_messages_with_binary_payload_and_negative_timestamp() {
         user_id: "u".into(),
         payload: vec![0xff, 0x00].into(),
         timestamp: -2,
+        ..Default::default()
     };
     assert_wire(
         event,

@@ -71,6 +71,7 @@ async fn the_rust_client_drives_all_seven_rpcs_on_a_grpcio_server() {
     // WatchUserEvents first, so that it sees what follows.
     let subscriptions = tokio_stream::iter(vec![pb::EventStreamRequest {
         user_id: "*".into(),
+        ..Default::default()
     }])
     .chain(tokio_stream::pending());
     let mut events = client.watch_user_events(subscriptions).await.unwrap();

@@ -26,6 +26,7 @@ mod persistence;
 mod private_files;
 mod reflection;
 mod request_ids;
+mod resume;
 mod search;
 mod shutdown;
 mod slow_log;

@@ -34,6 +34,7 @@ async fn a_scrape_counts_calls_codes_messages_and_open_watches() {
     assert_eq!(listed.len(), 4);
     let subscriptions = tokio_stream::iter(vec![pb::EventStreamRequest {
         user_id: "*".into(),
+        ..Default::default()
     }])
     .chain(tokio_stream::pending());
     let mut watch = client.watch_user_events(subscriptions).await.unwrap();

@@ -159,6 +159,7 @@ async fn two_postgres_replicas_deliver_every_committed_id_once_across_a_database
         let subscriptions = tokio_stream::StreamExt::chain(
             tokio_stream::iter(vec![usersvc::pb::EventStreamRequest {
                 user_id: "*".into(),
+                ..Default::default()
             }]),
             tokio_stream::pending(),
         );

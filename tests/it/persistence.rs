@@ -270,6 +270,7 @@ async fn two_replicas_over_one_postgres_share_users_and_events() {
 
     let subscriptions = tokio_stream::iter(vec![pb::EventStreamRequest {
         user_id: "*".into(),
+        ..Default::default()
     }])
     .chain(tokio_stream::pending());
     let mut events_b = client_b.watch_user_events(subscriptions).await.unwrap();
@@ -460,8 +461,8 @@ async fn a_database_made_by_the_previous_release_opens_with_its_users() {
             .iter()
             .map(|(version, success, _)| (*version, *success))
             .collect::<Vec<_>>(),
-        [(1, true), (2, true)],
-        "the search migration is recorded after it"
+        [(1, true), (2, true), (3, true)],
+        "the search and history migrations are recorded after it"
     );
 }
 

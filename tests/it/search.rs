@@ -6,37 +6,9 @@ use tonic::Code;
 use usersvc::domain::Role;
 use usersvc::pb;
 
-use crate::support::{TestApp, bad_request_fields, create_request, spawn_app, spawn_app_with};
-
-/// A server on each store: memory, a fresh SQLite file, and PostgreSQL
-/// when `make test` has it (a schema of its own for each test).
-async fn every_store() -> Vec<(&'static str, TestApp, Option<tempfile::TempDir>)> {
-    let options = usersvc::store::StoreOptions::default();
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = usersvc::store::open(
-        &format!("sqlite://{}/users.db", dir.path().display()),
-        &options,
-    )
-    .await
-    .unwrap();
-    let mut apps = vec![
-        ("memory", spawn_app().await, None),
-        (
-            "sqlite",
-            spawn_app_with(|s| s.store = sqlite).await,
-            Some(dir),
-        ),
-    ];
-    if let Some(url) = crate::support::postgres_url().await {
-        let postgres = usersvc::store::open(&url, &options).await.unwrap();
-        apps.push((
-            "postgres",
-            spawn_app_with(|s| s.store = postgres).await,
-            None,
-        ));
-    }
-    apps
-}
+use crate::support::{
+    TestApp, bad_request_fields, create_request, every_store, spawn_app, spawn_app_with,
+};
 
 fn search(filter: &str, order_by: &str, page_size: i32, token: &str) -> pb::SearchUsersRequest {
     pb::SearchUsersRequest {
@@ -400,7 +372,10 @@ async fn events_carry_the_whole_user_with_its_labels_and_etag() {
 
 async fn events_on(app: &TestApp) {
     let admin = app.admin();
-    let mut events = admin.subscribe_user_events(vec!["*".into()]).await.unwrap();
+    let mut events = admin
+        .subscribe_user_events(vec!["*".into()], 0)
+        .await
+        .unwrap();
     let subscribed = events.message().await.unwrap().unwrap();
     assert_eq!(subscribed.event_type, "subscribed");
     let mut request = create_request("Evented", "evented@event.test", pb::UserRole::Viewer);

@@ -49,6 +49,7 @@ async fn sigterm_drains_in_order_and_exits() {
 
     let subscriptions = tokio_stream::iter(vec![pb::EventStreamRequest {
         user_id: "*".into(),
+        ..Default::default()
     }])
     .chain(tokio_stream::pending());
     let mut watch = client.watch_user_events(subscriptions).await.unwrap();

@@ -1146,3 +1146,175 @@ async fn page_tokens_outlive_a_restart_of_the_sql_stores() {
         assert_ne!(key, [0; 32], "{}", opened.name);
     }
 }
+
+/// The payload's user name, to tell the changes apart.
+fn name_of(event: &usersvc::events::Event) -> String {
+    use prost::Message;
+    usersvc::pb::User::decode(event.payload.clone())
+        .unwrap()
+        .name
+}
+
+/// Every store numbers its changes in order, keeps them across a restart,
+/// and replays them from any point: all of them, or one user's.
+#[tokio::test]
+async fn changes_replay_from_any_point_with_the_same_numbers_after_a_restart() {
+    for opened in stores().await {
+        let (store, name) = (&*opened.store, opened.name);
+        let before = store.sequence().await.unwrap();
+        let mut bus = store.events().tap();
+        bus.follow_all();
+        let ann = create(store, "Ann", "ann@example.com").await;
+        let bob = create(store, "Bob", "bob@example.com").await;
+        let _ = store
+            .create(new_user("Dup", "ANN@example.com", Role::Viewer), None)
+            .await
+            .unwrap_err();
+        let patch = UserPatch {
+            name: Some(UserName::parse("Ann 2").unwrap()),
+            ..Default::default()
+        };
+        store.update(&ann.id, patch, false).await.unwrap();
+        store.delete(&bob.id, None).await.unwrap();
+
+        let all = store
+            .changes(before, &store::Interest::All, 100)
+            .await
+            .unwrap();
+        let seen: Vec<_> = all.iter().map(|e| (e.kind, name_of(e))).collect();
+        assert_eq!(
+            seen,
+            [
+                (EventKind::Created, "Ann".to_owned()),
+                (EventKind::Created, "Bob".to_owned()),
+                (EventKind::Updated, "Ann 2".to_owned()),
+                (EventKind::Deleted, "Bob".to_owned()),
+            ],
+            "{name}"
+        );
+        let numbers: Vec<u64> = all.iter().map(|e| e.seq).collect();
+        assert!(
+            numbers.windows(2).all(|w| w[0] < w[1]),
+            "{name}: {numbers:?}"
+        );
+        let newest = *numbers.last().unwrap();
+        assert_eq!(store.sequence().await.unwrap(), newest, "{name}");
+
+        let from_middle = store
+            .changes(numbers[1], &store::Interest::All, 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            from_middle.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            numbers[2..],
+            "{name}"
+        );
+        let limited = store
+            .changes(before, &store::Interest::All, 3)
+            .await
+            .unwrap();
+        assert_eq!(limited.len(), 3, "{name}");
+        let anns = store
+            .changes(
+                before,
+                &store::Interest::Users(vec![ann.id.as_str().into()]),
+                100,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            anns.iter().map(|e| (e.seq, e.kind)).collect::<Vec<_>>(),
+            [
+                (numbers[0], EventKind::Created),
+                (numbers[2], EventKind::Updated)
+            ],
+            "{name}"
+        );
+        let newest_replay = store.changes(newest, &store::Interest::All, 100).await;
+        assert!(newest_replay.unwrap().is_empty(), "{name}");
+        match store.changes(newest + 1, &store::Interest::All, 100).await {
+            Err(StoreError::ResumeAhead { after, newest: n }) => {
+                assert_eq!((after, n), (newest + 1, newest), "{name}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+
+        if name == "memory" {
+            continue;
+        }
+        let reopened = opened.reopen().await;
+        assert_eq!(
+            reopened.events().last_seq(),
+            newest,
+            "{name}: the bus starts after the newest"
+        );
+        let again = reopened
+            .changes(before, &store::Interest::All, 100)
+            .await
+            .unwrap();
+        assert_eq!(again, all, "{name}: the same changes, the same numbers");
+        let carl = create(&*reopened, "Carl", "carl@example.com").await;
+        let next = reopened
+            .changes(newest, &store::Interest::All, 100)
+            .await
+            .unwrap();
+        assert_eq!(next.len(), 1, "{name}");
+        assert!(
+            next[0].seq > newest && next[0].user_id == carl.id.as_str(),
+            "{name}"
+        );
+    }
+}
+
+/// Changes past the retention are pruned, and a resume point before what
+/// is kept is refused, naming the oldest change kept: never a replay with
+/// a hole in it.
+#[tokio::test]
+async fn a_resume_point_older_than_the_retention_is_refused() {
+    let keep_three = StoreOptions {
+        event_retention: "3".parse().unwrap(),
+        ..StoreOptions::default()
+    };
+    for opened in stores().await {
+        let name = opened.name;
+        // The memory store prunes as it writes; the SQL stores when they
+        // open, and every few seconds after.
+        let store = if name == "memory" {
+            store::open("memory", &keep_three).await.unwrap()
+        } else {
+            Arc::clone(&opened.store)
+        };
+        let before = store.sequence().await.unwrap();
+        for n in 0..6 {
+            create(&*store, &format!("U{n}"), &format!("u{n}@example.com")).await;
+        }
+        let store = if name == "memory" {
+            store
+        } else {
+            store::open(&opened.url, &keep_three).await.unwrap()
+        };
+        let kept = store
+            .changes(before + 3, &store::Interest::All, 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            kept.iter().map(name_of).collect::<Vec<_>>(),
+            ["U3", "U4", "U5"],
+            "{name}"
+        );
+        match store.changes(before + 2, &store::Interest::All, 100).await {
+            Err(error @ StoreError::ResumeTooOld { .. }) => {
+                assert_eq!(
+                    error.to_string(),
+                    format!(
+                        "resume point {} is older than the oldest kept change {}; list again",
+                        before + 2,
+                        kept[0].seq
+                    ),
+                    "{name}"
+                );
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}

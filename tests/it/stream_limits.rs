@@ -43,6 +43,7 @@ impl Watch {
         self.subscribe
             .send(pb::EventStreamRequest {
                 user_id: id.to_owned(),
+                ..Default::default()
             })
             .await
             .unwrap();

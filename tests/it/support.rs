@@ -287,3 +287,33 @@ pub async fn postgres_url() -> Option<String> {
         "{base}{separator}options=-c%20search_path%3D{schema}"
     ))
 }
+
+/// A server on each store: memory, a fresh SQLite file, and PostgreSQL
+/// when `make test` has it (a schema of its own for each test).
+pub async fn every_store() -> Vec<(&'static str, TestApp, Option<tempfile::TempDir>)> {
+    let options = usersvc::store::StoreOptions::default();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = usersvc::store::open(
+        &format!("sqlite://{}/users.db", dir.path().display()),
+        &options,
+    )
+    .await
+    .unwrap();
+    let mut apps = vec![
+        ("memory", spawn_app().await, None),
+        (
+            "sqlite",
+            spawn_app_with(|s| s.store = sqlite).await,
+            Some(dir),
+        ),
+    ];
+    if let Some(url) = crate::support::postgres_url().await {
+        let postgres = usersvc::store::open(&url, &options).await.unwrap();
+        apps.push((
+            "postgres",
+            spawn_app_with(|s| s.store = postgres).await,
+            None,
+        ));
+    }
+    apps
+}

@@ -242,6 +242,7 @@ fn expect(name: &str, v: &Vector) -> bool {
             v,
             EventStreamRequest {
                 user_id: "*".into(),
+                ..Default::default()
             },
         ),
         "subscribe_user_events_request" => check(
@@ -253,6 +254,7 @@ fn expect(name: &str, v: &Vector) -> bool {
                     "0190c0de-0000-7000-8000-000000000000".into(),
                     String::new(),
                 ],
+                ..Default::default()
             },
         ),
         "user_event_binary_payload" => check(
@@ -263,6 +265,7 @@ fn expect(name: &str, v: &Vector) -> bool {
                 user_id: "u".into(),
                 payload: vec![0xff, 0x00, 0x80].into(),
                 timestamp: -1,
+                ..Default::default()
             },
         ),
         "user_event_user_payload" => check(
@@ -273,6 +276,7 @@ fn expect(name: &str, v: &Vector) -> bool {
                 user_id: "ü-1".into(),
                 payload: full_user().encode_to_vec().into(),
                 timestamp: 1_700_000_000_123,
+                ..Default::default()
             },
         ),
         _ => return false,

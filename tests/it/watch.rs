@@ -38,6 +38,7 @@ impl Watch {
         self.subscriptions
             .send(pb::EventStreamRequest {
                 user_id: user_id.into(),
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -230,6 +231,7 @@ async fn a_slow_watcher_is_dropped_without_holding_back_writers_or_other_watcher
     slow_tx
         .send(pb::EventStreamRequest {
             user_id: "*".into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -367,7 +369,7 @@ async fn subscribe_user_events_confirms_each_id_then_streams_changes() {
     let ann = app.create("Ann", "ann@example.com", UserRole::Viewer).await;
     let viewer = app.client(Some(usersvc::domain::Role::Viewer));
     let mut events = viewer
-        .subscribe_user_events(vec![ann.id.clone(), "*".into()])
+        .subscribe_user_events(vec![ann.id.clone(), "*".into()], 0)
         .await
         .unwrap();
     let mut next = async || {
@@ -400,13 +402,13 @@ async fn subscribe_user_events_refuses_bad_lists_before_subscribing() {
         (vec!["*", "*", "*"], "user_ids"),
     ] {
         let ids = ids.into_iter().map(String::from).collect();
-        let status = viewer.subscribe_user_events(ids).await.unwrap_err();
+        let status = viewer.subscribe_user_events(ids, 0).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
         assert_eq!(crate::support::bad_request_fields(&status), [field]);
     }
     let anonymous = app.client(None);
     let status = anonymous
-        .subscribe_user_events(vec!["*".into()])
+        .subscribe_user_events(vec!["*".into()], 0)
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);

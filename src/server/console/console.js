@@ -522,18 +522,34 @@ async function deleteUser(user) {
 
 const EVENT_WORDS = { user_created: "Created", user_updated: "Updated", user_deleted: "Deleted" };
 
-/** Follows every change over SubscribeUserEvents, until the token changes. */
+/** Follows every change over SubscribeUserEvents, until the token changes.
+ * It remembers the sequence of the last change shown, and when the stream
+ * breaks it subscribes again after it, so that the changes made while it
+ * was away arrive too, once each. */
+let lastSequence = null; // the last change shown, as a decimal string
+let feedFailures = 0;
+
 async function follow() {
   following?.abort();
   const controller = new AbortController();
   following = controller;
-  say("feed-status", "Connecting…");
+  const resuming = lastSequence !== null;
+  say("feed-status", resuming ? "Reconnecting…" : "Connecting…");
   try {
-    for await (const event of stream("SubscribeUserEvents", { userIds: ["*"] }, controller.signal)) {
+    if (lastSequence === null) {
+      // Where the directory stands now: the feed starts after it.
+      lastSequence = (await call("SearchUsers", { pageSize: 1 })).sequence || "0";
+    }
+    const request = { userIds: ["*"], resumeAfter: lastSequence };
+    for await (const event of stream("SubscribeUserEvents", request, controller.signal)) {
       if (event.eventType === "subscribed") {
-        say("feed-status", "Following every change.", "good");
+        say("feed-status", resuming
+          ? `Following every change; reconnected after change ${lastSequence}, nothing missed.`
+          : "Following every change.", "good");
         continue;
       }
+      feedFailures = 0;
+      lastSequence = event.sequence;
       const user = userOf(fromBase64(event.payload || ""));
       const item = document.createElement("li");
       const kind = document.createElement("span");
@@ -550,8 +566,15 @@ async function follow() {
     }
   } catch (err) {
     if (controller.signal.aborted) return;
-    say("feed-status", `${explain(err)} Retrying in 5 s.`, "bad");
-    setTimeout(() => following === controller && follow(), 5000);
+    // Too far behind to resume: start again from now, and reload the list.
+    if (err.code === "out_of_range") {
+      lastSequence = null;
+      reloadSoon();
+    }
+    feedFailures += 1;
+    const wait = Math.min(5000, 250 * 2 ** Math.min(feedFailures, 5));
+    say("feed-status", `${explain(err)} Reconnecting in ${Math.ceil(wait / 1000)} s.`, "bad");
+    setTimeout(() => following === controller && follow(), wait);
   }
 }
 
@@ -565,6 +588,7 @@ async function useToken(event) {
     return;
   }
   sessionStorage.setItem(TOKEN_KEY, token);
+  lastSequence = null;
   say("token-status", "Checking…");
   try {
     // Any call that needs a valid token tells whether this one is.

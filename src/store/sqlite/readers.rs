@@ -47,12 +47,20 @@ impl Readers {
         &self,
         read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
+        self.read_with(|connection| read(connection).map_err(failure))
+    }
+
+    /// [`Readers::read`], for a read that fails with the store's error.
+    pub fn read_with<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let idle = self.lock().pop();
         let connection = match idle {
             Some(connection) => connection,
             None => self.settings.reader()?,
         };
-        let result = read(&connection).map_err(failure);
+        let result = read(&connection);
         let mut idle = self.lock();
         if idle.len() < self.keep {
             idle.push(connection);

@@ -49,6 +49,7 @@ const MOST_JOBS: usize = 128;
 /// count each, so that a few large ones do not make one huge transaction.
 const MOST_ROWS: usize = 10_000;
 
+#[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
     events: EventBus,
@@ -81,7 +82,7 @@ impl Writer {
         &self,
         rows: usize,
         write: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-        announce: impl FnOnce(&EventBus, &T) + Send + 'static,
+        announce: impl FnOnce(&EventBus, &mut T) + Send + 'static,
     ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         let events = self.events.clone();
@@ -91,8 +92,8 @@ impl Writer {
             let finish: Finish = Box::new(move |committed| {
                 // The caller may have gone; the write is done all the same.
                 let _ = reply.send(match (committed, outcome) {
-                    (Ok(()), Ok(value)) => {
-                        announce(&events, &value);
+                    (Ok(()), Ok(mut value)) => {
+                        announce(&events, &mut value);
                         Ok(value)
                     }
                     (Ok(()), Err(error)) | (Err(error), _) => Err(error),

@@ -58,8 +58,14 @@ impl ServerProcess {
     }
 
     fn spawn(mut command: Command, args: &[&str], data_dir: &Path, stall: bool) -> ServerProcess {
+        // An address in `args` (a server started again where another was)
+        // stands; otherwise any free port.
+        command.arg("serve");
+        if !args.contains(&"--addr") {
+            command.args(["--addr", "127.0.0.1:0"]);
+        }
         let mut child = command
-            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg("--data-dir")
             .arg(data_dir)
             .args(args)
             .env("RUST_LOG", "info")

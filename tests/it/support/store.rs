@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use usersvc::domain::{NewUser, User, UserId, UserPatch};
-use usersvc::events::EventBus;
+use usersvc::events::{Event, EventBus};
 use usersvc::store::{
-    Created, IdempotencyKey, MemoryStore, Page, PageQuery, StoreError, UserStore,
+    Created, IdempotencyKey, Interest, MemoryStore, Page, PageQuery, StoreError, UserStore,
 };
 
 #[derive(Default)]
@@ -48,6 +48,17 @@ impl UserStore for ScriptedStore {
     }
     async fn create_many(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
         self.inner.create_many(users).await
+    }
+    async fn sequence(&self) -> Result<u64, StoreError> {
+        self.inner.sequence().await
+    }
+    async fn changes(
+        &self,
+        after: u64,
+        interest: &Interest,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.inner.changes(after, interest, limit).await
     }
     async fn get(&self, id: &UserId) -> Result<User, StoreError> {
         self.gets.fetch_add(1, Ordering::SeqCst);
