@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 NODE_DIR := tests/node
 
 .PHONY: run build test lint check-no-codegen rust-tests python-env node-env browser-tools \
-	vectors vectors-check python-interop node-interop bench bench-search bench-quick bench-tools bench-peer bench-codec \
+	vectors vectors-check python-interop node-interop soak soak-short bench bench-search bench-quick bench-tools bench-peer bench-codec \
 	fuzz fuzz-build fuzz-merge
 
 ## Start the server on 127.0.0.1:50051 with the embedded default store.
@@ -22,7 +22,7 @@ build:
 ## Every test: the design-card checks, formatting and lints, the Rust tests
 ## (the Python-server interop one included), the golden vectors, and the
 ## Python and Node clients against a running server.
-test: check-no-codegen lint rust-tests vectors-check python-interop node-interop
+test: check-no-codegen lint rust-tests vectors-check python-interop node-interop soak-short
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -79,6 +79,24 @@ python-interop: python-env
 node-interop: node-env browser-tools
 	$(CARGO) test --no-run --quiet
 	cd $(NODE_DIR) && node --test --test-timeout=60000
+
+## The soak (usersvc soak): two replicas on PostgreSQL, watchers that resume,
+## a PostgreSQL restart at a third of the run and a replica killed with
+## SIGKILL at two thirds. Fails on any change missed, repeated or reordered.
+## `make test` runs a short one on the debug build; `make soak` the full one
+## BENCHMARKS.md records.
+SOAK_PG ?= postgres://root@127.0.0.1:5432/test
+PG_RESTART ?= pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main restart
+soak-short:
+	$(CARGO) test --no-run --quiet
+	target/debug/usersvc soak --postgres '$(SOAK_PG)' --pg-restart '$(PG_RESTART)' \
+		--watchers 300 --rate 200 --duration 30s --warmup 8s --log-dir target/soak-short
+
+soak:
+	$(CARGO) build --release --bin usersvc
+	target/release/usersvc soak --postgres '$(SOAK_PG)' --pg-restart '$(PG_RESTART)' \
+		--watchers 10000 --star-watchers 100 --rate 1000 --duration 10m --warmup 60s \
+		--log-dir target/soak
 
 ## Benchmarks: usersvc against a grpcio peer and across its stores, side by
 ## side in one run, written to BENCHMARKS.md. Installs h2load (nghttp2).

@@ -215,10 +215,26 @@ impl Soak {
 
     async fn run_on(&self, store: &str) -> Result<SoakReport, String> {
         std::fs::create_dir_all(&self.log_dir).map_err(|e| e.to_string())?;
-        let secret_bytes: [u8; 32] = rand::random();
+        let secret_bytes: String = (0..32)
+            .map(|_| format!("{:02x}", rand::random::<u8>()))
+            .collect();
+        for log in ["replica-a.log", "replica-b.log"] {
+            let _ = std::fs::remove_file(self.log_dir.join(log));
+        }
         let secret_path = self.log_dir.join("jwt-secret");
-        std::fs::write(&secret_path, secret_bytes).map_err(|e| e.to_string())?;
-        let secret = crate::auth::Secret::from_bytes(secret_bytes.to_vec());
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::remove_file(&secret_path);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&secret_path)
+                .and_then(|mut file| file.write_all(secret_bytes.as_bytes()))
+                .map_err(|e| format!("the soak's JWT secret: {e}"))?;
+        }
+        let secret = crate::auth::Secret::from_bytes(secret_bytes.into_bytes());
         let token = crate::auth::mint(
             &secret,
             "soak",
@@ -258,8 +274,12 @@ impl Soak {
             Client::new(config).map_err(|e| e.to_string())
         };
         let writers = [client(replicas[0].port)?, client(replicas[1].port)?];
-        for writer in &writers {
-            ready(writer).await?;
+        for (writer, name) in writers.iter().zip(["a", "b"]) {
+            ready(writer).await.map_err(|error| {
+                let log = std::fs::read_to_string(self.log_dir.join(format!("replica-{name}.log")))
+                    .unwrap_or_default();
+                format!("{error}; its log: {}", log.trim())
+            })?;
         }
         let seeded = seed(&writers[0], self.seed_users).await?;
         let report = Arc::new(Mutex::new(SoakReport {
@@ -376,7 +396,7 @@ impl Soak {
 
 /// Waits until `client`'s replica answers.
 async fn ready(client: &Client) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match client
             .search_users(pb::SearchUsersRequest {
