@@ -242,3 +242,65 @@ test("SearchUsers is a GET on Connect, since it has no side effects", async () =
   assert.equal(error.code, "invalid_argument");
   assert.match(error.message, /at character 8/);
 });
+
+test("a cache lists, watches from the listing's sequence, and resumes after a cut, over every protocol", async () => {
+  await everyProtocol(async (name, client) => {
+    const tag = name.replaceAll(/[^a-z0-9]/g, "");
+    // The listing says which change it reflects, in a response header.
+    let listedAt;
+    const cache = new Map();
+    const listing = client.listUsers({}, { ...auth(viewer), onHeader: (h) => (listedAt = BigInt(h.get("usersvc-sequence"))) });
+    for await (const user of listing) cache.set(user.id, user);
+    assert.ok(listedAt > 0n, `${name}: ${listedAt}`);
+    const first = await client.createUser({ name: "Resume 1", email: `r1-${tag}@example.com` }, auth(admin));
+
+    const apply = (event) => {
+      const user = fromBinary(registry.getMessage("techoral.users.v1.User"), event.payload);
+      if (event.eventType === "user_deleted") cache.delete(event.userId);
+      else cache.set(event.userId, user);
+    };
+    let abort = new AbortController();
+    let events = client
+      .subscribeUserEvents({ userIds: ["*"], resumeAfter: listedAt }, { ...auth(viewer), signal: abort.signal })
+      [Symbol.asyncIterator]();
+    assert.equal((await events.next()).value.eventType, "subscribed", name);
+    const replayed = (await events.next()).value;
+    assert.equal(replayed.userId, first.id, name);
+    assert.ok(replayed.sequence > listedAt, name);
+    apply(replayed);
+    // The connection is cut; two changes are made meanwhile.
+    abort.abort();
+    await events.return?.();
+    const second = await client.createUser({ name: "Resume 2", email: `r2-${tag}@example.com` }, auth(admin));
+    await client.deleteUser({ userId: first.id }, auth(admin));
+    abort = new AbortController();
+    events = client
+      .subscribeUserEvents({ userIds: ["*"], resumeAfter: replayed.sequence }, { ...auth(viewer), signal: abort.signal })
+      [Symbol.asyncIterator]();
+    assert.equal((await events.next()).value.eventType, "subscribed", name);
+    const missed = [(await events.next()).value, (await events.next()).value];
+    assert.deepEqual(
+      missed.map((e) => [e.eventType, e.userId, e.sequence]),
+      [
+        ["user_created", second.id, replayed.sequence + 1n],
+        ["user_deleted", first.id, replayed.sequence + 2n],
+      ],
+      name,
+    );
+    missed.forEach(apply);
+    abort.abort();
+    await events.return?.();
+    // The cache is the directory now.
+    const now = [];
+    for await (const user of client.listUsers({}, auth(viewer))) now.push(user.id);
+    assert.deepEqual([...cache.keys()].sort(), now.sort(), name);
+
+    const old = await rejected(
+      (async () => {
+        for await (const _ of client.subscribeUserEvents({ userIds: ["*"], resumeAfter: 1n << 40n }, auth(viewer)));
+      })(),
+    );
+    assert.equal(old.code, Code.InvalidArgument, name);
+    assert.match(old.rawMessage, /^resume point 1099511627776 is ahead of the newest change \d+$/, name);
+  });
+});

@@ -7,6 +7,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import net from "node:net";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -509,5 +510,72 @@ test("the console over https, and --console=false serves nothing at /", async ()
     }
   } finally {
     off.kill();
+  }
+});
+
+/** A TCP proxy to the server that a test can cut: every connection closed,
+ * and new ones refused, until it is restored. */
+async function cuttableProxy(target) {
+  const [host, port] = target.split(":");
+  const sockets = new Set();
+  let refusing = false;
+  const proxy = net.createServer((client) => {
+    if (refusing) return client.destroy();
+    const upstream = net.connect(Number(port), host);
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on("close", () => sockets.delete(socket));
+      socket.on("error", () => {});
+    }
+    client.pipe(upstream).pipe(client);
+    client.on("close", () => upstream.destroy());
+    upstream.on("close", () => client.destroy());
+  });
+  await new Promise((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+  return {
+    address: `127.0.0.1:${proxy.address().port}`,
+    cut() {
+      refusing = true;
+      for (const socket of sockets) socket.destroy();
+    },
+    restore() {
+      refusing = false;
+    },
+    close() {
+      this.cut();
+      proxy.close();
+    },
+  };
+}
+
+test("the live feed resumes after its connection is cut, and misses nothing", async () => {
+  const proxy = await cuttableProxy(server.address);
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  try {
+    const page = await open(context, `http://${proxy.address}/`);
+    await useToken(page, admin);
+    await page.getByText("Following every change.").waitFor();
+
+    // The connection goes; a change is made while the console cannot hear.
+    proxy.cut();
+    await page.getByText(/Reconnecting in/).waitFor();
+    const res = await fetch(`http://${server.address}/techoral.users.v1.UserService/CreateUser`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${admin}` },
+      body: JSON.stringify({ name: "Mary Jackson", email: "mary@away.test" }),
+    });
+    assert.equal(res.status, 200);
+    assert.equal(await page.locator("#feed li", { hasText: "Mary Jackson" }).count(), 0);
+
+    // Back: the feed resumes after the last change it showed, and shows
+    // the one it missed, once.
+    proxy.restore();
+    await page.getByText(/reconnected after change \d+, nothing missed/).waitFor({ timeout: 20000 });
+    await page.locator("#feed li", { hasText: "Created Mary Jackson" }).waitFor();
+    assert.equal(await page.locator("#feed li", { hasText: "Mary Jackson" }).count(), 1);
+    await page.screenshot({ path: path.join(SHOTS, "feed-resumed.png") });
+  } finally {
+    await context.close();
+    proxy.close();
   }
 });
