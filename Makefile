@@ -95,7 +95,7 @@ soak-short:
 soak:
 	$(CARGO) build --release --bin usersvc
 	target/release/usersvc soak --postgres '$(SOAK_PG)' --pg-restart '$(PG_RESTART)' \
-		--watchers 10000 --star-watchers 100 --rate 1000 --duration 10m --warmup 60s \
+		--watchers 10000 --star-watchers 100 --seed-users 10000 --rate 1000 --duration 10m --warmup 60s \
 		--log-dir target/soak
 
 ## Benchmarks: usersvc against a grpcio peer and across its stores, side by

@@ -107,6 +107,9 @@ pub struct EventBus {
     capacity: usize,
     /// Watchers on the bus now, one per open watch stream.
     taps: Arc<AtomicUsize>,
+    /// Changes this bus never saw: every watcher on it when they were
+    /// lost is told it fell behind.
+    gaps: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Default)]
@@ -136,7 +139,15 @@ impl EventBus {
             state: Arc::default(),
             capacity: capacity.max(1),
             taps: Arc::default(),
+            gaps: Arc::default(),
         }
+    }
+
+    /// Says that `count` changes will never be published here (the relay
+    /// found them pruned before it read them): every watcher on the bus is
+    /// ended as one that fell behind, rather than going on with a hole.
+    pub fn lost(&self, count: u64) {
+        self.gaps.fetch_add(count.max(1), Ordering::Relaxed);
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -203,6 +214,7 @@ impl EventBus {
         Tap {
             bus: self.clone(),
             id,
+            gaps: self.gaps.load(Ordering::Relaxed),
             queue: None,
             lost: Arc::default(),
             followed: Vec::new(),
@@ -240,6 +252,8 @@ type Routed = mpsc::Receiver<Arc<Event>>;
 pub struct Tap {
     bus: EventBus,
     id: u64,
+    /// The bus's lost changes when this watcher joined.
+    gaps: u64,
     /// The queue routed events arrive on, made on the first `follow`: a
     /// `*` watcher never needs one.
     queue: Option<(mpsc::Sender<Arc<Event>>, Routed)>,
@@ -346,7 +360,8 @@ impl Tap {
     }
 
     fn check_lost(&self) -> Result<(), Missed> {
-        match self.lost.load(Ordering::Relaxed) {
+        let gaps = self.bus.gaps.load(Ordering::Relaxed) - self.gaps;
+        match self.lost.load(Ordering::Relaxed) + gaps {
             0 => Ok(()),
             lost => Err(Missed::Lagged(lost)),
         }
@@ -441,6 +456,19 @@ mod tests {
             bus.publish(seq, EventKind::Updated, &followed);
         }
         assert_eq!(watcher.try_recv().unwrap_err(), Missed::Lagged(3));
+    }
+
+    #[test]
+    fn changes_the_bus_never_saw_end_its_watchers_not_later_ones() {
+        let bus = EventBus::new(8);
+        let mut before = bus.tap();
+        before.follow_all();
+        bus.lost(3);
+        let mut after = bus.tap();
+        after.follow_all();
+        bus.publish(5, EventKind::Created, &user("next"));
+        assert_eq!(before.try_recv().unwrap_err(), Missed::Lagged(3));
+        assert_eq!(after.try_recv().unwrap().seq, 5);
     }
 
     #[test]

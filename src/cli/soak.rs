@@ -85,12 +85,14 @@ pub async fn run(args: SoakArgs) -> Result<(), Failure> {
         Ok(())
     } else {
         Err(Failure::Other(format!(
-            "the soak failed: {} missed, {} duplicated, {} reordered, {} watchers failed, {} acknowledged writes lost",
+            "the soak failed: {} missed, {} unexpected, {} duplicated, {} reordered, {} watchers failed, {} acknowledged writes lost, {} reconnects",
             report.missed,
+            report.unexpected,
             report.duplicated,
             report.reordered,
             report.watchers_failed,
-            report.writes_lost
+            report.writes_lost,
+            report.reconnects
         )))
     }
 }
@@ -101,6 +103,7 @@ fn print(report: &SoakReport) {
         "writes acknowledged   {} ({failed} failed: {:?})",
         report.writes_acknowledged, report.writes_failed
     );
+    println!("acknowledged per s    {:.0}", report.writes_per_second);
     println!("acknowledged but lost {}", report.writes_lost);
     println!("changes in history    {}", report.changes_in_history);
     println!(
@@ -109,6 +112,7 @@ fn print(report: &SoakReport) {
     );
     println!("deliveries            {}", report.deliveries);
     println!("missed                {}", report.missed);
+    println!("unexpected            {}", report.unexpected);
     println!("duplicated            {}", report.duplicated);
     println!("reordered             {}", report.reordered);
     println!("reconnects            {}", report.reconnects);
@@ -118,6 +122,9 @@ fn print(report: &SoakReport) {
     let [ka, kb] = report.rss_before_kill_kib;
     println!("RSS after warm-up     {} / {} MiB", a / 1024, b / 1024);
     println!("RSS before the kill   {} / {} MiB", ka / 1024, kb / 1024);
+    for wrong in &report.wrong {
+        println!("wrong watcher         {wrong:?}");
+    }
     if let Some((_, ea, eb)) = report.rss_kib.last() {
         println!(
             "RSS at the end        {} / {} MiB (the first restarted)",

@@ -57,6 +57,8 @@ pub struct Soak {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct SoakReport {
     pub writes_acknowledged: u64,
+    /// Acknowledged writes per second over the run.
+    pub writes_per_second: f64,
     /// Writes that failed, by code: while PostgreSQL or a replica was down.
     pub writes_failed: HashMap<String, u64>,
     /// Acknowledged writes missing from the history: must be 0.
@@ -65,6 +67,9 @@ pub struct SoakReport {
     pub watchers: usize,
     pub deliveries: u64,
     pub missed: u64,
+    /// Changes a watcher received that it does not follow, or that the
+    /// history does not hold.
+    pub unexpected: u64,
     pub duplicated: u64,
     pub reordered: u64,
     /// Watchers with a miss, a duplicate or a reordering.
@@ -80,6 +85,27 @@ pub struct SoakReport {
     /// RSS after the warm-up, and just before the kill: each replica's.
     pub rss_after_warmup_kib: [u64; 2],
     pub rss_before_kill_kib: [u64; 2],
+    /// The first few watchers that went wrong, to look into.
+    pub wrong: Vec<WrongWatcher>,
+}
+
+/// A watcher that missed, repeated or reordered changes.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WrongWatcher {
+    /// `*`, or how many users it follows.
+    pub follows: String,
+    /// The replica it started on: 0 or 1 (the one killed is 0).
+    pub home: usize,
+    pub start: i64,
+    pub received: usize,
+    pub first_received: Option<i64>,
+    pub last_received: Option<i64>,
+    pub missed: u64,
+    pub first_missed: Option<i64>,
+    pub last_missed: Option<i64>,
+    pub duplicated: u64,
+    pub reordered: u64,
+    pub reconnects: u64,
 }
 
 impl SoakReport {
@@ -87,7 +113,10 @@ impl SoakReport {
     /// acknowledged write was lost.
     pub fn passed(&self) -> bool {
         self.writes_lost == 0
+            // The kill must have made watchers resume, or nothing was shown.
+            && self.reconnects > 0
             && self.missed == 0
+            && self.unexpected == 0
             && self.duplicated == 0
             && self.reordered == 0
             && self.watchers_failed == 0
@@ -113,6 +142,7 @@ struct Acked {
 struct Seen {
     /// What it follows: user ids, or `*`.
     user_ids: Vec<String>,
+    home: usize,
     /// The sequence it started after.
     start: i64,
     /// Changes in the order they came, while they came in order.
@@ -293,6 +323,7 @@ impl Soak {
         let mut pools: [Vec<Client>; 2] = [Vec::new(), Vec::new()];
         let mut watchers = Vec::with_capacity(self.watchers);
         let opening = Arc::new(tokio::sync::Semaphore::new(64));
+        let (opened_tx, mut opened) = tokio::sync::mpsc::unbounded_channel::<()>();
         for w in 0..self.watchers {
             let home = w % 2;
             for side in 0..2 {
@@ -312,15 +343,19 @@ impl Soak {
                     .map(|_| seeded[rng.random_range(0..seeded.len())].clone())
                     .collect()
             };
-            let (stop, opening) = (stop.clone(), Arc::clone(&opening));
+            let (stop, opening, opened) = (stop.clone(), Arc::clone(&opening), opened_tx.clone());
             watchers.push(tokio::spawn(async move {
                 let permit = opening.acquire_owned().await;
-                watcher(clients, user_ids, stop, permit.ok()).await
+                watcher(clients, home, user_ids, stop, permit.ok(), opened).await
             }));
         }
         // Every watcher is open before the writes start.
-        let _all_open = opening.acquire_many(64).await.map_err(|e| e.to_string())?;
-        drop(_all_open);
+        drop(opened_tx);
+        for _ in 0..self.watchers {
+            if opened.recv().await.is_none() {
+                break;
+            }
+        }
 
         let started = Instant::now();
         let writing = Arc::new(AtomicBool::new(true));
@@ -377,6 +412,7 @@ impl Soak {
         }
         writing.store(false, Ordering::SeqCst);
         writer.await.map_err(|e| e.to_string())?;
+        let wrote_for = started.elapsed();
         // Let every watcher catch up with the last writes, then stop them.
         tokio::time::sleep(Duration::from_secs(5)).await;
         let _ = stop_tx.send(true);
@@ -390,6 +426,7 @@ impl Soak {
             .map_err(|_| "the writer still holds the report".to_owned())?
             .into_inner();
         check(&mut report, &acked.lock().await, &history, &seen);
+        report.writes_per_second = report.writes_acknowledged as f64 / wrote_for.as_secs_f64();
         Ok(report)
     }
 }
@@ -440,12 +477,15 @@ async fn seed(client: &Client, count: usize) -> Result<Vec<String>, String> {
 /// replica whenever its stream breaks.
 async fn watcher(
     clients: Vec<Client>,
+    home: usize,
     user_ids: Vec<String>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     opening: Option<tokio::sync::OwnedSemaphorePermit>,
+    opened: tokio::sync::mpsc::UnboundedSender<()>,
 ) -> Seen {
     let mut seen = Seen {
         user_ids: user_ids.clone(),
+        home,
         ..Seen::default()
     };
     let mut watch = loop {
@@ -460,6 +500,7 @@ async fn watcher(
     };
     seen.start = watch.last_sequence();
     drop(opening);
+    let _ = opened.send(());
     loop {
         tokio::select! {
             item = watch.next() => match item {
@@ -661,13 +702,41 @@ fn check(report: &mut SoakReport, acked: &[Acked], history: &[Change], seen: &[S
         };
         expected.retain(|&seq| seq > watcher.start);
         expected.sort_unstable();
-        let missed = expected
+        let missing: Vec<i64> = expected
             .iter()
+            .copied()
             .filter(|seq| watcher.received.binary_search(seq).is_err())
-            .count() as u64;
+            .collect();
+        let missed = missing.len() as u64;
         report.missed += missed;
-        if missed > 0 || watcher.duplicated > 0 || watcher.reordered > 0 {
+        let unexpected = watcher
+            .received
+            .iter()
+            .filter(|seq| expected.binary_search(seq).is_err())
+            .count() as u64;
+        report.unexpected += unexpected;
+        if missed > 0 || unexpected > 0 || watcher.duplicated > 0 || watcher.reordered > 0 {
             report.watchers_wrong += 1;
+            if report.wrong.len() < 20 {
+                report.wrong.push(WrongWatcher {
+                    follows: if watcher.user_ids.iter().any(|id| id == "*") {
+                        "*".to_owned()
+                    } else {
+                        format!("{} users", watcher.user_ids.len())
+                    },
+                    home: watcher.home,
+                    start: watcher.start,
+                    received: watcher.received.len(),
+                    first_received: watcher.received.first().copied(),
+                    last_received: watcher.received.last().copied(),
+                    missed,
+                    first_missed: missing.first().copied(),
+                    last_missed: missing.last().copied(),
+                    duplicated: watcher.duplicated,
+                    reordered: watcher.reordered,
+                    reconnects: watcher.reconnects,
+                });
+            }
         }
     }
 }

@@ -145,11 +145,13 @@ impl Watcher {
         if held + new.len() > self.bounds.max_subscriptions {
             return Err(Error::TooManySubscriptions(self.bounds.max_subscriptions));
         }
-        if request.resume_after > 0 && new.len() < request.targets.len() {
+        // A replay sent while other subscriptions' live events wait would
+        // come out of order with them: resuming is a stream's first request.
+        if request.resume_after > 0 && held > 0 {
             let mut violations = Violations::default();
             violations.check::<(), _>(
                 "resume_after",
-                Err("applies to a new subscription, and this stream already follows one of these"),
+                Err("is for a stream's first request, and this stream already follows users: open another stream to resume"),
             );
             return Err(Error::InvalidArgument(violations));
         }
@@ -228,8 +230,9 @@ impl Watcher {
             .store
             .changes(replay.cursor, &replay.interest, REPLAY_PAGE);
         let page = tokio::select! {
-            page = read => page?,
+            biased;
             () = stopped(&mut self.stopping) => return Err(Error::ShuttingDown),
+            page = read => page?,
         };
         replay.caught_up = page.len() < REPLAY_PAGE;
         replay.page = page.into();
@@ -242,10 +245,6 @@ impl Watcher {
         loop {
             if let Some(event) = replay.page.pop_front() {
                 replay.cursor = event.seq;
-                // Another subscription of this stream has sent it already.
-                if self.wants(&event) {
-                    continue;
-                }
                 if let Some(expired) = self.expired() {
                     return Some(expired);
                 }
@@ -490,12 +489,13 @@ mod tests {
         let mut events = stream(subscribed_to_all(), store, unbounded(), stopping);
         assert_eq!(events.next().await.unwrap().unwrap().event_type, SUBSCRIBED);
 
-        bus.publish(1, EventKind::Created, &user(0));
+        let base = bus.last_seq();
+        bus.publish(base + 1, EventKind::Created, &user(0));
         let first = events.next().await.unwrap().unwrap();
         assert_eq!(pb::User::decode(first.payload).unwrap().name, "u0");
 
         for n in 1..=10 {
-            bus.publish(n as u64 + 1, EventKind::Created, &user(n));
+            bus.publish(base + n as u64 + 1, EventKind::Created, &user(n));
         }
         let status = events.next().await.unwrap().unwrap_err();
         assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");

@@ -177,14 +177,17 @@ pub struct History {
 }
 
 impl History {
-    /// An empty history. Numbering starts at 2, as in the SQL stores:
-    /// change 1 stands for the empty directory, so that a listing always
-    /// reports a sequence above 0, which asks a watch for no replay.
+    /// An empty history. As in the SQL stores, numbering starts after the
+    /// Unix microsecond the directory was made: never 0 (which asks a watch
+    /// for no replay), and past any number an earlier directory (this
+    /// store's last run) gave out, so that a client resuming from one is
+    /// told to list again rather than replayed changes that are not its.
     pub fn new(retention: Retention) -> Self {
+        let base = u64::try_from(clock::unix_micros()).unwrap_or(1).max(1);
         Self {
             retention: Some(retention),
-            newest: 1,
-            pruned_through: 1,
+            newest: base,
+            pruned_through: base,
             ..Self::default()
         }
     }
@@ -226,14 +229,14 @@ impl History {
         }
     }
 
-    /// Up to `limit` changes after `after` that `interest` wants, oldest first.
+    /// Up to `limit` changes after `after` that `interest` wants, oldest
+    /// first. A read: pruning happens as changes are recorded.
     pub fn after(
-        &mut self,
+        &self,
         after: u64,
         interest: &Interest,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
-        self.prune(clock::unix_millis());
         self.horizon().check(after)?;
         // Numbers here have no gaps: the change after `after` sits at a
         // known place.

@@ -304,7 +304,7 @@ impl UserStore for MemoryStore {
         interest: &Interest,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
-        self.write().history.after(after, interest, limit)
+        self.read().history.after(after, interest, limit)
     }
 
     async fn count(&self, filter: Option<&Filter>) -> Result<u64, StoreError> {

@@ -347,6 +347,24 @@ async fn catch_up(pool: &PgPool, events: &EventBus, mut last: i64) -> Result<i64
             .bind(last)
             .fetch_all(pool)
             .await?;
+        // A number skipped may be a rolled-back write, or a change pruned
+        // before this relay read it (it was away longer than the
+        // retention): then its watchers must hear that they lost it.
+        if let Some(first) = rows.first() {
+            let first: i64 = first.try_get(0)?;
+            if first > last + 1 {
+                let pruned = horizon(pool).await?.pruned_through;
+                let pruned = i64::try_from(pruned).unwrap_or(i64::MAX);
+                if pruned > last {
+                    tracing::error!(
+                        last,
+                        pruned,
+                        "the outbox was pruned past this replica's relay: its watchers are ended to resume or list again"
+                    );
+                    events.lost(u64::try_from(pruned - last).unwrap_or(u64::MAX));
+                }
+            }
+        }
         for row in &rows {
             last = row.try_get(0)?;
             if let Some(event) = event(row)? {

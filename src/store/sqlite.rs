@@ -116,7 +116,10 @@ impl SqliteStore {
         let (readers, writer, page_token_key) = tokio::task::spawn_blocking(move || {
             let mut writer = settings.writer()?;
             migrate::run(&mut writer)?;
-            changes::prune(&writer, &retention)?;
+            // In a transaction: the rows and the horizon move together.
+            let pruning = writer.transaction().map_err(rows::failure)?;
+            changes::prune(&pruning, &retention)?;
+            pruning.commit().map_err(rows::failure)?;
             let page_token_key = migrate::page_token_key(&writer)?;
             let readers = Readers::open(settings, READERS)?;
             Ok::<_, StoreError>((readers, writer, page_token_key))

@@ -8,18 +8,21 @@ CREATE TABLE event_horizon (
 INSERT INTO event_horizon (pruned_through)
     SELECT GREATEST(COALESCE(MIN(seq) - 1, 0), 1) FROM events;
 
--- Numbering starts at 2: change 1 stands for the empty directory, so that a
--- listing always reports a sequence above 0 (0 asks a watch for no replay)
--- and a cache that lists a new directory can still resume. An outbox that
--- has numbered changes already is past it.
+-- A new outbox's numbering starts after the Unix microsecond it was made:
+-- never 0 (which asks a watch for no replay, so a listing of a new directory
+-- can still be resumed from), and past any number an earlier directory gave
+-- out, so that a client resuming from one of those is told to list again.
+-- An outbox that has numbered changes already keeps its numbers.
 DO $$
 DECLARE
     numbers TEXT := pg_get_serial_sequence('events', 'seq');
     used BOOLEAN;
+    base BIGINT := (extract(epoch FROM clock_timestamp()) * 1000000)::BIGINT;
 BEGIN
     EXECUTE format('SELECT is_called FROM %s', numbers) INTO used;
     IF NOT used THEN
-        PERFORM setval(numbers, 1, true);
+        PERFORM setval(numbers, base, true);
+        UPDATE event_horizon SET pruned_through = base;
     END IF;
 END
 $$;

@@ -10,14 +10,17 @@ CREATE TABLE events (
     at_ms INTEGER NOT NULL
 );
 
--- Numbering starts at 2: change 1 stands for the empty directory, so that
--- a listing always reports a sequence above 0 (0 asks a watch for no
--- replay) and a cache that lists a new directory can still resume.
-INSERT INTO sqlite_sequence (name, seq) VALUES ('events', 1);
+-- Numbering starts after the Unix microsecond the history was made: never 0
+-- (which asks a watch for no replay, so a listing of a new directory can
+-- still be resumed from), and past any number an earlier directory gave
+-- out, so that a client resuming from one of those is told to list again.
+INSERT INTO sqlite_sequence (name, seq)
+    VALUES ('events', CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER));
 
 -- The newest change pruned: a resume point before it cannot be replayed
 -- whole.
 CREATE TABLE event_horizon (
     pruned_through INTEGER NOT NULL
 );
-INSERT INTO event_horizon (pruned_through) VALUES (1);
+INSERT INTO event_horizon (pruned_through)
+    SELECT seq FROM sqlite_sequence WHERE name = 'events';
