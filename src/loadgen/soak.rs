@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use prost::Message;
@@ -318,10 +318,15 @@ impl Soak {
         }));
 
         // Watchers: a few on `*`, the rest on users of the seed; each with
-        // its own replica first and the other second, 500 to a connection.
+        // its own replica first and the other second. The `*` watchers get
+        // connections of their own: one connection task of this process
+        // reading every change for many of them fell behind the server.
+        // The others share, 500 to a connection.
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         let mut pools: [Vec<Client>; 2] = [Vec::new(), Vec::new()];
         let mut watchers = Vec::with_capacity(self.watchers);
+        // What each watcher follows, and the last change it received.
+        let mut followed = Vec::with_capacity(self.watchers);
         let opening = Arc::new(tokio::sync::Semaphore::new(64));
         let (opened_tx, mut opened) = tokio::sync::mpsc::unbounded_channel::<()>();
         for w in 0..self.watchers {
@@ -331,10 +336,17 @@ impl Soak {
                     pools[side].push(client(replicas[side].port)?);
                 }
             }
-            let clients = vec![
-                pools[home].last().cloned().expect("made above"),
-                pools[1 - home].last().cloned().expect("made above"),
-            ];
+            let clients = if w < self.star_watchers {
+                vec![
+                    client(replicas[home].port)?,
+                    client(replicas[1 - home].port)?,
+                ]
+            } else {
+                vec![
+                    pools[home].last().cloned().expect("made above"),
+                    pools[1 - home].last().cloned().expect("made above"),
+                ]
+            };
             let user_ids = if w < self.star_watchers {
                 vec!["*".to_owned()]
             } else {
@@ -343,10 +355,12 @@ impl Soak {
                     .map(|_| seeded[rng.random_range(0..seeded.len())].clone())
                     .collect()
             };
+            let progress = Arc::new(AtomicI64::new(0));
+            followed.push((user_ids.clone(), Arc::clone(&progress)));
             let (stop, opening, opened) = (stop.clone(), Arc::clone(&opening), opened_tx.clone());
             watchers.push(tokio::spawn(async move {
                 let permit = opening.acquire_owned().await;
-                watcher(clients, home, user_ids, stop, permit.ok(), opened).await
+                watcher(clients, home, user_ids, stop, permit.ok(), opened, progress).await
             }));
         }
         // Every watcher is open before the writes start.
@@ -390,10 +404,13 @@ impl Soak {
             if !restarted_pg && at >= self.duration / 3 {
                 restarted_pg = true;
                 let began = Instant::now();
-                let status = Command::new("sh")
-                    .args(["-c", &self.pg_restart])
-                    .status()
-                    .map_err(|e| format!("cannot run {:?}: {e}", self.pg_restart))?;
+                let restart = self.pg_restart.clone();
+                let status = tokio::task::spawn_blocking(move || {
+                    Command::new("sh").args(["-c", &restart]).status()
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("cannot run {:?}: {e}", self.pg_restart))?;
                 if !status.success() {
                     return Err(format!("{:?} failed: {status}", self.pg_restart));
                 }
@@ -413,15 +430,37 @@ impl Soak {
         writing.store(false, Ordering::SeqCst);
         writer.await.map_err(|e| e.to_string())?;
         let wrote_for = started.elapsed();
-        // Let every watcher catch up with the last writes, then stop them.
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        // Every watcher gets until it has received the last change it
+        // follows, or a minute, before it is stopped and checked.
+        let history = history(store).await?;
+        let mut newest: HashMap<&str, i64> = HashMap::new();
+        for change in &history {
+            newest.insert(change.acked.user_id.as_str(), change.seq);
+        }
+        let last_of_all = history.last().map_or(0, |change| change.seq);
+        let caught_up = |(user_ids, progress): &(Vec<String>, Arc<AtomicI64>)| {
+            let last = if user_ids.iter().any(|id| id == "*") {
+                last_of_all
+            } else {
+                user_ids
+                    .iter()
+                    .filter_map(|id| newest.get(id.as_str()))
+                    .copied()
+                    .max()
+                    .unwrap_or(0)
+            };
+            progress.load(Ordering::Relaxed) >= last
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline && !followed.iter().all(caught_up) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let _ = stop_tx.send(true);
         let mut seen = Vec::with_capacity(watchers.len());
         for watcher in watchers {
             seen.push(watcher.await.map_err(|e| e.to_string())?);
         }
 
-        let history = history(store).await?;
         let mut report = Arc::try_unwrap(report)
             .map_err(|_| "the writer still holds the report".to_owned())?
             .into_inner();
@@ -482,6 +521,7 @@ async fn watcher(
     mut stop: tokio::sync::watch::Receiver<bool>,
     opening: Option<tokio::sync::OwnedSemaphorePermit>,
     opened: tokio::sync::mpsc::UnboundedSender<()>,
+    progress: Arc<AtomicI64>,
 ) -> Seen {
     let mut seen = Seen {
         user_ids: user_ids.clone(),
@@ -499,6 +539,7 @@ async fn watcher(
         }
     };
     seen.start = watch.last_sequence();
+    progress.store(seen.start, Ordering::Relaxed);
     drop(opening);
     let _ = opened.send(());
     loop {
@@ -508,6 +549,7 @@ async fn watcher(
                     let last = seen.received.last().copied().unwrap_or(seen.start);
                     if event.sequence > last {
                         seen.received.push(event.sequence);
+                        progress.store(event.sequence, Ordering::Relaxed);
                     } else if event.sequence <= seen.start || seen.received.binary_search(&event.sequence).is_ok() {
                         seen.duplicated += 1;
                     } else {
