@@ -7,13 +7,13 @@
 //! | module | what it owns |
 //! |---|---|
 //! | [`cli`] | the `usersvc` command: one file per subcommand |
-//! | [`loadgen`] | the load generator behind `usersvc bench` |
-//! | [`client`] | retries, tokens and TLS around [`pb::client`] |
+//! | [`loadgen`] | the load generator behind `usersvc bench`, and the soak behind `usersvc soak` |
+//! | [`client`] | retries, tokens and TLS around [`pb::client`], and the watch that resumes by itself |
 //! | [`server`] | build and run: connections ([`server::connections`]), TLS, shutdown, health, reflection, metrics, the console page, Connect and gRPC-Web in [`server::web`], and the tower layers in [`server::layers`] |
 //! | [`service`] | the `UserService` implementation: one method per RPC |
 //! | [`error`] | the error enum and the one table from every error to a gRPC status |
 //! | [`auth`] | tokens, the permission table, the [`auth::Caller`] and its rate limit |
-//! | [`store`] | the `UserStore` trait and its memory, SQLite and PostgreSQL implementations, and the SQL that searches both |
+//! | [`store`] | the `UserStore` trait and its memory, SQLite and PostgreSQL implementations, the SQL that searches both, and the numbered history a watch resumes from |
 //! | [`events`] | the event bus behind the watch streams |
 //! | [`domain`] | validated types (`UserId`, `Email`, `UserName`, `Role`, labels), their violations, and search filters and orders |
 //! | [`pb`] | wire types in the .proto's order, the `METHODS` table, the server and client |

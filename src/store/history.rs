@@ -136,6 +136,17 @@ pub struct Horizon {
 }
 
 impl Horizon {
+    /// What a store's columns say: the newest change pruned, and the
+    /// oldest and newest kept (none when nothing is kept).
+    pub fn from_columns(pruned: i64, oldest: Option<i64>, newest: Option<i64>) -> Horizon {
+        let number = |n: i64| u64::try_from(n).unwrap_or(0);
+        Horizon {
+            pruned_through: number(pruned),
+            oldest: oldest.map(number),
+            newest: number(newest.unwrap_or(pruned).max(pruned)),
+        }
+    }
+
     /// Whether a replay after `after` can be whole: refused with
     /// `ResumeTooOld` when changes after it were pruned, and `ResumeAhead`
     /// when no change has its number yet.

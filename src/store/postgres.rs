@@ -384,12 +384,7 @@ async fn horizon(pool: &PgPool) -> Result<Horizon, sqlx::Error> {
     )
     .fetch_one(pool)
     .await?;
-    let number = |n: i64| u64::try_from(n).unwrap_or(0);
-    Ok(Horizon {
-        pruned_through: number(pruned),
-        oldest: oldest.map(number),
-        newest: number(newest.unwrap_or(pruned).max(pruned)),
-    })
+    Ok(Horizon::from_columns(pruned, oldest, newest))
 }
 
 /// Prunes the outbox's oldest rows past the retention, and remembers the

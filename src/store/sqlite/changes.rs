@@ -46,15 +46,7 @@ pub fn horizon(connection: &Connection) -> rusqlite::Result<Horizon> {
              (SELECT MAX(seq) FROM events)",
         )?
         .query_row([], |row| {
-            let pruned: i64 = row.get(0)?;
-            let oldest: Option<i64> = row.get(1)?;
-            let newest: Option<i64> = row.get(2)?;
-            let number = |n: i64| u64::try_from(n).unwrap_or(0);
-            Ok(Horizon {
-                pruned_through: number(pruned),
-                oldest: oldest.map(number),
-                newest: number(newest.unwrap_or(pruned).max(pruned)),
-            })
+            Ok(Horizon::from_columns(row.get(0)?, row.get(1)?, row.get(2)?))
         })
 }
 
