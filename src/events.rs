@@ -143,11 +143,15 @@ impl EventBus {
         }
     }
 
-    /// Says that `count` changes will never be published here (the relay
-    /// found them pruned before it read them): every watcher on the bus is
-    /// ended as one that fell behind, rather than going on with a hole.
-    pub fn lost(&self, count: u64) {
-        self.gaps.fetch_add(count.max(1), Ordering::Relaxed);
+    /// Says that the changes up to `through` will never be published here
+    /// (the relay found them pruned before it read them): every watcher on
+    /// the bus is ended as one that fell behind, rather than going on with a
+    /// hole, and one that follows from now on starts after them.
+    pub fn lost(&self, through: u64) {
+        let mut state = self.state();
+        let count = through.saturating_sub(state.last_seq).max(1);
+        self.gaps.fetch_add(count, Ordering::Relaxed);
+        state.last_seq = state.last_seq.max(through);
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -175,7 +179,7 @@ impl EventBus {
             let followed = self.sender.receiver_count() > 0
                 || (!state.routes.is_empty() && state.routes.contains_key(user.id.as_str()));
             if !followed {
-                state.last_seq = seq;
+                state.last_seq = state.last_seq.max(seq);
                 return;
             }
         }
@@ -186,7 +190,10 @@ impl EventBus {
     /// written by another replica is.
     pub fn publish_event(&self, event: Event) {
         let mut state = self.state();
-        debug_assert!(event.seq > state.last_seq, "changes announced in order");
+        // Announced already: a relay that read a change twice.
+        if event.seq <= state.last_seq {
+            return;
+        }
         state.last_seq = event.seq;
         let event = Arc::new(event);
         if let Some(routes) = (!state.routes.is_empty())
@@ -270,6 +277,7 @@ impl Tap {
     pub fn follow(&mut self, user_id: &str) -> u64 {
         let bus = self.bus.clone();
         let mut state = bus.state();
+        self.starting(&state);
         if self.all.is_none() && !self.followed.iter().any(|id| id == user_id) {
             let capacity = self.bus.capacity;
             let (sender, _) = self.queue.get_or_insert_with(|| mpsc::channel(capacity));
@@ -295,11 +303,21 @@ impl Tap {
     pub fn follow_all(&mut self) -> u64 {
         let bus = self.bus.clone();
         let mut state = bus.state();
+        self.starting(&state);
         if self.all.is_none() {
             self.unroute(&mut state);
             self.all = Some(self.bus.sender.subscribe());
         }
         state.last_seq
+    }
+
+    /// A tap that follows nothing yet has lost nothing: changes the bus
+    /// lost before its first follow are before its starting point. Called
+    /// under the state lock, which `EventBus::lost` takes too.
+    fn starting(&mut self, _state: &State) {
+        if self.all.is_none() && self.followed.is_empty() {
+            self.gaps = self.bus.gaps.load(Ordering::Relaxed);
+        }
     }
 
     fn unroute(&mut self, state: &mut State) {
@@ -317,10 +335,10 @@ impl Tap {
     pub fn try_recv(&mut self) -> Result<Arc<Event>, Missed> {
         self.check_lost()?;
         if let Some(Ok(event)) = self.queue.as_mut().map(|(_, routed)| routed.try_recv()) {
-            return Ok(event);
+            return self.unless_lost(event);
         }
         match self.all.as_mut().map(broadcast::Receiver::try_recv) {
-            Some(Ok(event)) => Ok(event),
+            Some(Ok(event)) => self.unless_lost(event),
             Some(Err(broadcast::error::TryRecvError::Lagged(skipped))) => {
                 Err(Missed::Lagged(skipped))
             }
@@ -348,15 +366,21 @@ impl Tap {
                 biased;
                 // Routed events are older than any the ring holds for this
                 // watcher, so they go first.
-                Some(event) = routed => return Ok(event),
+                Some(event) = routed => return self.unless_lost(event),
                 event = ring => match event {
-                    Ok(event) => return Ok(event),
+                    Ok(event) => return self.unless_lost(event),
                     Err(broadcast::error::RecvError::Lagged(skipped)) => return Err(Missed::Lagged(skipped)),
                     // The bus outlives its watchers; wait on.
                     Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
                 },
             }
         }
+    }
+
+    /// `event`, unless changes were lost before it arrived: a change that
+    /// follows a gap must not reach a watcher before the news of the gap.
+    fn unless_lost(&self, event: Arc<Event>) -> Result<Arc<Event>, Missed> {
+        self.check_lost().map(|()| event)
     }
 
     fn check_lost(&self) -> Result<(), Missed> {
@@ -463,12 +487,16 @@ mod tests {
         let bus = EventBus::new(8);
         let mut before = bus.tap();
         before.follow_all();
+        let mut opened_before = bus.tap();
         bus.lost(3);
+        // One opened before the loss that follows after it lost nothing.
+        assert_eq!(opened_before.follow_all(), 3, "it starts after the loss");
         let mut after = bus.tap();
         after.follow_all();
         bus.publish(5, EventKind::Created, &user("next"));
         assert_eq!(before.try_recv().unwrap_err(), Missed::Lagged(3));
         assert_eq!(after.try_recv().unwrap().seq, 5);
+        assert_eq!(opened_before.try_recv().unwrap().seq, 5);
     }
 
     #[test]

@@ -94,6 +94,9 @@ struct Watcher {
     /// Confirmations to send before anything else.
     pending: VecDeque<pb::UserEvent>,
     replay: Option<Replay>,
+    /// The newest change sent on this stream: a live subscription added
+    /// later starts after it, even when the bus is behind a replay.
+    sent_through: u64,
     /// `*`: events after this sequence number, for every user.
     all_after: Option<u64>,
     /// Per user id: events after this sequence number.
@@ -210,8 +213,11 @@ impl Watcher {
         after
     }
 
-    /// Lets the bus's events for `targets` through, past `after`.
+    /// Lets the bus's events for `targets` through, past `after` and past
+    /// whatever this stream has sent already: after a replay on PostgreSQL
+    /// the bus may still be behind the changes replayed.
     fn start(&mut self, targets: &[Subscription], after: u64) {
+        let after = after.max(self.sent_through);
         for target in targets {
             match target {
                 Subscription::All => {
@@ -249,6 +255,7 @@ impl Watcher {
                     return Some(expired);
                 }
                 self.replay = Some(replay);
+                self.sent_through = event.seq;
                 return Some(Ok(pb::UserEvent::from(&event)));
             }
             if replay.caught_up {
@@ -309,6 +316,7 @@ impl Watcher {
                         if let Some(expired) = self.expired() {
                             return Some(expired);
                         }
+                        self.sent_through = event.seq;
                         return Some(Ok(pb::UserEvent::from(&*event)));
                     }
                 }
@@ -368,6 +376,7 @@ impl Watcher {
                         if let Some(expired) = self.expired() {
                             return Some(expired);
                         }
+                        self.sent_through = event.seq;
                         return Some(Ok(pb::UserEvent::from(&*event)));
                     }
                     Ok(_) => {}
@@ -425,6 +434,7 @@ pub fn stream(
         users: HashMap::new(),
         done: false,
         streak: 0,
+        sent_through: 0,
     };
     Box::pin(stream::unfold(watcher, |mut watcher| async move {
         let item = watcher.next().await?;

@@ -339,12 +339,13 @@ fn event(row: &sqlx::postgres::PgRow) -> Result<Option<Event>, sqlx::Error> {
     }))
 }
 
-/// Publishes outbox rows after `last` on `events`, in order, and returns the
-/// last one published.
-async fn catch_up(pool: &PgPool, events: &EventBus, mut last: i64) -> Result<i64, sqlx::Error> {
+/// Publishes outbox rows after `last` on `events`, in order, moving `last`
+/// past each: a failure part way leaves it at the last one published, so
+/// that the next try does not publish them again.
+async fn catch_up(pool: &PgPool, events: &EventBus, last: &mut i64) -> Result<(), sqlx::Error> {
     loop {
         let rows = sqlx::query("SELECT seq, kind, user_id, payload, at_ms FROM events WHERE seq > $1 ORDER BY seq LIMIT 1000")
-            .bind(last)
+            .bind(*last)
             .fetch_all(pool)
             .await?;
         // A number skipped may be a rolled-back write, or a change pruned
@@ -352,27 +353,26 @@ async fn catch_up(pool: &PgPool, events: &EventBus, mut last: i64) -> Result<i64
         // retention): then its watchers must hear that they lost it.
         if let Some(first) = rows.first() {
             let first: i64 = first.try_get(0)?;
-            if first > last + 1 {
+            if first > *last + 1 {
                 let pruned = horizon(pool).await?.pruned_through;
-                let pruned = i64::try_from(pruned).unwrap_or(i64::MAX);
-                if pruned > last {
+                if i64::try_from(pruned).unwrap_or(i64::MAX) > *last {
                     tracing::error!(
-                        last,
+                        last = *last,
                         pruned,
                         "the outbox was pruned past this replica's relay: its watchers are ended to resume or list again"
                     );
-                    events.lost(u64::try_from(pruned - last).unwrap_or(u64::MAX));
+                    events.lost(pruned);
                 }
             }
         }
         for row in &rows {
-            last = row.try_get(0)?;
             if let Some(event) = event(row)? {
                 events.publish_event(event);
             }
+            *last = row.try_get(0)?;
         }
         if rows.len() < 1000 {
-            return Ok(last);
+            return Ok(());
         }
     }
 }
@@ -425,9 +425,8 @@ async fn relay(pool: PgPool, events: EventBus, mut last: i64, retention: Retenti
                 Err(error) => tracing::warn!(%error, "cannot connect the event listener; retrying"),
             }
         }
-        match catch_up(&pool, &events, last).await {
-            Ok(newest) => last = newest,
-            Err(error) => tracing::warn!(%error, "cannot read the event outbox; retrying"),
+        if let Err(error) = catch_up(&pool, &events, &mut last).await {
+            tracing::warn!(%error, "cannot read the event outbox; retrying");
         }
         if since_cleanup.elapsed() > PRUNE_EVERY {
             since_cleanup = std::time::Instant::now();
@@ -630,7 +629,10 @@ impl UserStore for PostgresStore {
     ) -> Result<Vec<Event>, StoreError> {
         let start = i64::try_from(after).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let columns = "SELECT seq, kind, user_id, payload, at_ms FROM events WHERE seq > $1";
+        // Kinds this version knows, so that a page's LIMIT counts only what
+        // it returns: a short page means the end.
+        let columns = "SELECT seq, kind, user_id, payload, at_ms FROM events WHERE seq > $1 \
+                       AND kind IN ('user_created', 'user_updated', 'user_deleted')";
         let rows = match interest {
             Interest::All => {
                 sqlx::query(&format!("{columns} ORDER BY seq LIMIT $2"))

@@ -61,7 +61,10 @@ pub fn after(
 ) -> Result<Vec<Event>, StoreError> {
     let start = i64::try_from(after).unwrap_or(i64::MAX);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let columns = "SELECT seq, kind, user_id, payload, at_ms FROM events WHERE seq > ?1";
+    // Kinds this version knows, so that a page's LIMIT counts only what it
+    // returns: a short page means the end.
+    let columns = "SELECT seq, kind, user_id, payload, at_ms FROM events WHERE seq > ?1 \
+                   AND kind IN ('user_created', 'user_updated', 'user_deleted')";
     let (sql, ids) = match interest {
         Interest::All => (format!("{columns} ORDER BY seq LIMIT ?2"), &[][..]),
         Interest::Users(ids) => {
