@@ -130,14 +130,14 @@ impl Watcher {
     /// first page, so that a resume point out of range is refused before
     /// anything is confirmed.
     async fn subscribe(&mut self, request: Subscribe) -> Result<(), Error> {
-        let new: Vec<&Subscription> = request
+        let new = request
             .targets
             .iter()
             .filter(|target| match target {
                 Subscription::All => self.all_after.is_none(),
                 Subscription::One(id) => !self.users.contains_key(id.as_str()),
             })
-            .collect();
+            .count();
         for _ in &request.targets {
             self.bounds
                 .rate
@@ -145,7 +145,7 @@ impl Watcher {
                 .map_err(|wait| Error::RateLimited { retry_after: wait })?;
         }
         let held = self.users.len() + usize::from(self.all_after.is_some());
-        if held + new.len() > self.bounds.max_subscriptions {
+        if held + new > self.bounds.max_subscriptions {
             return Err(Error::TooManySubscriptions(self.bounds.max_subscriptions));
         }
         // A replay sent while other subscriptions' live events wait would
@@ -158,16 +158,19 @@ impl Watcher {
             );
             return Err(Error::InvalidArgument(violations));
         }
-        let acks = request.targets.iter().map(|target| pb::UserEvent {
-            event_type: SUBSCRIBED.to_owned(),
-            user_id: match target {
-                Subscription::All => "*".to_owned(),
-                Subscription::One(id) => id.as_str().to_owned(),
-            },
-            timestamp: clock::unix_millis(),
-            ..Default::default()
-        });
-        let acks: Vec<pb::UserEvent> = acks.collect();
+        let acks: Vec<pb::UserEvent> = request
+            .targets
+            .iter()
+            .map(|target| pb::UserEvent {
+                event_type: SUBSCRIBED.to_owned(),
+                user_id: match target {
+                    Subscription::All => "*".to_owned(),
+                    Subscription::One(id) => id.as_str().to_owned(),
+                },
+                timestamp: clock::unix_millis(),
+                ..Default::default()
+            })
+            .collect();
         if request.resume_after == 0 {
             let after = self.follow(&request.targets);
             self.start(&request.targets, after);

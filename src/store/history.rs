@@ -52,11 +52,11 @@ impl Retention {
             .filter(|&n| n > 0)
     }
 
-    /// Changes made before this Unix millisecond are pruned, by age.
-    pub fn cutoff_ms(&self) -> Option<i64> {
-        self.age.map(|age| {
-            clock::unix_millis() - i64::try_from(age.as_millis()).unwrap_or(i64::MAX / 2)
-        })
+    /// Changes made before this Unix millisecond are pruned, by age, when
+    /// it is `now_ms`.
+    pub fn cutoff_ms(&self, now_ms: i64) -> Option<i64> {
+        self.age
+            .map(|age| now_ms - i64::try_from(age.as_millis()).unwrap_or(i64::MAX / 2))
     }
 }
 
@@ -181,7 +181,7 @@ struct Kept {
 /// retention as new ones arrive.
 #[derive(Debug, Default)]
 pub struct History {
-    retention: Option<Retention>,
+    retention: Retention,
     kept: VecDeque<Kept>,
     newest: u64,
     pruned_through: u64,
@@ -196,7 +196,7 @@ impl History {
     pub fn new(retention: Retention) -> Self {
         let base = u64::try_from(clock::unix_micros()).unwrap_or(1).max(1);
         Self {
-            retention: Some(retention),
+            retention,
             newest: base,
             pruned_through: base,
             ..Self::default()
@@ -213,16 +213,8 @@ impl History {
             user,
             at_ms,
         });
-        self.prune(at_ms);
-        self.newest
-    }
-
-    fn prune(&mut self, now_ms: i64) {
-        let retention = self.retention.unwrap_or_default();
-        let by_count = retention.pruned_by_count(self.newest).unwrap_or(0);
-        let cutoff = retention.age.map_or(i64::MIN, |age| {
-            now_ms - i64::try_from(age.as_millis()).unwrap_or(i64::MAX / 2)
-        });
+        let by_count = self.retention.pruned_by_count(self.newest).unwrap_or(0);
+        let cutoff = self.retention.cutoff_ms(at_ms).unwrap_or(i64::MIN);
         while let Some(front) = self.kept.front() {
             if front.seq > by_count && front.at_ms >= cutoff {
                 break;
@@ -230,6 +222,7 @@ impl History {
             self.pruned_through = front.seq;
             self.kept.pop_front();
         }
+        self.newest
     }
 
     pub fn horizon(&self) -> Horizon {

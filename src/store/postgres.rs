@@ -404,7 +404,7 @@ async fn prune(pool: &PgPool, retention: &Retention) -> Result<(), sqlx::Error> 
         "WITH bound AS (SELECT MAX(seq) AS through FROM events WHERE seq <= $1 OR at_ms < $2),          gone AS (DELETE FROM events WHERE seq <= (SELECT through FROM bound))          UPDATE event_horizon SET pruned_through =          GREATEST(pruned_through, COALESCE((SELECT through FROM bound), 0))",
     )
     .bind(by_count)
-    .bind(retention.cutoff_ms().unwrap_or(i64::MIN))
+    .bind(retention.cutoff_ms(clock::unix_millis()).unwrap_or(i64::MIN))
     .execute(pool)
     .await?;
     Ok(())

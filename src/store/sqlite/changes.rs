@@ -123,7 +123,9 @@ pub fn prune(connection: &Connection, retention: &Retention) -> Result<(), Store
     let by_count = retention
         .pruned_by_count(u64::try_from(newest).unwrap_or(0))
         .map_or(0, |n| i64::try_from(n).unwrap_or(0));
-    let cutoff = retention.cutoff_ms().unwrap_or(i64::MIN);
+    let cutoff = retention
+        .cutoff_ms(clock::unix_millis())
+        .unwrap_or(i64::MIN);
     let through: Option<i64> = connection
         .query_row(
             "SELECT MAX(seq) FROM events WHERE seq <= ?1 OR at_ms < ?2",
