@@ -7,9 +7,11 @@
 //! [`AuthError`] its code.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{Map, Value};
 
 use crate::clock;
 use crate::domain::Role;
@@ -17,10 +19,14 @@ use crate::pb::Method;
 
 mod cache;
 mod caller;
+pub mod jwks;
 mod rate;
+pub mod roles;
 pub mod secret;
 
 pub use caller::{Caller, Cidr};
+pub use jwks::Jwks;
+pub use roles::RoleClaim;
 pub use rate::{RateLimit, RateLimiter};
 pub use secret::Secret;
 
@@ -32,7 +38,10 @@ pub const LEEWAY: Duration = Duration::from_secs(30);
 pub struct Claims {
     /// Who holds the token.
     pub sub: String,
-    pub role: Role,
+    /// The role read from the configured claim; `None` when the token
+    /// carries none of the names that mean one here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
     /// Expiry, Unix seconds. Required: a token that never expires is refused.
     pub exp: u64,
     /// Issued at, Unix seconds.
@@ -68,6 +77,23 @@ pub enum AuthError {
         method: String,
         needs: String,
     },
+    /// A valid token that carries no role, for a method that needs one.
+    #[error(
+        "the token carries no role in its claim {claim} (looked for {accepted}); {method} needs {needs}"
+    )]
+    NoRole {
+        claim: String,
+        accepted: String,
+        method: String,
+        needs: String,
+    },
+    /// The token names a key the identity provider's set does not have,
+    /// even after a refetch when one was allowed.
+    #[error("invalid token: unknown key id {kid:?} (not in the JWKS from {jwks})")]
+    UnknownKey { kid: String, jwks: String },
+    /// No key could be fetched yet: the caller should retry.
+    #[error("no signing keys from {jwks} yet: {why}")]
+    KeysUnavailable { jwks: String, why: String },
 }
 
 /// Who may call a method.
@@ -147,19 +173,36 @@ impl Default for Policy {
 }
 
 impl Access {
-    /// Decides whether `claims` may call `method`.
-    pub fn permits(self, method: &str, claims: &Claims) -> Result<(), AuthError> {
-        match self {
-            Access::Public | Access::Authenticated => Ok(()),
-            Access::Roles(roles) if roles.contains(&claims.role) => Ok(()),
-            Access::Roles(roles) => Err(AuthError::PermissionDenied {
-                role: claims.role,
+    /// Decides whether `claims` may call `method`. Every method that is not
+    /// public needs a role, a viewer's at least: a token from an identity
+    /// provider that grants none of ours opens nothing.
+    pub fn permits(
+        self,
+        method: &str,
+        claims: &Claims,
+        role_claim: &RoleClaim,
+    ) -> Result<(), AuthError> {
+        let roles: &[Role] = match self {
+            Access::Public => return Ok(()),
+            Access::Authenticated => &Role::ALL,
+            Access::Roles(roles) => roles,
+        };
+        let needs = || {
+            let names: Vec<&str> = roles.iter().map(|role| role.as_str()).collect();
+            names.join(" or ")
+        };
+        match claims.role {
+            Some(role) if roles.contains(&role) => Ok(()),
+            Some(role) => Err(AuthError::PermissionDenied {
+                role,
                 method: method.to_owned(),
-                needs: roles
-                    .iter()
-                    .map(|role| role.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" or "),
+                needs: needs(),
+            }),
+            None => Err(AuthError::NoRole {
+                claim: role_claim.to_string(),
+                accepted: role_claim.accepted(),
+                method: method.to_owned(),
+                needs: needs(),
             }),
         }
     }
@@ -176,22 +219,158 @@ pub struct Expect {
 /// a busy server, and at most a few MiB.
 const VERIFIED_TOKENS: usize = 10_000;
 
-/// Checks tokens. HS256 only: the algorithm is pinned, so a token cannot
-/// choose how it is verified.
+/// The algorithms a published key may verify (see `jwks`).
+const PUBLIC_KEY_ALGORITHMS: &[&str] = &["RS256", "PS256", "ES256", "EdDSA"];
+
+/// Checks tokens: HS256 with the server's secret, and tokens signed by an
+/// identity provider's published keys when a JWKS is configured. The key
+/// decides the algorithm, so a token cannot choose how it is verified.
 #[derive(Clone)]
 pub struct Verifier {
-    key: DecodingKey,
-    validation: Validation,
-    verified: Arc<cache::VerifiedTokens>,
+    inner: Arc<Keys>,
+}
+
+struct Keys {
+    /// The HS256 secret; `None` when HS256 is refused (a JWKS without
+    /// `--jwt-secret-file`).
+    hmac: Option<DecodingKey>,
+    jwks: Option<Arc<Jwks>>,
+    expect: Expect,
+    roles: RoleClaim,
+    verified: cache::VerifiedTokens,
+    /// The key set's generation the verified tokens were checked against.
+    generation: AtomicU64,
+}
+
+/// The part of a token's header that picks its key.
+#[derive(serde::Deserialize)]
+struct TokenHeader {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
 }
 
 impl Verifier {
+    /// HS256 with `secret`, roles from the `role` claim: the embedded default.
     pub fn new(secret: &Secret, expect: &Expect) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
+        Self::with_keys(Some(secret), None, expect, RoleClaim::default())
+    }
+
+    /// A verifier taking HS256 tokens when `secret` is given, and tokens
+    /// signed by `jwks`'s keys when it is.
+    pub fn with_keys(
+        secret: Option<&Secret>,
+        jwks: Option<Arc<Jwks>>,
+        expect: &Expect,
+        roles: RoleClaim,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Keys {
+                hmac: secret.map(|secret| DecodingKey::from_secret(secret.as_bytes())),
+                jwks,
+                expect: expect.clone(),
+                roles,
+                verified: cache::VerifiedTokens::new(VERIFIED_TOKENS, LEEWAY.as_secs()),
+                generation: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Where roles are read from, for refusals' messages.
+    pub fn role_claim(&self) -> &RoleClaim {
+        &self.inner.roles
+    }
+
+    /// The claims of a valid token, from the table of tokens already
+    /// verified when it is there and has not expired.
+    pub fn verify(&self, token: &str) -> Result<Arc<Claims>, AuthError> {
+        let keys = &*self.inner;
+        if let Some(jwks) = &keys.jwks {
+            // A changed key set may have withdrawn a key: check again.
+            let generation = jwks.generation();
+            if keys.generation.swap(generation, Ordering::AcqRel) != generation {
+                keys.verified.clear();
+            }
+        }
+        let now = u64::try_from(clock::unix_seconds()).unwrap_or(0);
+        if let Some(claims) = keys.verified.get(token, now) {
+            return Ok(claims);
+        }
+        let claims = Arc::new(self.verify_in_full(token)?);
+        keys.verified.insert(token, Arc::clone(&claims));
+        Ok(claims)
+    }
+
+    /// When `refusal` is a key the set lacks: a wait for the set to be
+    /// fetched again, if the refetch interval allows one now.
+    pub fn refetch(
+        &self,
+        refusal: &AuthError,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        match (refusal, &self.inner.jwks) {
+            (AuthError::UnknownKey { .. }, Some(jwks)) => jwks.refetch(),
+            _ => None,
+        }
+    }
+
+    /// The key the token's header names, and the one algorithm it allows.
+    fn key_for(&self, token: &str) -> Result<(DecodingKey, Algorithm), AuthError> {
+        let keys = &*self.inner;
+        let header = token_header(token)?;
+        match header.alg.as_str() {
+            "HS256" => match &keys.hmac {
+                Some(key) => Ok((key.clone(), Algorithm::HS256)),
+                None => Err(AuthError::InvalidToken(
+                    "algorithm HS256 is not accepted: tokens must be signed with a key of the \
+                     identity provider's JWKS"
+                        .into(),
+                )),
+            },
+            alg if PUBLIC_KEY_ALGORITHMS.contains(&alg) && keys.jwks.is_some() => {
+                let jwks = keys.jwks.as_ref().expect("matched above");
+                let set = jwks.keys();
+                let key = set.find(header.kid.as_deref()).map_err(|missing| match missing {
+                    jwks::Missing::Unknown(kid) => AuthError::UnknownKey {
+                        kid,
+                        jwks: jwks.describe().to_owned(),
+                    },
+                    jwks::Missing::KidRequired(count) => AuthError::InvalidToken(format!(
+                        "the token names no key (kid) and the key set has {count}"
+                    )),
+                    jwks::Missing::Empty => AuthError::KeysUnavailable {
+                        jwks: jwks.describe().to_owned(),
+                        why: jwks.last_error().unwrap_or_else(|| "it has no usable key".into()),
+                    },
+                })?;
+                let expected = format!("{:?}", key.algorithm);
+                if expected != alg {
+                    return Err(AuthError::InvalidToken(format!(
+                        "the token says {alg}, but its key {} is for {expected}",
+                        key.kid.as_deref().unwrap_or("(no kid)")
+                    )));
+                }
+                Ok((key.key.clone(), key.algorithm))
+            }
+            alg => Err(AuthError::InvalidToken(match (&keys.hmac, &keys.jwks) {
+                (Some(_), None) => "algorithm must be HS256".to_owned(),
+                (None, _) => format!(
+                    "algorithm {alg:?} is not accepted: RS256, PS256, ES256 or EdDSA, as the key says"
+                ),
+                (Some(_), Some(_)) => format!(
+                    "algorithm {alg:?} is not accepted: HS256, RS256, PS256, ES256 or EdDSA"
+                ),
+            })),
+        }
+    }
+
+    /// The checks for `algorithm`: expiry, not-before, and the configured
+    /// issuer and audience, which must then be present.
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let expect = &self.inner.expect;
+        let mut validation = Validation::new(algorithm);
         validation.leeway = LEEWAY.as_secs();
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        // A configured claim must be present, not merely right when present.
         let mut required = vec!["exp", "sub"];
         if let Some(issuer) = &expect.issuer {
             validation.set_issuer(&[issuer]);
@@ -205,47 +384,66 @@ impl Verifier {
             None => validation.validate_aud = false,
         }
         validation.set_required_spec_claims(&required);
-        Self {
-            key: DecodingKey::from_secret(secret.as_bytes()),
-            validation,
-            verified: Arc::new(cache::VerifiedTokens::new(
-                VERIFIED_TOKENS,
-                LEEWAY.as_secs(),
-            )),
-        }
-    }
-
-    /// The claims of a valid token, from the table of tokens already
-    /// verified when it is there and has not expired.
-    pub fn verify(&self, token: &str) -> Result<Arc<Claims>, AuthError> {
-        let now = u64::try_from(clock::unix_seconds()).unwrap_or(0);
-        if let Some(claims) = self.verified.get(token, now) {
-            return Ok(claims);
-        }
-        let claims = Arc::new(self.verify_in_full(token)?);
-        self.verified.insert(token, Arc::clone(&claims));
-        Ok(claims)
+        validation
     }
 
     /// The signature, the algorithm and every claim, checked by jsonwebtoken.
     fn verify_in_full(&self, token: &str) -> Result<Claims, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
-        jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map(|data| data.claims)
-            .map_err(|error| {
-                let reason = match error.kind() {
-                    ErrorKind::ExpiredSignature => "expired".to_owned(),
-                    ErrorKind::ImmatureSignature => "not valid yet (nbf)".to_owned(),
-                    ErrorKind::InvalidSignature => "bad signature".to_owned(),
-                    ErrorKind::InvalidAlgorithm => "algorithm must be HS256".to_owned(),
-                    ErrorKind::InvalidIssuer => "wrong issuer".to_owned(),
-                    ErrorKind::InvalidAudience => "wrong audience".to_owned(),
-                    ErrorKind::MissingRequiredClaim(claim) => format!("missing claim {claim}"),
-                    ErrorKind::Json(cause) => format!("malformed claims: {cause}"),
-                    _ => "not a valid JWT".to_owned(),
-                };
-                AuthError::InvalidToken(reason)
-            })
+        let (key, algorithm) = self.key_for(token)?;
+        let payload = jsonwebtoken::decode::<Map<String, Value>>(
+            token,
+            &key,
+            &self.validation(algorithm),
+        )
+        .map(|data| data.claims)
+        .map_err(|error| {
+            let reason = match error.kind() {
+                ErrorKind::ExpiredSignature => "expired".to_owned(),
+                ErrorKind::ImmatureSignature => "not valid yet (nbf)".to_owned(),
+                ErrorKind::InvalidSignature => "bad signature".to_owned(),
+                ErrorKind::InvalidAlgorithm => format!("algorithm must be {algorithm:?}"),
+                ErrorKind::InvalidIssuer => "wrong issuer".to_owned(),
+                ErrorKind::InvalidAudience => "wrong audience".to_owned(),
+                ErrorKind::MissingRequiredClaim(claim) => format!("missing claim {claim}"),
+                ErrorKind::Json(cause) => format!("malformed claims: {cause}"),
+                _ => "not a valid JWT".to_owned(),
+            };
+            AuthError::InvalidToken(reason)
+        })?;
+        Claims::from_payload(&payload, &self.inner.roles)
+    }
+}
+
+/// The token's header, read to pick a key; nothing in it is trusted beyond
+/// that.
+fn token_header(token: &str) -> Result<TokenHeader, AuthError> {
+    use base64::Engine;
+    let malformed = || AuthError::InvalidToken("not a valid JWT".into());
+    let (header, _) = token.split_once('.').ok_or_else(malformed)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| malformed())?;
+    serde_json::from_slice(&json).map_err(|_| malformed())
+}
+
+impl Claims {
+    /// What a verified payload says: its subject, expiry and role.
+    fn from_payload(payload: &Map<String, Value>, roles: &RoleClaim) -> Result<Self, AuthError> {
+        let text = |name: &str| payload.get(name).and_then(Value::as_str).map(str::to_owned);
+        let number = |name: &str| payload.get(name).and_then(Value::as_u64);
+        let malformed = |claim: &str, what: &str| {
+            AuthError::InvalidToken(format!("malformed claims: {claim} must be {what}"))
+        };
+        Ok(Claims {
+            sub: text("sub").ok_or_else(|| malformed("sub", "a string"))?,
+            role: roles.role(payload),
+            exp: number("exp").ok_or_else(|| malformed("exp", "a number of seconds"))?,
+            iat: number("iat"),
+            nbf: number("nbf"),
+            iss: text("iss"),
+            aud: text("aud"),
+        })
     }
 }
 
@@ -260,7 +458,7 @@ pub fn mint(
     let now = u64::try_from(clock::unix_seconds()).unwrap_or(0);
     let claims = Claims {
         sub: sub.to_owned(),
-        role,
+        role: Some(role),
         exp: now.saturating_add(ttl.as_secs()),
         iat: Some(now),
         nbf: Some(now),
@@ -295,7 +493,10 @@ mod tests {
         let claims = Verifier::new(&secret(), &Expect::default())
             .verify(&token)
             .unwrap();
-        assert_eq!((claims.sub.as_str(), claims.role), ("alice", Role::Editor));
+        assert_eq!(
+            (claims.sub.as_str(), claims.role),
+            ("alice", Some(Role::Editor))
+        );
     }
 
     #[test]

@@ -116,9 +116,13 @@ impl Error {
             Error::NotFound(_) => Code::NotFound,
             Error::EmailTaken(_) | Error::IdempotencyKeyReused => Code::AlreadyExists,
             Error::BulkItem { source, .. } => source.code(),
-            Error::Auth(AuthError::PermissionDenied { .. } | AuthError::AdminOnly { .. }) => {
-                Code::PermissionDenied
-            }
+            Error::Auth(
+                AuthError::PermissionDenied { .. }
+                | AuthError::AdminOnly { .. }
+                | AuthError::NoRole { .. },
+            ) => Code::PermissionDenied,
+            // The provider's keys could not be fetched: a retry may succeed.
+            Error::Auth(AuthError::KeysUnavailable { .. }) => Code::Unavailable,
             Error::Auth(_) => Code::Unauthenticated,
             Error::WatcherLagged { .. }
             | Error::TooManySubscriptions(_)

@@ -20,7 +20,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
 use tower::ServiceBuilder;
 
-use crate::auth::{Policy, RateLimiter, Verifier};
+use crate::auth::{Jwks, Policy, RateLimiter, Verifier};
 use crate::pb::server::UserServiceServer;
 use crate::service::Directory;
 
@@ -74,13 +74,25 @@ impl Application {
             Some(tls) => Some(tls.config().map_err(ServeError::Config)?),
             None => None,
         };
+        let (stopping_tx, stopping) = watch::channel(false);
+        let jwks = match &settings.jwks {
+            Some(config) => Some(
+                Jwks::start(config, stopping.clone())
+                    .await
+                    .map_err(ServeError::Config)?,
+            ),
+            None => None,
+        };
+        let hmac = match &settings.jwks {
+            Some(config) if !config.with_secret => None,
+            _ => Some(&settings.secret),
+        };
         let auth = Authorizer::new(
-            Verifier::new(&settings.secret, &settings.expect),
+            Verifier::with_keys(hmac, jwks, &settings.expect, settings.roles.clone()),
             Policy::new(settings.public_methods.clone()),
         )
         .trusting(settings.trusted_proxies.clone())
         .layer();
-        let (stopping_tx, stopping) = watch::channel(false);
         let mut store = settings.store;
         let metrics = settings.metrics_listener.map(|listener| {
             let metrics = Metrics::new();

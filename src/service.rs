@@ -129,7 +129,7 @@ fn caller_role<T>(request: &Request<T>) -> Option<Role> {
         .extensions()
         .get::<Caller>()
         .and_then(|caller| caller.claims.as_ref())
-        .map(|claims| claims.role)
+        .and_then(|claims| claims.role)
 }
 
 /// Refuses `act` unless the caller (of `role`) is an admin: an editor may create and

@@ -55,6 +55,14 @@ impl VerifiedTokens {
         entries.insert(token.into(), claims);
     }
 
+    /// Forgets every token: the keys they were checked with changed.
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.entries.lock().unwrap().len()
@@ -69,7 +77,7 @@ mod tests {
     fn claims(exp: u64) -> Arc<Claims> {
         Arc::new(Claims {
             sub: "alice".into(),
-            role: Role::Viewer,
+            role: Some(Role::Viewer),
             exp,
             iat: None,
             nbf: None,

@@ -186,7 +186,7 @@ mod tests {
     fn claims(sub: &str) -> Arc<Claims> {
         Arc::new(Claims {
             sub: sub.into(),
-            role: Role::Viewer,
+            role: Some(Role::Viewer),
             exp: 0,
             iat: None,
             nbf: None,

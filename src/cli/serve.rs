@@ -13,7 +13,7 @@ use clap::{Args, ValueEnum};
 use humantime::Duration;
 
 use super::{Failure, SecretArgs};
-use crate::auth::{Cidr, DEFAULT_PUBLIC_METHODS, RateLimit};
+use crate::auth::{Cidr, DEFAULT_PUBLIC_METHODS, RateLimit, RoleClaim, jwks};
 use crate::pb::Method;
 use crate::server::tls::ServerTls;
 use crate::server::{Application, Settings, TransportSettings};
@@ -77,6 +77,8 @@ pub struct ServeArgs {
     db_timeout: Duration,
     #[command(flatten)]
     secret: SecretArgs,
+    #[command(flatten)]
+    identity: IdentityArgs,
     /// Methods that need no token, comma-separated (e.g. GetUser,ListUsers).
     /// Empty makes every method need one.
     #[arg(long, env = "USERSVC_PUBLIC_METHODS", value_delimiter = ',', default_values_t = default_public_methods())]
@@ -233,6 +235,76 @@ pub struct ServeArgs {
     pub runtime: RuntimeLayout,
 }
 
+/// Tokens from an identity provider: where its keys are, and where its
+/// tokens carry their roles.
+#[derive(Debug, Args)]
+struct IdentityArgs {
+    /// A JWKS file with the identity provider's public keys, re-read when it
+    /// changes. Needs --jwt-issuer and --jwt-audience.
+    #[arg(long, env = "USERSVC_JWKS_FILE", conflicts_with = "jwks_url")]
+    jwks_file: Option<std::path::PathBuf>,
+    /// The identity provider's JWKS URL (https; plain http only to a
+    /// loopback address), fetched at start and kept as its Cache-Control
+    /// says. Needs --jwt-issuer and --jwt-audience.
+    #[arg(long, env = "USERSVC_JWKS_URL")]
+    jwks_url: Option<String>,
+    /// The CA certificate (PEM) --jwks-url's certificate must chain to; the
+    /// system's CAs without it.
+    #[arg(long, env = "USERSVC_JWKS_CA", requires = "jwks_url")]
+    jwks_ca: Option<std::path::PathBuf>,
+    /// The least time between two fetches of --jwks-url. A token naming an
+    /// unknown key (kid) makes at most one fetch per interval.
+    #[arg(long, env = "USERSVC_JWKS_REFETCH_INTERVAL", default_value_t = crate::auth::jwks::source::DEFAULT_REFETCH_INTERVAL.into())]
+    jwks_refetch_interval: Duration,
+    /// The claim a token's role is read from, dotted for nested objects
+    /// (Keycloak: realm_access.roles); a string or an array of strings.
+    #[arg(long, env = "USERSVC_ROLE_CLAIM", default_value = crate::auth::roles::DEFAULT_CLAIM)]
+    role_claim: String,
+    /// IDP_ROLE=ROLE: a role name of the identity provider, and the role
+    /// (admin, editor or viewer) it means here; repeatable. Without any,
+    /// the names admin, editor and viewer are taken as they are.
+    #[arg(long = "role-map", env = "USERSVC_ROLE_MAP", value_delimiter = ',')]
+    role_map: Vec<String>,
+}
+
+impl IdentityArgs {
+    /// Where the keys are, when tokens come from an identity provider.
+    fn jwks(&self, secret: &SecretArgs) -> Result<Option<jwks::Config>, Failure> {
+        let source = match (&self.jwks_file, &self.jwks_url) {
+            (Some(file), _) => jwks::Source::File(file.clone()),
+            (None, Some(url)) => {
+                jwks::Source::url(url, self.jwks_ca.clone()).map_err(Failure::Usage)?
+            }
+            (None, None) => return Ok(None),
+        };
+        // Without both, a token minted by the provider for any of its other
+        // applications would be taken here.
+        if secret.jwt_issuer.is_none() || secret.jwt_audience.is_none() {
+            return Err(Failure::Usage(
+                "--jwks-file and --jwks-url need --jwt-issuer and --jwt-audience: the \
+                 provider's issuer URL and the audience its tokens carry for usersvc"
+                    .into(),
+            ));
+        }
+        if secret.jwt_secret.is_some() && secret.jwt_secret_file.is_none() {
+            return Err(Failure::Usage(
+                "USERSVC_JWT_SECRET is not used with a JWKS: HS256 tokens are taken beside \
+                 the provider's only with --jwt-secret-file"
+                    .into(),
+            ));
+        }
+        Ok(Some(jwks::Config {
+            source,
+            refetch_interval: self.jwks_refetch_interval.into(),
+            with_secret: secret.jwt_secret_file.is_some(),
+        }))
+    }
+
+    fn roles(&self) -> Result<RoleClaim, Failure> {
+        RoleClaim::parse(&self.role_claim, &self.role_map).map_err(Failure::Usage)
+    }
+}
+
 /// The tokio runtime the server runs on. On one CPU a multi-thread runtime
 /// still has two threads taking turns (the worker, and the main thread
 /// accepting connections), and a woken task is handed between them; one
@@ -278,8 +350,20 @@ fn parse_store(value: &str) -> Result<String, String> {
 
 /// Builds the server the flags describe, bound and ready to run.
 pub async fn build(args: ServeArgs) -> Result<Application, Failure> {
-    let (secret, source) = args.secret.resolve()?;
-    tracing::info!(?source, "JWT secret loaded");
+    let jwks = args.identity.jwks(&args.secret)?;
+    // With a JWKS, HS256 is refused unless a secret file is given: no
+    // secret is generated that tokens could be minted with.
+    let secret = match &jwks {
+        Some(config) if !config.with_secret => {
+            tracing::info!(jwks = %config.source.describe(), "tokens from the identity provider's keys only; HS256 refused");
+            crate::auth::Secret::from_bytes(Vec::new())
+        }
+        _ => {
+            let (secret, source) = args.secret.resolve()?;
+            tracing::info!(?source, "JWT secret loaded");
+            secret
+        }
+    };
     let options = StoreOptions {
         watch_buffer: args.watch_buffer,
         sqlite_synchronous: args.sqlite_synchronous,
@@ -335,6 +419,8 @@ fn settings(args: &ServeArgs, defaults: Settings) -> Result<Settings, Failure> {
     };
     Ok(Settings {
         expect: args.secret.expect(),
+        jwks: args.identity.jwks(&args.secret)?,
+        roles: args.identity.roles()?,
         public_methods,
         shutdown_grace: args.shutdown_grace.into(),
         rate_limit: (args.rate_limit > 0.0).then_some(RateLimit {

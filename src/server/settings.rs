@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 
 use super::layers::request_memory::MemoryCaps;
 use super::tls::ServerTls;
-use crate::auth::{Cidr, DEFAULT_PUBLIC_METHODS, Expect, RateLimit, Secret};
+use crate::auth::{Cidr, DEFAULT_PUBLIC_METHODS, Expect, RateLimit, RoleClaim, Secret, jwks};
 use crate::pb::Method;
 use crate::service::Limits;
 use crate::store::UserStore;
@@ -92,6 +92,11 @@ pub struct Settings {
     pub secret: Secret,
     /// Issuer and audience that tokens must carry, when set.
     pub expect: Expect,
+    /// Tokens from an identity provider's published keys, when set; HS256
+    /// with `secret` is then taken only if the configuration says so.
+    pub jwks: Option<jwks::Config>,
+    /// Where a token's role is read from.
+    pub roles: RoleClaim,
     /// Methods that need no token.
     pub public_methods: Vec<Method>,
     /// The service's own limits, message size included.
@@ -132,6 +137,8 @@ impl Settings {
             store,
             secret,
             expect: Expect::default(),
+            jwks: None,
+            roles: RoleClaim::default(),
             public_methods: DEFAULT_PUBLIC_METHODS.to_vec(),
             limits: Limits::default(),
             shutdown_grace: Duration::from_secs(10),

@@ -50,7 +50,7 @@ pub mod json;
 use connect::Codec;
 use envelope::{Reframe, TRAILERS};
 
-use crate::server::layers::gate::Gate;
+use crate::server::layers::gate::{self, Gate};
 use crate::server::layers::request_memory::{self, Framing};
 use crate::server::layers::telemetry::REQUEST_ID;
 
@@ -388,9 +388,9 @@ pub struct Refused(pub Status);
 pub struct RefusedCalls;
 
 impl Gate for RefusedCalls {
-    fn admit<B>(&self, request: &mut Request<B>) -> Result<(), Status> {
+    fn admit<B>(&self, request: &mut Request<B>) -> Result<(), gate::Refusal> {
         match request.extensions().get::<Refused>() {
-            Some(Refused(status)) => Err(status.clone()),
+            Some(Refused(status)) => Err(status.clone().into()),
             None => Ok(()),
         }
     }

@@ -46,10 +46,11 @@ PB, RPC = generate_stubs()
 class Server:
     """A running usersvc; its JSON log lines are kept in a file."""
 
-    def __init__(self, tmp, extra_args=()):
+    def __init__(self, tmp, extra_args=(), env=None):
         self.log_path = os.path.join(tmp, "server.log")
         self.log = open(self.log_path, "w")
-        env = dict(os.environ, USERSVC_JWT_SECRET=SECRET, RUST_LOG="info")
+        env = env if env is not None else dict(os.environ, USERSVC_JWT_SECRET=SECRET)
+        env = dict(env, RUST_LOG="info")
         self.process = subprocess.Popen(
             [BIN, "serve", "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--data-dir", tmp, "--store", f"sqlite://{tmp}/users.db", "--log-json", "--shutdown-grace", "2s", *extra_args],
             stderr=self.log, env=env,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use http::header::AUTHORIZATION;
 use tonic::Status;
 
-use super::gate::{Gate, GateLayer};
+use super::gate::{Gate, GateLayer, Refusal};
 use crate::auth::{Access, AuthError, Caller, Cidr, Policy, Verifier};
 use crate::error::Error;
 use crate::pb::{Method, SERVICE_NAME};
@@ -68,7 +68,7 @@ impl Authorizer {
             (_, None) => return Err(AuthError::MissingToken),
             (access, Some(value)) => {
                 let claims = verifier.verify(bearer(value)?)?;
-                access.permits(method.name(), &claims)?;
+                access.permits(method.name(), &claims, verifier.role_claim())?;
                 claims
             }
         };
@@ -89,7 +89,7 @@ fn bearer(value: &http::HeaderValue) -> Result<&str, AuthError> {
 }
 
 impl Gate for Authorizer {
-    fn admit<B>(&self, request: &mut http::Request<B>) -> Result<(), Status> {
+    fn admit<B>(&self, request: &mut http::Request<B>) -> Result<(), Refusal> {
         if !self.proxies.is_empty() {
             let peer = Caller::of(request).peer;
             let forwarded = Caller::forwarded_client(&self.proxies, peer, request.headers());
@@ -97,13 +97,23 @@ impl Gate for Authorizer {
         }
         let path = request.uri().path();
         match Method::from_path(path) {
-            Some(method) => self
-                .authorize(method, request)
-                .map_err(|refusal| Status::from(Error::Auth(refusal))),
+            Some(method) => self.authorize(method, request).map_err(|refusal| {
+                // A key the set lacks may have just been published: the call
+                // waits for the one refetch allowed, and is checked again.
+                let refetch = self.shared.0.refetch(&refusal);
+                let status = Status::from(Error::Auth(refusal));
+                match refetch {
+                    Some(until) => Refusal::After {
+                        until: Box::pin(until),
+                        otherwise: status,
+                    },
+                    None => Refusal::Now(status),
+                }
+            }),
             // Another method of ours is refused here, the same whatever the
             // token, before a token could tell a prober anything.
             None if is_under_user_service(path) => {
-                Err(Error::UnknownMethod(path.to_owned()).into())
+                Err(Status::from(Error::UnknownMethod(path.to_owned())).into())
             }
             // Health and reflection are open to anyone.
             None => Ok(()),

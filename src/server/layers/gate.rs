@@ -2,6 +2,8 @@
 //! token check and the rate limit share. A [`Gate`] looks at the request
 //! (and may annotate its extensions for handlers); a refusal is answered in
 //! place as a trailers-only gRPC response, with no boxing on either path.
+//! A gate that cannot decide yet (a token naming a key not fetched yet) may
+//! ask to wait, and is then asked once more; the body is still unread.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,7 +15,25 @@ use tower::{Layer, Service};
 /// Decides whether a call may proceed.
 pub trait Gate: Clone {
     /// Lets the call through, or refuses it with the status to answer.
-    fn admit<B>(&self, request: &mut http::Request<B>) -> Result<(), Status>;
+    fn admit<B>(&self, request: &mut http::Request<B>) -> Result<(), Refusal>;
+}
+
+/// Why a call does not proceed now.
+pub enum Refusal {
+    /// Answer this status.
+    Now(Status),
+    /// Wait for `until`, then ask the gate again; if it still cannot
+    /// decide, answer `otherwise`.
+    After {
+        until: Pin<Box<dyn Future<Output = ()> + Send>>,
+        otherwise: Status,
+    },
+}
+
+impl From<Status> for Refusal {
+    fn from(status: Status) -> Self {
+        Refusal::Now(status)
+    }
 }
 
 /// Puts a [`Gate`] in front of a service.
@@ -48,9 +68,11 @@ pub struct Gated<S, G> {
 
 impl<S, G, B, ResBody> Service<http::Request<B>> for Gated<S, G>
 where
-    G: Gate,
-    S: Service<http::Request<B>, Response = http::Response<ResBody>>,
-    ResBody: Default,
+    G: Gate + Send + 'static,
+    S: Service<http::Request<B>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+    ResBody: Default + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -65,20 +87,40 @@ where
             Ok(()) => GateFuture::Admitted {
                 inner: self.inner.call(request),
             },
-            Err(status) => GateFuture::Refused {
+            Err(Refusal::Now(status)) => GateFuture::Refused {
                 status: Some(status),
                 _body: std::marker::PhantomData,
             },
+            Err(Refusal::After { until, otherwise }) => {
+                // The service that was made ready goes with the call.
+                let ready = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, ready);
+                let gate = self.gate.clone();
+                GateFuture::Waiting {
+                    waiting: Box::pin(async move {
+                        until.await;
+                        match gate.admit(&mut request) {
+                            Ok(()) => inner.call(request).await,
+                            Err(Refusal::Now(status)) => Ok(status.into_http()),
+                            Err(Refusal::After { .. }) => Ok(otherwise.into_http()),
+                        }
+                    }),
+                }
+            }
         }
     }
 }
 
+/// A call waiting on its gate.
+type Waiting<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
 pin_project_lite::pin_project! {
     /// The inner service's response, or the refusal answered in its place.
     #[project = Projection]
-    pub enum GateFuture<F, ResBody> {
+    pub enum GateFuture<F: Future, ResBody> {
         Admitted { #[pin] inner: F },
         Refused { status: Option<Status>, _body: std::marker::PhantomData<fn() -> ResBody> },
+        Waiting { waiting: Waiting<F::Output> },
     }
 }
 
@@ -92,6 +134,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             Projection::Admitted { inner } => inner.poll(cx),
+            Projection::Waiting { waiting } => waiting.as_mut().poll(cx),
             Projection::Refused { status, .. } => {
                 let status = status.take().expect("polled after completion");
                 Poll::Ready(Ok(status.into_http()))

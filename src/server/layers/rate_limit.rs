@@ -4,7 +4,7 @@
 
 use tonic::Status;
 
-use super::gate::{Gate, GateLayer};
+use super::gate::{Gate, GateLayer, Refusal};
 use crate::auth::{Caller, RateLimiter};
 use crate::error::Error;
 use crate::pb::Method;
@@ -15,11 +15,11 @@ pub fn layer(limiter: RateLimiter) -> GateLayer<RateLimiter> {
 }
 
 impl Gate for RateLimiter {
-    fn admit<B>(&self, request: &mut http::Request<B>) -> Result<(), Status> {
+    fn admit<B>(&self, request: &mut http::Request<B>) -> Result<(), Refusal> {
         if !self.is_on() || Method::from_path(request.uri().path()).is_none() {
             return Ok(());
         }
         self.take(Caller::of(request).key())
-            .map_err(|wait| Status::from(Error::RateLimited { retry_after: wait }))
+            .map_err(|wait| Status::from(Error::RateLimited { retry_after: wait }).into())
     }
 }
