@@ -26,8 +26,8 @@ pub mod secret;
 
 pub use caller::{Caller, Cidr};
 pub use jwks::Jwks;
-pub use roles::RoleClaim;
 pub use rate::{RateLimit, RateLimiter};
+pub use roles::RoleClaim;
 pub use secret::Secret;
 
 /// Clock skew tolerated on `exp` and `nbf`, between hosts whose clocks differ.
@@ -329,19 +329,23 @@ impl Verifier {
             alg if PUBLIC_KEY_ALGORITHMS.contains(&alg) && keys.jwks.is_some() => {
                 let jwks = keys.jwks.as_ref().expect("matched above");
                 let set = jwks.keys();
-                let key = set.find(header.kid.as_deref()).map_err(|missing| match missing {
-                    jwks::Missing::Unknown(kid) => AuthError::UnknownKey {
-                        kid,
-                        jwks: jwks.describe().to_owned(),
-                    },
-                    jwks::Missing::KidRequired(count) => AuthError::InvalidToken(format!(
-                        "the token names no key (kid) and the key set has {count}"
-                    )),
-                    jwks::Missing::Empty => AuthError::KeysUnavailable {
-                        jwks: jwks.describe().to_owned(),
-                        why: jwks.last_error().unwrap_or_else(|| "it has no usable key".into()),
-                    },
-                })?;
+                let key = set
+                    .find(header.kid.as_deref())
+                    .map_err(|missing| match missing {
+                        jwks::Missing::Unknown(kid) => AuthError::UnknownKey {
+                            kid,
+                            jwks: jwks.describe().to_owned(),
+                        },
+                        jwks::Missing::KidRequired(count) => AuthError::InvalidToken(format!(
+                            "the token names no key (kid) and the key set has {count}"
+                        )),
+                        jwks::Missing::Empty => AuthError::KeysUnavailable {
+                            jwks: jwks.describe().to_owned(),
+                            why: jwks
+                                .last_error()
+                                .unwrap_or_else(|| "it has no usable key".into()),
+                        },
+                    })?;
                 let expected = format!("{:?}", key.algorithm);
                 if expected != alg {
                     return Err(AuthError::InvalidToken(format!(
@@ -391,26 +395,23 @@ impl Verifier {
     fn verify_in_full(&self, token: &str) -> Result<Claims, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
         let (key, algorithm) = self.key_for(token)?;
-        let payload = jsonwebtoken::decode::<Map<String, Value>>(
-            token,
-            &key,
-            &self.validation(algorithm),
-        )
-        .map(|data| data.claims)
-        .map_err(|error| {
-            let reason = match error.kind() {
-                ErrorKind::ExpiredSignature => "expired".to_owned(),
-                ErrorKind::ImmatureSignature => "not valid yet (nbf)".to_owned(),
-                ErrorKind::InvalidSignature => "bad signature".to_owned(),
-                ErrorKind::InvalidAlgorithm => format!("algorithm must be {algorithm:?}"),
-                ErrorKind::InvalidIssuer => "wrong issuer".to_owned(),
-                ErrorKind::InvalidAudience => "wrong audience".to_owned(),
-                ErrorKind::MissingRequiredClaim(claim) => format!("missing claim {claim}"),
-                ErrorKind::Json(cause) => format!("malformed claims: {cause}"),
-                _ => "not a valid JWT".to_owned(),
-            };
-            AuthError::InvalidToken(reason)
-        })?;
+        let payload =
+            jsonwebtoken::decode::<Map<String, Value>>(token, &key, &self.validation(algorithm))
+                .map(|data| data.claims)
+                .map_err(|error| {
+                    let reason = match error.kind() {
+                        ErrorKind::ExpiredSignature => "expired".to_owned(),
+                        ErrorKind::ImmatureSignature => "not valid yet (nbf)".to_owned(),
+                        ErrorKind::InvalidSignature => "bad signature".to_owned(),
+                        ErrorKind::InvalidAlgorithm => format!("algorithm must be {algorithm:?}"),
+                        ErrorKind::InvalidIssuer => "wrong issuer".to_owned(),
+                        ErrorKind::InvalidAudience => "wrong audience".to_owned(),
+                        ErrorKind::MissingRequiredClaim(claim) => format!("missing claim {claim}"),
+                        ErrorKind::Json(cause) => format!("malformed claims: {cause}"),
+                        _ => "not a valid JWT".to_owned(),
+                    };
+                    AuthError::InvalidToken(reason)
+                })?;
         Claims::from_payload(&payload, &self.inner.roles)
     }
 }

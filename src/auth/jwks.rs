@@ -59,7 +59,9 @@ impl KeySet {
             let kid = jwk.common.key_id.clone();
             match usable(jwk) {
                 Ok(key) => keys.push(key),
-                Err(why) => skipped.push(format!("{}: {why}", kid.as_deref().unwrap_or("(no kid)"))),
+                Err(why) => {
+                    skipped.push(format!("{}: {why}", kid.as_deref().unwrap_or("(no kid)")))
+                }
             }
         }
         Ok((KeySet { keys, published }, skipped))
@@ -171,8 +173,14 @@ mod tests {
         assert_eq!(algorithm("ed"), Ok(Algorithm::EdDSA));
         assert_eq!(set.kids(), ["ec", "rsa", "ed"]);
         assert_eq!(skipped.len(), 3, "{skipped:?}");
-        assert!(skipped[0].starts_with("hmac: a symmetric key"), "{skipped:?}");
-        assert!(skipped[1].starts_with("enc: an encryption key"), "{skipped:?}");
+        assert!(
+            skipped[0].starts_with("hmac: a symmetric key"),
+            "{skipped:?}"
+        );
+        assert!(
+            skipped[1].starts_with("enc: an encryption key"),
+            "{skipped:?}"
+        );
         assert!(skipped[2].starts_with("p384: not an RS256"), "{skipped:?}");
     }
 
@@ -187,7 +195,10 @@ mod tests {
         let one = r#"{"keys": [{"kty": "OKP", "crv": "Ed25519",
             "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
         let (set, _) = KeySet::parse(one.as_bytes()).unwrap();
-        assert_eq!(set.find(None).map(|key| key.algorithm), Ok(Algorithm::EdDSA));
+        assert_eq!(
+            set.find(None).map(|key| key.algorithm),
+            Ok(Algorithm::EdDSA)
+        );
         let (empty, _) = KeySet::parse(br#"{"keys": []}"#).unwrap();
         assert_eq!(empty.find(None).err(), Some(Missing::Empty));
         assert!(KeySet::parse(b"<html>").is_err());

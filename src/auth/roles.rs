@@ -51,13 +51,17 @@ impl RoleClaim {
             .map(|pair| {
                 let pair = pair.as_ref();
                 let (theirs, ours) = pair.split_once('=').ok_or_else(|| {
-                    format!("--role-map {pair:?}: expected IDP_ROLE=ROLE, such as usersvc-admins=admin")
+                    format!(
+                        "--role-map {pair:?}: expected IDP_ROLE=ROLE, such as usersvc-admins=admin"
+                    )
                 })?;
                 let role = Role::from_name(ours).ok_or_else(|| {
                     format!("--role-map {pair:?}: {ours:?} is not admin, editor or viewer")
                 })?;
                 if theirs.is_empty() {
-                    return Err(format!("--role-map {pair:?}: the provider's role name is empty"));
+                    return Err(format!(
+                        "--role-map {pair:?}: the provider's role name is empty"
+                    ));
                 }
                 Ok((theirs.to_owned(), role))
             })
@@ -135,8 +139,15 @@ mod tests {
     #[test]
     fn the_default_claim_takes_our_names_as_they_are() {
         let roles = RoleClaim::default();
-        assert_eq!(roles.role(&claims(json!({"role": "editor"}))), Some(Role::Editor));
-        assert_eq!(roles.role(&claims(json!({"role": "Editor"}))), None, "exact names");
+        assert_eq!(
+            roles.role(&claims(json!({"role": "editor"}))),
+            Some(Role::Editor)
+        );
+        assert_eq!(
+            roles.role(&claims(json!({"role": "Editor"}))),
+            None,
+            "exact names"
+        );
         assert_eq!(roles.role(&claims(json!({"role": 3}))), None);
         assert_eq!(roles.role(&claims(json!({}))), None);
     }
@@ -145,7 +156,11 @@ mod tests {
     fn a_nested_array_is_searched_and_the_highest_role_wins() {
         let roles = RoleClaim::parse(
             "realm_access.roles",
-            &["usersvc-viewers=viewer", "usersvc-admins=admin", "writers=editor"],
+            &[
+                "usersvc-viewers=viewer",
+                "usersvc-admins=admin",
+                "writers=editor",
+            ],
         )
         .unwrap();
         let keycloak = claims(json!({

@@ -219,7 +219,8 @@ impl Metrics {
             .register(Box::new(super::layers::request_memory::HELD_BYTES.clone()))
             .expect("registered once");
         for jwks in [
-            Box::new(crate::auth::jwks::refresh::FETCH_FAILURES.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(crate::auth::jwks::refresh::FETCH_FAILURES.clone())
+                as Box<dyn prometheus::core::Collector>,
             Box::new(crate::auth::jwks::refresh::KEYS.clone()),
             Box::new(crate::auth::jwks::refresh::LAST_SUCCESS.clone()),
         ] {

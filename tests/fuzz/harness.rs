@@ -402,7 +402,7 @@ fn admin() -> usersvc::auth::Caller {
         certificate: None,
         claims: Some(std::sync::Arc::new(usersvc::auth::Claims {
             sub: "fuzz".into(),
-            role: usersvc::domain::Role::Admin,
+            role: Some(usersvc::domain::Role::Admin),
             exp: u64::from(u32::MAX),
             iat: None,
             nbf: None,

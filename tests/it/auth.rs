@@ -145,7 +145,7 @@ fn claims(role: Role, exp_from_now: i64) -> Claims {
     let now = usersvc::clock::unix_seconds();
     Claims {
         sub: "tester".into(),
-        role,
+        role: Some(role),
         exp: (now + exp_from_now) as u64,
         iat: Some(now as u64),
         nbf: None,

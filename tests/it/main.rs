@@ -16,6 +16,7 @@ mod encoding;
 mod fuzzing;
 mod hardening;
 mod health;
+mod identity;
 mod interop_python;
 mod least_privilege;
 mod limits;

@@ -353,7 +353,7 @@ fn expiring_viewer(server: &ServerProcess, exp: u64) -> Client {
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &Claims {
             sub: "short-lived".into(),
-            role: Role::Viewer,
+            role: Some(Role::Viewer),
             exp,
             iat: Some(exp - 34),
             nbf: None,

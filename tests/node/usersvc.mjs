@@ -12,6 +12,8 @@ export const BIN = process.env.USERSVC_BIN ?? path.join(ROOT, "target/debug/user
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+const withoutSecret = ({ USERSVC_JWT_SECRET, ...rest }) => rest;
+
 /** A server on a free port, with its JSON log in a file of its own. */
 export class Usersvc {
   constructor(secret, args = []) {
@@ -23,7 +25,10 @@ export class Usersvc {
       BIN,
       ["serve", "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--data-dir", dir, "--log-json", ...args],
       {
-        env: { ...process.env, USERSVC_JWT_SECRET: secret, RUST_LOG: "info" },
+        // No secret (null): tokens come only from an identity provider's keys.
+        env: secret === null
+          ? { ...withoutSecret(process.env), RUST_LOG: "info" }
+          : { ...process.env, USERSVC_JWT_SECRET: secret, RUST_LOG: "info" },
         stdio: ["ignore", "ignore", openSync(this.logPath, "w")],
       },
     );

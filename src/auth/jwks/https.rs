@@ -78,7 +78,10 @@ pub async fn get(uri: &Uri, https: Option<&Https>, limit: usize) -> Result<Answe
     let request = Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(header::HOST, uri.authority().map_or(host, |a| a.as_str()))
         .header(header::ACCEPT, "application/json")
-        .header(header::USER_AGENT, concat!("usersvc/", env!("CARGO_PKG_VERSION")))
+        .header(
+            header::USER_AGENT,
+            concat!("usersvc/", env!("CARGO_PKG_VERSION")),
+        )
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("cannot make the request: {e}"))?;
     let response = match https {

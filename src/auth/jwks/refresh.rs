@@ -18,8 +18,8 @@ use prometheus::{IntCounter, IntGauge};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::source::{Config, FETCH_TIMEOUT, Fetched, Reader, Source};
 use super::KeySet;
+use super::source::{Config, FETCH_TIMEOUT, Fetched, Reader, Source};
 
 /// Fetches of the key set that failed, since the process started.
 pub static FETCH_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
@@ -155,7 +155,12 @@ impl Jwks {
     }
 
     /// Fetches when due or asked, until the server stops.
-    async fn refresh(self: Arc<Self>, reader: Reader, keep: Duration, mut stopping: watch::Receiver<bool>) {
+    async fn refresh(
+        self: Arc<Self>,
+        reader: Reader,
+        keep: Duration,
+        mut stopping: watch::Receiver<bool>,
+    ) {
         let is_file = matches!(reader.source(), Source::File(_));
         let mut due = Instant::now() + self.next_in(keep, is_file);
         loop {

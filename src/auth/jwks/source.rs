@@ -190,7 +190,10 @@ mod tests {
         assert!(Source::url("http://[::1]:8080/certs", None).is_ok());
         assert!(Source::url("http://localhost/certs", None).is_ok());
         let err = Source::url("http://idp.example.com/certs", None).unwrap_err();
-        assert!(err.contains("plain http is taken only for a loopback"), "{err}");
+        assert!(
+            err.contains("plain http is taken only for a loopback"),
+            "{err}"
+        );
         assert!(Source::url("ftp://idp.example.com/certs", None).is_err());
         assert!(Source::url("/certs", None).is_err());
     }
@@ -198,7 +201,10 @@ mod tests {
     #[test]
     fn cache_control_is_honoured_within_bounds() {
         assert_eq!(keep_for(None), DEFAULT_MAX_AGE);
-        assert_eq!(keep_for(Some("public, max-age=60")), Duration::from_secs(60));
+        assert_eq!(
+            keep_for(Some("public, max-age=60")),
+            Duration::from_secs(60)
+        );
         assert_eq!(keep_for(Some("max-age=99999999")), LONGEST_MAX_AGE);
         assert_eq!(keep_for(Some("no-cache")), Duration::ZERO);
         assert_eq!(keep_for(Some("max-age=60, no-store")), Duration::ZERO);
