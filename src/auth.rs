@@ -301,14 +301,17 @@ impl Verifier {
         Ok(claims)
     }
 
-    /// When `refusal` is a key the set lacks: a wait for the set to be
-    /// fetched again, if the refetch interval allows one now.
+    /// When `refusal` is a key the set lacks (or a set with no keys yet): a
+    /// wait for the set to be fetched again, if the refetch interval allows
+    /// one now.
     pub fn refetch(
         &self,
         refusal: &AuthError,
     ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
         match (refusal, &self.inner.jwks) {
-            (AuthError::UnknownKey { .. }, Some(jwks)) => jwks.refetch(),
+            (AuthError::UnknownKey { .. } | AuthError::KeysUnavailable { .. }, Some(jwks)) => {
+                jwks.refetch()
+            }
             _ => None,
         }
     }
@@ -329,6 +332,14 @@ impl Verifier {
             alg if PUBLIC_KEY_ALGORITHMS.contains(&alg) && keys.jwks.is_some() => {
                 let jwks = keys.jwks.as_ref().expect("matched above");
                 let set = jwks.keys();
+                if set.is_empty() {
+                    return Err(AuthError::KeysUnavailable {
+                        jwks: jwks.describe().to_owned(),
+                        why: jwks
+                            .last_error()
+                            .unwrap_or_else(|| "it has no usable key".into()),
+                    });
+                }
                 let key = set
                     .find(header.kid.as_deref())
                     .map_err(|missing| match missing {

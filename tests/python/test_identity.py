@@ -331,3 +331,21 @@ def test_a_keycloak_shaped_token_gets_its_role_from_realm_access(tmp_path, provi
         assert "directory-admin, directory-reader" in connect_message, connect_message
     finally:
         server.stop()
+
+
+def test_a_provider_down_at_start_is_unavailable_until_it_answers(tmp_path, provider):
+    provider.add("k1", "ES256")
+    provider.publish("k1")
+    provider.down = True
+    server = start(tmp_path, provider, "--jwks-refetch-interval", "0s")
+    try:
+        token = provider.token("k1")
+        error = grpc_list(server, token)
+        assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+        assert "no signing keys from" in error.details() and "503" in error.details(), error.details()
+        status, body = connect(server, "GetUser", {"userId": "0190b7c8-0000-7000-8000-000000000000"}, token)
+        assert (status, body["code"]) == (503, "unavailable"), body
+        provider.down = False
+        assert grpc_list(server, token) == []
+    finally:
+        server.stop()
