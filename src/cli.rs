@@ -182,6 +182,22 @@ impl From<tonic::Status> for Failure {
     }
 }
 
+/// The trace `TRACEPARENT` and `TRACESTATE` name, if they are set.
+fn trace_from_environment() -> Option<opentelemetry::Context> {
+    let mut headers = http::HeaderMap::new();
+    for (variable, header) in [("TRACEPARENT", "traceparent"), ("TRACESTATE", "tracestate")] {
+        if let Some(value) = std::env::var(variable)
+            .ok()
+            .and_then(|value| http::HeaderValue::try_from(value).ok())
+        {
+            headers.insert(header, value);
+        }
+    }
+    headers
+        .contains_key("traceparent")
+        .then(|| crate::server::traces::parent(&headers))
+}
+
 /// Parses the command line, runs the command and says how to exit.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -199,6 +215,10 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // A script that runs inside a trace passes it on as `TRACEPARENT` (and
+    // `TRACESTATE`), as OpenTelemetry's environment carriers do: the calls
+    // this command makes then carry it to the server.
+    let _trace = trace_from_environment().map(opentelemetry::Context::attach);
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(message)) => {

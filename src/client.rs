@@ -6,6 +6,7 @@
 //! (reads, and creates carrying an idempotency key), with exponential backoff
 //! and jitter so that a fleet of clients does not retry in step.
 
+use opentelemetry::trace::TraceContextExt as _;
 use std::future::Future;
 use std::time::Duration;
 
@@ -150,6 +151,20 @@ fn with_scheme(addr: &str, tls: &ClientTls) -> String {
     }
 }
 
+/// The W3C `traceparent` of `cx`'s span, when it has one.
+pub fn traceparent(cx: &opentelemetry::Context) -> Option<String> {
+    let span = cx.span();
+    let context = span.span_context();
+    context.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            context.trace_id(),
+            context.span_id(),
+            context.trace_flags().to_u8()
+        )
+    })
+}
+
 /// A `UserService` client with a token, a deadline and retries.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -218,6 +233,19 @@ impl Client {
         }
         if let Some(timeout) = self.timeout {
             request.set_timeout(timeout);
+        }
+        // The caller's trace goes on with the call, W3C's way.
+        let trace = opentelemetry::Context::current();
+        if let Some(traceparent) = traceparent(&trace)
+            .and_then(|value| tonic::metadata::MetadataValue::try_from(value).ok())
+        {
+            request.metadata_mut().insert("traceparent", traceparent);
+            let state = trace.span().span_context().trace_state().header();
+            if let Ok(state) = tonic::metadata::MetadataValue::try_from(state)
+                && !state.is_empty()
+            {
+                request.metadata_mut().insert("tracestate", state);
+            }
         }
         request
     }

@@ -34,6 +34,7 @@ pub mod reflection;
 mod settings;
 pub mod shutdown;
 pub mod tls;
+pub mod traces;
 pub mod web;
 
 use layers::auth::Authorizer;
@@ -57,6 +58,7 @@ pub enum ServeError {
 /// A server that is built and bound, and not yet serving.
 pub struct Application {
     local_addr: SocketAddr,
+    traces: Option<traces::Traces>,
     /// Tells the server, once it runs, to begin shutting down.
     stop: oneshot::Sender<()>,
     server: Pin<Box<dyn Future<Output = Result<(), ServeError>> + Send>>,
@@ -101,6 +103,13 @@ impl Application {
             metrics::spawn(listener, Arc::clone(&metrics), events, stopping.clone());
             metrics
         });
+        let tracer = settings
+            .traces
+            .as_ref()
+            .map(|traces| traces.tracer().clone());
+        if let Some(tracer) = &tracer {
+            store = Arc::new(traces::TracedStore::new(store, tracer.clone()));
+        }
         let (reporter, health) = tonic_health::server::health_reporter();
         let monitor = health::start(
             reporter,
@@ -160,7 +169,7 @@ impl Application {
             .layer(console::ConsoleLayer::new(settings.console))
             .layer(web::WebLayer::new(max_message_bytes))
             .layer(tonic_web::GrpcWebLayer::new())
-            .layer(TelemetryLayer::new(metrics))
+            .layer(TelemetryLayer::new(metrics, tracer))
             .layer(GateLayer::new(web::RefusedCalls))
             .layer(auth)
             .layer(layers::rate_limit::layer(rate))
@@ -186,9 +195,15 @@ impl Application {
         };
         Ok(Self {
             local_addr,
+            traces: settings.traces.clone(),
             stop,
             server: Box::pin(server),
         })
+    }
+
+    /// The traces it exports, to be flushed when it has stopped.
+    pub fn traces(&self) -> Option<traces::Traces> {
+        self.traces.clone()
     }
 
     /// The address the server listens on: the port, when it was bound as 0.

@@ -157,11 +157,13 @@ fn caller_key<T>(request: &Request<T>) -> String {
 /// the client does. hyper drops a handler's future when the client resets
 /// its stream; a store call dropped after its commit but before it
 /// published would lose the event, and the audit line after it. A spawned
-/// task is not dropped with the handler.
+/// task is not dropped with the handler. It runs in the call's trace, so
+/// that its store calls are the call's spans' children.
 async fn to_completion<T: Send + 'static>(
     change: impl Future<Output = Result<T, Error>> + Send + 'static,
 ) -> Result<T, Error> {
-    match tokio::spawn(change).await {
+    use opentelemetry::context::FutureExt as _;
+    match tokio::spawn(change.with_current_context()).await {
         Ok(result) => result,
         Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
         // Only the runtime's shutdown cancels a task.

@@ -204,6 +204,10 @@ pub trait UserStore: Send + Sync + 'static {
     /// Where this store announces committed changes.
     fn events(&self) -> &EventBus;
 
+    /// The database behind the store, as OpenTelemetry names it
+    /// (`db.system.name`): `sqlite`, `postgresql` or `memory`.
+    fn system_name(&self) -> &'static str;
+
     /// Whether the store can serve now; for health checks.
     async fn check(&self) -> Result<(), StoreError>;
 

@@ -12,7 +12,6 @@ use jsonwebtoken::jwk::{
 };
 use jsonwebtoken::{Algorithm, DecodingKey};
 
-pub mod https;
 pub mod refresh;
 pub mod source;
 

@@ -16,6 +16,7 @@ use super::{Failure, SecretArgs};
 use crate::auth::{Cidr, DEFAULT_PUBLIC_METHODS, RateLimit, RoleClaim, jwks};
 use crate::pb::Method;
 use crate::server::tls::ServerTls;
+use crate::server::traces::{Export, Traces};
 use crate::server::{Application, Settings, TransportSettings};
 use crate::service::Limits;
 use crate::store::{self, StoreOptions, Synchronous};
@@ -225,6 +226,13 @@ pub struct ServeArgs {
     /// Calls one caller may make at once before the rate applies.
     #[arg(long, env = "USERSVC_RATE_BURST", default_value_t = DEFAULTS.rate.burst)]
     rate_burst: f64,
+    /// Export OpenTelemetry traces over OTLP to this collector, as
+    /// http://HOST:4318 (http/protobuf, the default) or http://HOST:4317
+    /// with OTEL_EXPORTER_OTLP_PROTOCOL=grpc. The other OTEL_* variables
+    /// apply (OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, OTEL_SDK_DISABLED, …);
+    /// off when no endpoint is set.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     /// Log JSON lines instead of text. The level comes from RUST_LOG (default info).
     #[arg(long, env = "USERSVC_LOG_JSON")]
     log_json: bool,
@@ -378,6 +386,11 @@ pub async fn build(args: ServeArgs) -> Result<Application, Failure> {
         .await
         .map_err(|e| Failure::Other(format!("cannot open the store: {e}")))?;
     let mut settings = settings(&args, Settings::new(store, secret))?;
+    if let Some(export) = Export::from_env(args.otlp_endpoint.as_deref()).map_err(Failure::Usage)? {
+        let traces = Traces::start(&export).map_err(Failure::Usage)?;
+        tracing::info!(endpoint = %export.endpoint, protocol = ?export.protocol, "exporting traces");
+        settings.traces = Some(traces);
+    }
     if let Some(tls) = &settings.tls {
         tls.config().map_err(Failure::Usage)?;
     }
@@ -486,11 +499,15 @@ fn parse_origin(text: &str) -> Result<http::HeaderValue, String> {
 /// `usersvc serve`: builds the server, and runs it until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     let _log = crate::server::logging::init(args.log_json);
-    build(args)
-        .await?
-        .run_until_stopped(crate::server::shutdown::signal())
+    let app = build(args).await?;
+    let traces = app.traces();
+    app.run_until_stopped(crate::server::shutdown::signal())
         .await
         .map_err(|e| Failure::Other(e.to_string()))?;
+    // The last calls' spans go out before the process does.
+    if let Some(traces) = traces {
+        let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+    }
     tracing::info!("usersvc stopped");
     Ok(())
 }

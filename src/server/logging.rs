@@ -214,6 +214,8 @@ pub struct AccessLine<'a> {
     pub messages_in: u64,
     pub messages_out: u64,
     pub request_id: Option<&'a str>,
+    /// The call's trace, when traces are on: to find its spans.
+    pub trace_id: Option<&'a str>,
 }
 
 impl AccessLine<'_> {
@@ -232,6 +234,7 @@ impl AccessLine<'_> {
                 messages_in = self.messages_in,
                 messages_out = self.messages_out,
                 request_id = self.request_id,
+                trace_id = self.trace_id,
                 "rpc finished",
             );
             return;
@@ -268,6 +271,9 @@ impl AccessLine<'_> {
             out.extend_from_slice(b" request_id=");
             quoted(out, id);
         }
+        if let Some(id) = self.trace_id {
+            let _ = write!(out, " trace_id=\"{id}\"");
+        }
         out.push(b'\n');
     }
 
@@ -291,6 +297,9 @@ impl AccessLine<'_> {
         if let Some(id) = self.request_id {
             out.extend_from_slice(b",\"request_id\":");
             let _ = serde_json::to_writer(&mut *out, id);
+        }
+        if let Some(id) = self.trace_id {
+            let _ = write!(out, ",\"trace_id\":\"{id}\"");
         }
         let _ = writeln!(out, "}},\"target\":\"{ACCESS_TARGET}\"}}");
     }

@@ -223,6 +223,7 @@ impl Metrics {
                 as Box<dyn prometheus::core::Collector>,
             Box::new(crate::auth::jwks::refresh::KEYS.clone()),
             Box::new(crate::auth::jwks::refresh::LAST_SUCCESS.clone()),
+            Box::new(super::traces::DROPPED_SPANS.clone()),
         ] {
             registry.register(jwks).expect("registered once");
         }
@@ -441,6 +442,9 @@ impl MeteredStore {
 impl UserStore for MeteredStore {
     fn events(&self) -> &EventBus {
         self.inner.events()
+    }
+    fn system_name(&self) -> &'static str {
+        self.inner.system_name()
     }
     async fn check(&self) -> Result<(), StoreError> {
         self.inner.check().await

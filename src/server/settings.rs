@@ -97,6 +97,8 @@ pub struct Settings {
     pub jwks: Option<jwks::Config>,
     /// Where a token's role is read from.
     pub roles: RoleClaim,
+    /// OpenTelemetry traces, when on.
+    pub traces: Option<crate::server::traces::Traces>,
     /// Methods that need no token.
     pub public_methods: Vec<Method>,
     /// The service's own limits, message size included.
@@ -139,6 +141,7 @@ impl Settings {
             expect: Expect::default(),
             jwks: None,
             roles: RoleClaim::default(),
+            traces: None,
             public_methods: DEFAULT_PUBLIC_METHODS.to_vec(),
             limits: Limits::default(),
             shutdown_grace: Duration::from_secs(10),

@@ -127,6 +127,9 @@ impl UserStore for MemoryStore {
     fn events(&self) -> &EventBus {
         &self.events
     }
+    fn system_name(&self) -> &'static str {
+        "memory"
+    }
 
     async fn check(&self) -> Result<(), StoreError> {
         Ok(())

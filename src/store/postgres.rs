@@ -450,6 +450,9 @@ impl UserStore for PostgresStore {
     fn events(&self) -> &EventBus {
         &self.events
     }
+    fn system_name(&self) -> &'static str {
+        "postgresql"
+    }
 
     async fn check(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")

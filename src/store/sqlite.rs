@@ -233,6 +233,9 @@ impl UserStore for SqliteStore {
     fn events(&self) -> &EventBus {
         &self.events
     }
+    fn system_name(&self) -> &'static str {
+        "sqlite"
+    }
 
     /// Both sides must answer: a reader, and the writer's thread.
     async fn check(&self) -> Result<(), StoreError> {

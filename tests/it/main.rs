@@ -36,6 +36,7 @@ mod stored_text;
 mod stream_limits;
 mod streaming;
 mod tls;
+mod traces;
 mod unary;
 mod vectors;
 mod watch;

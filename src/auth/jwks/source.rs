@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::Uri;
 
-use super::https::Https;
+use crate::outbound::{self, Https};
 
 /// The largest JWKS read: a provider publishes a few keys, a few KiB.
 pub const MAX_BYTES: usize = 1 << 20;
@@ -142,7 +142,7 @@ impl Reader {
             Source::Url { uri, .. } => {
                 let answer = tokio::time::timeout(
                     FETCH_TIMEOUT,
-                    super::https::get(uri, self.https.as_ref(), MAX_BYTES),
+                    outbound::get(uri, self.https.as_ref(), MAX_BYTES),
                 )
                 .await
                 .map_err(|_| format!("no answer within {FETCH_TIMEOUT:?}"))??;

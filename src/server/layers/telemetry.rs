@@ -14,6 +14,11 @@
 //! The layer also echoes `x-request-id` into the response headers, so a
 //! client can match its logs with ours; an id that is too long or has
 //! characters outside `[A-Za-z0-9._:-]` is replaced by one made here.
+//!
+//! When traces are on, the call is an OpenTelemetry server span too, child
+//! of the `traceparent` the client sent: started here, ended with the access
+//! line, and made current while the handler and the response body run, so
+//! that the store's spans are its children.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,8 +34,13 @@ use http_body::{Body, Frame, SizeHint};
 use tonic::Code;
 use tower::{Layer, Service};
 
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _};
+use opentelemetry::{Context as TraceContext, KeyValue};
+use opentelemetry_sdk::trace::SdkTracer;
+
 use crate::auth::Caller;
 use crate::server::metrics::{Metrics, Series};
+use crate::server::traces;
 use crate::server::web::Protocol;
 
 /// The request header a client may set to correlate its logs with ours.
@@ -55,15 +65,17 @@ fn request_id(sent: &HeaderValue) -> HeaderValue {
     }
 }
 
-/// Adds per-call logging, and metrics when given, in front of a service.
+/// Adds per-call logging, and metrics and traces when given, in front of a
+/// service.
 #[derive(Clone, Default)]
 pub struct TelemetryLayer {
     metrics: Option<Arc<Metrics>>,
+    tracer: Option<SdkTracer>,
 }
 
 impl TelemetryLayer {
-    pub fn new(metrics: Option<Arc<Metrics>>) -> Self {
-        Self { metrics }
+    pub fn new(metrics: Option<Arc<Metrics>>, tracer: Option<SdkTracer>) -> Self {
+        Self { metrics, tracer }
     }
 }
 
@@ -74,6 +86,7 @@ impl<S> Layer<S> for TelemetryLayer {
         Telemetry {
             inner,
             metrics: self.metrics.clone(),
+            tracer: self.tracer.clone(),
         }
     }
 }
@@ -83,6 +96,7 @@ impl<S> Layer<S> for TelemetryLayer {
 pub struct Telemetry<S> {
     inner: S,
     metrics: Option<Arc<Metrics>>,
+    tracer: Option<SdkTracer>,
 }
 
 /// What is known of one call while it runs. Logged when dropped.
@@ -99,6 +113,8 @@ struct Call {
     sent: AtomicU64,
     /// The gRPC status code, once the response has carried one; -1 before.
     code: AtomicI32,
+    /// The call's server span, when traces are on.
+    trace: Option<TraceContext>,
 }
 
 impl Call {
@@ -127,6 +143,10 @@ impl Drop for Call {
         if let Some((metrics, method)) = &self.metrics {
             metrics.call_finished(*method, code, elapsed);
         }
+        let trace_id = self.trace.as_ref().and_then(|cx| {
+            end_span(cx, self.protocol, code);
+            traces::trace_id(cx)
+        });
         crate::server::logging::AccessLine {
             method: self.path.path(),
             protocol: self.protocol.label(),
@@ -136,9 +156,73 @@ impl Drop for Call {
             messages_in: received,
             messages_out: sent,
             request_id,
+            trace_id: trace_id.as_deref(),
         }
         .log();
     }
+}
+
+/// The server span of a call to `path`, child of the trace the client's
+/// headers name, as OpenTelemetry's RPC conventions describe it.
+fn server_span(
+    tracer: &SdkTracer,
+    headers: &HeaderMap,
+    path: &str,
+    protocol: Protocol,
+    peer: Option<SocketAddr>,
+) -> TraceContext {
+    let parent = traces::parent(headers);
+    let name = path.trim_start_matches('/');
+    let (service, method) = name.split_once('/').unwrap_or((name, ""));
+    let system = match protocol {
+        Protocol::Connect => "connect_rpc",
+        Protocol::Grpc | Protocol::GrpcWeb => "grpc",
+    };
+    let mut attributes = vec![
+        KeyValue::new("rpc.system", system),
+        KeyValue::new("rpc.service", service.to_owned()),
+        KeyValue::new("rpc.method", method.to_owned()),
+    ];
+    if let Some(peer) = peer {
+        attributes.push(KeyValue::new("network.peer.address", peer.ip().to_string()));
+        attributes.push(KeyValue::new("network.peer.port", i64::from(peer.port())));
+    }
+    let span = tracer
+        .span_builder(name.to_owned())
+        .with_kind(SpanKind::Server)
+        .with_attributes(attributes)
+        .start_with_context(tracer, &parent);
+    parent.with_span(span)
+}
+
+/// Ends a call's span with its status: the gRPC code (Connect's error code
+/// over Connect), and an error status for the codes that say the server
+/// failed, not the caller, as the conventions for server spans say.
+fn end_span(cx: &TraceContext, protocol: Protocol, code: Code) {
+    let span = cx.span();
+    match protocol {
+        Protocol::Connect if code != Code::Ok => span.set_attribute(KeyValue::new(
+            "rpc.connect_rpc.error_code",
+            crate::error::code_name(code).to_ascii_lowercase(),
+        )),
+        Protocol::Connect => {}
+        Protocol::Grpc | Protocol::GrpcWeb => {
+            span.set_attribute(KeyValue::new("rpc.grpc.status_code", code as i64))
+        }
+    }
+    let server_failed = matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    );
+    if server_failed {
+        span.set_status(Status::error(crate::error::code_name(code)));
+    }
+    span.end();
 }
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Telemetry<S>
@@ -171,18 +255,25 @@ where
             metrics.call_started(method);
             Some((Arc::clone(metrics), method))
         });
+        let peer = Caller::of(&mut request).peer;
+        let trace = self
+            .tracer
+            .as_ref()
+            .map(|tracer| server_span(tracer, request.headers(), path.path(), protocol, peer));
         let call = Arc::new(Call {
             metrics,
             path,
             protocol,
-            peer: Caller::of(&mut request).peer,
+            peer,
             request_id: request.headers().get(&REQUEST_ID).map(request_id),
             start: Instant::now(),
             received: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             code: AtomicI32::new(-1),
+            trace,
         });
         let request = request.map(|body| CountedBody::new(body, Arc::clone(&call), false));
+        let _current = call.trace.clone().map(TraceContext::attach);
         ResponseFuture {
             inner: self.inner.call(request),
             call: Some(call),
@@ -207,6 +298,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let trace = this.call.as_ref().and_then(|call| call.trace.clone());
+        let _current = trace.map(TraceContext::attach);
         let result = ready!(this.inner.poll(cx));
         let call = this.call.take().expect("polled after completion");
         Poll::Ready(result.map(|mut response| {
@@ -255,6 +348,9 @@ impl<B: Body<Data = Bytes>> Body for CountedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
+        // A stream's messages are made as its body is read: its store calls
+        // belong to the call's span too.
+        let _current = this.call.trace.clone().map(TraceContext::attach);
         let frame = ready!(this.inner.poll_frame(cx));
         if let Some(Ok(frame)) = &frame {
             if let Some(data) = frame.data_ref() {

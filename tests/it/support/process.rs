@@ -49,6 +49,17 @@ impl ServerProcess {
         stalled.send(()).unwrap();
     }
 
+    /// As `start`, with these environment variables besides.
+    pub fn start_with_env(env: &[(&str, &str)], args: &[&str], data_dir: &Path) -> ServerProcess {
+        let mut command = Command::new(BIN);
+        command.env(
+            "USERSVC_JWT_SECRET",
+            std::str::from_utf8(super::SECRET).unwrap(),
+        );
+        command.envs(env.iter().copied());
+        Self::spawn(command, args, data_dir, false)
+    }
+
     /// As `start`, but with no secret given, so that the server generates
     /// one in `data_dir`, as on a first `make run`.
     pub fn start_with_generated_secret(args: &[&str], data_dir: &Path) -> ServerProcess {

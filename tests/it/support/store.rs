@@ -32,6 +32,9 @@ impl UserStore for ScriptedStore {
     fn events(&self) -> &EventBus {
         self.inner.events()
     }
+    fn system_name(&self) -> &'static str {
+        self.inner.system_name()
+    }
     async fn check(&self) -> Result<(), StoreError> {
         self.inner.check().await
     }
