@@ -7,7 +7,6 @@
 //! [`AuthError`] its code.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -238,8 +237,6 @@ struct Keys {
     expect: Expect,
     roles: RoleClaim,
     verified: cache::VerifiedTokens,
-    /// The key set's generation the verified tokens were checked against.
-    generation: AtomicU64,
 }
 
 /// The part of a token's header that picks its key.
@@ -271,7 +268,6 @@ impl Verifier {
                 expect: expect.clone(),
                 roles,
                 verified: cache::VerifiedTokens::new(VERIFIED_TOKENS, LEEWAY.as_secs()),
-                generation: AtomicU64::new(0),
             }),
         }
     }
@@ -285,19 +281,17 @@ impl Verifier {
     /// verified when it is there and has not expired.
     pub fn verify(&self, token: &str) -> Result<Arc<Claims>, AuthError> {
         let keys = &*self.inner;
-        if let Some(jwks) = &keys.jwks {
-            // A changed key set may have withdrawn a key: check again.
-            let generation = jwks.generation();
-            if keys.generation.swap(generation, Ordering::AcqRel) != generation {
-                keys.verified.clear();
-            }
-        }
+        // A token verified with an older key set is checked again: the change
+        // may have withdrawn its key. The generation is read before the keys,
+        // so a token checked against a set that changed meanwhile is kept
+        // under the older generation, and checked again too.
+        let generation = keys.jwks.as_ref().map_or(0, |jwks| jwks.generation());
         let now = u64::try_from(clock::unix_seconds()).unwrap_or(0);
-        if let Some(claims) = keys.verified.get(token, now) {
+        if let Some(claims) = keys.verified.get(token, now, generation) {
             return Ok(claims);
         }
         let claims = Arc::new(self.verify_in_full(token)?);
-        keys.verified.insert(token, Arc::clone(&claims));
+        keys.verified.insert(token, Arc::clone(&claims), generation);
         Ok(claims)
     }
 

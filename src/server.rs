@@ -77,6 +77,16 @@ impl Application {
             None => None,
         };
         let (stopping_tx, stopping) = watch::channel(false);
+        if settings.jwks.is_some()
+            && (settings.expect.issuer.is_none() || settings.expect.audience.is_none())
+        {
+            // Else a token the provider issued to any of its applications
+            // would be taken here.
+            return Err(ServeError::Config(
+                "a JWKS needs an issuer and an audience to expect (--jwt-issuer, --jwt-audience)"
+                    .into(),
+            ));
+        }
         let jwks = match &settings.jwks {
             Some(config) => Some(
                 Jwks::start(config, stopping.clone())

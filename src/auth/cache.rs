@@ -14,9 +14,13 @@ use std::sync::{Arc, Mutex};
 
 use super::Claims;
 
+/// A verified token's claims, and the generation of the key set it was
+/// verified with.
+type Verified = (Arc<Claims>, u64);
+
 /// Verified tokens and their claims.
 pub struct VerifiedTokens {
-    entries: Mutex<HashMap<Box<str>, Arc<Claims>>>,
+    entries: Mutex<HashMap<Box<str>, Verified>>,
     capacity: usize,
     leeway: u64,
 }
@@ -32,12 +36,13 @@ impl VerifiedTokens {
         }
     }
 
-    /// The claims of `token` if it was verified and has not expired by
-    /// `now` (Unix seconds). An expired token is forgotten.
-    pub fn get(&self, token: &str, now: u64) -> Option<Arc<Claims>> {
+    /// The claims of `token` if it was verified with the key set of
+    /// `generation` and has not expired by `now` (Unix seconds). An expired
+    /// token, or one verified with other keys, is forgotten.
+    pub fn get(&self, token: &str, now: u64, generation: u64) -> Option<Arc<Claims>> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let claims = entries.get(token)?;
-        if claims.exp.saturating_add(self.leeway) < now {
+        let (claims, verified_with) = entries.get(token)?;
+        if claims.exp.saturating_add(self.leeway) < now || *verified_with != generation {
             entries.remove(token);
             return None;
         }
@@ -47,20 +52,12 @@ impl VerifiedTokens {
     /// Remembers a token that passed every check. A full table is emptied
     /// first: simpler than tracking use, and a refill costs one full check
     /// per live token.
-    pub fn insert(&self, token: &str, claims: Arc<Claims>) {
+    pub fn insert(&self, token: &str, claims: Arc<Claims>, generation: u64) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= self.capacity {
             entries.clear();
         }
-        entries.insert(token.into(), claims);
-    }
-
-    /// Forgets every token: the keys they were checked with changed.
-    pub fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        entries.insert(token.into(), (claims, generation));
     }
 
     #[cfg(test)]
@@ -89,30 +86,34 @@ mod tests {
     #[test]
     fn a_hit_honours_expiry_with_the_leeway_and_then_forgets() {
         let tokens = VerifiedTokens::new(10, 30);
-        tokens.insert("t", claims(100));
-        assert_eq!(tokens.get("t", 100).unwrap().sub, "alice");
-        assert!(tokens.get("t", 130).is_some(), "within the leeway");
-        assert!(tokens.get("t", 131).is_none(), "expired past the leeway");
+        tokens.insert("t", claims(100), 0);
+        assert_eq!(tokens.get("t", 100, 0).unwrap().sub, "alice");
+        assert!(tokens.get("t", 130, 0).is_some(), "within the leeway");
+        assert!(tokens.get("t", 131, 0).is_none(), "expired past the leeway");
         assert_eq!(tokens.len(), 0, "an expired token is forgotten");
-        assert!(tokens.get("t", 100).is_none());
+        assert!(tokens.get("t", 100, 0).is_none());
+        // Verified with a key set since replaced: checked again.
+        tokens.insert("t", claims(200), 1);
+        assert!(tokens.get("t", 100, 2).is_none());
+        assert!(tokens.get("t", 100, 1).is_none(), "and forgotten");
     }
 
     #[test]
     fn only_the_exact_token_text_hits() {
         let tokens = VerifiedTokens::new(10, 30);
-        tokens.insert("header.payload.signature", claims(100));
-        assert!(tokens.get("header.payload.signaturf", 0).is_none());
-        assert!(tokens.get("header.payload.signatur", 0).is_none());
-        assert!(tokens.get("header.payload.signature", 0).is_some());
+        tokens.insert("header.payload.signature", claims(100), 0);
+        assert!(tokens.get("header.payload.signaturf", 0, 0).is_none());
+        assert!(tokens.get("header.payload.signatur", 0, 0).is_none());
+        assert!(tokens.get("header.payload.signature", 0, 0).is_some());
     }
 
     #[test]
     fn the_table_never_grows_past_its_capacity() {
         let tokens = VerifiedTokens::new(3, 30);
         for i in 0..10 {
-            tokens.insert(&format!("token-{i}"), claims(100));
+            tokens.insert(&format!("token-{i}"), claims(100), 0);
             assert!(tokens.len() <= 3);
         }
-        assert!(tokens.get("token-9", 0).is_some(), "the newest is kept");
+        assert!(tokens.get("token-9", 0, 0).is_some(), "the newest is kept");
     }
 }

@@ -71,12 +71,20 @@ impl RoleClaim {
 
     /// The highest role the claims carry, if any: the claim may hold one name
     /// or an array of them, and names that mean nothing here are ignored.
+    /// A claim whose own name has dots (Auth0's namespaced claims, such as
+    /// `https://example.com/roles`) is found by that name first.
     pub fn role(&self, claims: &Map<String, Value>) -> Option<Role> {
-        let (first, rest) = self.path.split_first()?;
-        let mut value = claims.get(first)?;
-        for name in rest {
-            value = value.as_object()?.get(name)?;
-        }
+        let value = match claims.get(&self.path.join(".")) {
+            Some(value) => value,
+            None => {
+                let (first, rest) = self.path.split_first()?;
+                let mut value = claims.get(first)?;
+                for name in rest {
+                    value = value.as_object()?.get(name)?;
+                }
+                value
+            }
+        };
         let names: Vec<&str> = match value {
             Value::String(name) => vec![name.as_str()],
             Value::Array(values) => values.iter().filter_map(Value::as_str).collect(),
@@ -175,6 +183,13 @@ mod tests {
         assert_eq!(roles.role(&claims(json!({"realm_access": "admin"}))), None);
         assert_eq!(roles.to_string(), "realm_access.roles");
         assert_eq!(roles.accepted(), "usersvc-viewers, usersvc-admins, writers");
+    }
+
+    #[test]
+    fn a_claim_named_with_dots_is_found_by_its_whole_name() {
+        let roles = RoleClaim::parse("https://example.com/roles", &[] as &[&str]).unwrap();
+        let auth0 = claims(json!({"https://example.com/roles": ["viewer", "editor"]}));
+        assert_eq!(roles.role(&auth0), Some(Role::Editor));
     }
 
     #[test]

@@ -262,7 +262,7 @@ struct IdentityArgs {
     jwks_ca: Option<std::path::PathBuf>,
     /// The least time between two fetches of --jwks-url. A token naming an
     /// unknown key (kid) makes at most one fetch per interval.
-    #[arg(long, env = "USERSVC_JWKS_REFETCH_INTERVAL", default_value_t = crate::auth::jwks::source::DEFAULT_REFETCH_INTERVAL.into())]
+    #[arg(long, env = "USERSVC_JWKS_REFETCH_INTERVAL", default_value_t = crate::auth::jwks::source::DEFAULT_REFETCH_INTERVAL.into(), value_parser = parse_refetch_interval)]
     jwks_refetch_interval: Duration,
     /// The claim a token's role is read from, dotted for nested objects
     /// (Keycloak: realm_access.roles); a string or an array of strings.
@@ -311,6 +311,19 @@ impl IdentityArgs {
     fn roles(&self) -> Result<RoleClaim, Failure> {
         RoleClaim::parse(&self.role_claim, &self.role_map).map_err(Failure::Usage)
     }
+}
+
+/// A refetch interval of a second at least (`MIN_REFETCH_INTERVAL`).
+fn parse_refetch_interval(text: &str) -> Result<Duration, String> {
+    let interval: Duration = text.parse().map_err(|e| format!("{e}"))?;
+    let least = crate::auth::jwks::source::MIN_REFETCH_INTERVAL;
+    if std::time::Duration::from(interval) < least {
+        return Err(format!(
+            "at least {}: a shorter one lets made-up key ids make usersvc fetch in a loop",
+            humantime::format_duration(least)
+        ));
+    }
+    Ok(interval)
 }
 
 /// The tokio runtime the server runs on. On one CPU a multi-thread runtime

@@ -142,9 +142,9 @@ async fn a_jwks_file_is_read_again_when_it_changes_and_hs256_is_refused_beside_i
         withdrawn.message()
     );
 
-    // Within the refetch interval a token cannot make the file be read
-    // (the second key's token just did): the file is still looked at on
-    // its own, every second.
+    // The second key's token just made the file be read, and the refetch
+    // interval (30 s here) lets no token do so again: the third key is
+    // taken because the file is looked at on its own, every second.
     let (third_key, third_jwk) = key("third");
     publish(&file, &[&second_jwk, &third_jwk]);
     let third = token(&third_key, "third", "viewer");
@@ -206,6 +206,22 @@ async fn hs256_is_taken_beside_a_jwks_with_the_secret_file_and_a_bad_file_stops_
         .err()
         .expect("a bad JWKS file stops the start");
     assert!(error.to_string().contains("not a JWKS"), "{error}");
+
+    // Built from the library, a JWKS without an audience is refused too.
+    let mut settings = support::settings();
+    jwks_settings(&mut settings, &file, false);
+    settings.expect.audience = None;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let error = usersvc::server::Application::build(listener, settings)
+        .await
+        .err()
+        .expect("no audience, no start");
+    assert!(
+        error
+            .to_string()
+            .contains("needs an issuer and an audience"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -225,6 +241,42 @@ fn serve_refuses_a_jwks_without_issuer_and_audience_or_over_plain_http_elsewhere
     let stderr = String::from_utf8_lossy(&without.stderr);
     assert!(
         stderr.contains("need --jwt-issuer and --jwt-audience"),
+        "{stderr}"
+    );
+    let half = run(&[
+        "--jwks-url",
+        "https://idp.example.com/certs",
+        "--jwt-issuer",
+        ISSUER,
+    ]);
+    assert_eq!(half.status.code(), Some(2), "an issuer without an audience");
+    let hurried = run(&[
+        "--jwks-url",
+        "https://idp.example.com/certs",
+        "--jwt-issuer",
+        ISSUER,
+        "--jwt-audience",
+        AUDIENCE,
+        "--jwks-refetch-interval",
+        "0s",
+    ]);
+    assert_eq!(hurried.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&hurried.stderr);
+    assert!(stderr.contains("at least 1s"), "{stderr}");
+    // A secret from the environment beside a JWKS is refused rather than
+    // quietly taken or quietly ignored.
+    let secret = std::process::Command::new(env!("CARGO_BIN_EXE_usersvc"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--store", "memory"])
+        .args(["--jwks-url", "https://idp.example.com/certs"])
+        .args(["--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE])
+        .env("USERSVC_JWT_SECRET", "s".repeat(40))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(secret.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&secret.stderr);
+    assert!(
+        stderr.contains("USERSVC_JWT_SECRET is not used with a JWKS"),
         "{stderr}"
     );
     let clear = run(&[

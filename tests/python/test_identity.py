@@ -95,6 +95,15 @@ def provider():
     p.stop()
 
 
+# The least refetch interval the server takes; a test that needs another
+# refetch waits this long first.
+INTERVAL = 1
+
+
+def next_refetch():
+    time.sleep(INTERVAL + 0.1)
+
+
 def start(tmp_path, provider, *extra):
     """A server taking the provider's tokens; GetUser needs one too."""
     env = {k: v for k, v in os.environ.items() if k != "USERSVC_JWT_SECRET"}
@@ -186,7 +195,7 @@ def test_rotation_old_key_then_both_then_the_new_only(tmp_path, provider):
     provider.add("2026-new", "ES256")
     provider.add("probe", "EdDSA")
     provider.publish("2026-old")
-    server = start(tmp_path, provider, "--jwks-refetch-interval", "0s")
+    server = start(tmp_path, provider, "--jwks-refetch-interval", f"{INTERVAL}s")
     try:
         old = provider.token("2026-old")
         assert grpc_list(server, old) == []
@@ -196,6 +205,7 @@ def test_rotation_old_key_then_both_then_the_new_only(tmp_path, provider):
         # The provider publishes the new key before signing with it: the
         # first token that names it makes the server fetch again.
         provider.publish("2026-old", "2026-new")
+        next_refetch()
         before = provider.fetches
         assert grpc_list(server, new) == []
         assert provider.fetches == before + 1
@@ -207,6 +217,7 @@ def test_rotation_old_key_then_both_then_the_new_only(tmp_path, provider):
         # naming another unknown key) drops it, and its tokens with it,
         # including one the server had already verified.
         provider.publish("2026-new")
+        next_refetch()
         refused(server, provider.token("probe"))
         code, message, connect_code, connect_message = refused(server, old)
         assert code == grpc.StatusCode.UNAUTHENTICATED
@@ -273,7 +284,11 @@ def test_wrong_issuer_audience_expiry_none_and_the_public_key_as_a_secret(tmp_pa
         code, message, connect_code, _ = refused(server, confused)
         assert (code, connect_code) == (grpc.StatusCode.UNAUTHENTICATED, "unauthenticated")
         assert "algorithm HS256 is not accepted" in message, message
-        # Nothing was created by any of them.
+        # None of them can write, either.
+        for token in (none, confused, cases["expired"]):
+            with pytest.raises(grpc.RpcError) as denied:
+                grpc_create(server, token, "mallory@example.com")
+            assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert grpc_list(server, provider.token("k1")) == []
     finally:
         server.stop()
@@ -283,19 +298,21 @@ def test_the_provider_down_keeps_the_cached_keys_and_then_comes_back(tmp_path, p
     provider.add("k1", "EdDSA")
     provider.add("k2", "EdDSA")
     provider.publish("k1")
-    server = start(tmp_path, provider, "--jwks-refetch-interval", "0s")
+    server = start(tmp_path, provider, "--jwks-refetch-interval", f"{INTERVAL}s")
     try:
         provider.down = True
         provider.publish("k1", "k2")
-        assert grpc_list(server, provider.token("k1")) == [], "the cached key still verifies"
         code, message, _, _ = refused(server, provider.token("k2"))
         assert code == grpc.StatusCode.UNAUTHENTICATED and 'unknown key id "k2"' in message
+        # That refetch failed; the key fetched before still verifies.
+        assert grpc_list(server, provider.token("k1")) == []
         assert server.metric("usersvc_jwks_fetch_failures_total") >= 1
         assert server.metric("usersvc_jwks_keys") == 1
         warnings = [r for r in server.records() if "cannot fetch the JWKS" in r.get("fields", {}).get("message", "")]
         assert warnings and "503" in warnings[-1]["fields"]["error"], warnings
 
         provider.down = False
+        next_refetch()
         assert grpc_list(server, provider.token("k2")) == []
         assert server.metric("usersvc_jwks_keys") == 2
     finally:
@@ -337,7 +354,7 @@ def test_a_provider_down_at_start_is_unavailable_until_it_answers(tmp_path, prov
     provider.add("k1", "ES256")
     provider.publish("k1")
     provider.down = True
-    server = start(tmp_path, provider, "--jwks-refetch-interval", "0s")
+    server = start(tmp_path, provider, "--jwks-refetch-interval", f"{INTERVAL}s")
     try:
         token = provider.token("k1")
         error = grpc_list(server, token)
@@ -346,6 +363,38 @@ def test_a_provider_down_at_start_is_unavailable_until_it_answers(tmp_path, prov
         status, body = connect(server, "GetUser", {"userId": "0190b7c8-0000-7000-8000-000000000000"}, token)
         assert (status, body["code"]) == (503, "unavailable"), body
         provider.down = False
+        next_refetch()
         assert grpc_list(server, token) == []
+    finally:
+        server.stop()
+
+
+def test_with_hs256_on_too_a_token_signed_with_the_public_key_is_a_bad_signature(tmp_path, provider):
+    """With --jwt-secret-file, HS256 tokens are taken beside the provider's:
+    they are checked with that secret, never with a published key."""
+    from conftest import SECRET
+    provider.add("k1", "RS256")
+    provider.publish("k1")
+    secret_file = tmp_path / "jwt-secret"
+    secret_file.write_text(SECRET)
+    secret_file.chmod(0o600)
+    server = start(tmp_path, provider, "--jwt-secret-file", str(secret_file))
+    try:
+        now = int(time.time())
+        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "mallory", "role": "admin", "exp": now + 300}
+        public_pem = provider.keys["k1"]["private"].public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        b64 = lambda data: base64.urlsafe_b64encode(data).rstrip(b"=")
+        header = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "k1"}).encode())
+        payload = b64(json.dumps(claims).encode())
+        signature = b64(hmac.new(public_pem, header + b"." + payload, hashlib.sha256).digest())
+        confused = (header + b"." + payload + b"." + signature).decode()
+        code, message, connect_code, _ = refused(server, confused)
+        assert (code, connect_code) == (grpc.StatusCode.UNAUTHENTICATED, "unauthenticated")
+        assert "bad signature" in message, message
+        # A token signed with the secret itself is taken, as is the provider's.
+        own = jwt.encode(claims, SECRET, algorithm="HS256")
+        assert grpc_create(server, own, "own@example.com").email == "own@example.com"
+        assert grpc_list(server, provider.token("k1")) == ["own@example.com"]
     finally:
         server.stop()

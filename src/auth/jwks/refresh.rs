@@ -15,11 +15,13 @@ use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::Duration;
 
 use prometheus::{IntCounter, IntGauge};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 
 use super::KeySet;
-use super::source::{Config, FETCH_TIMEOUT, Fetched, Reader, Source};
+use super::source::{
+    Config, FETCH_TIMEOUT, FILE_POLL, Fetched, MIN_REFETCH_INTERVAL, Reader, Source,
+};
 
 /// Fetches of the key set that failed, since the process started.
 pub static FETCH_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
@@ -44,6 +46,9 @@ pub static LAST_SUCCESS: LazyLock<IntGauge> = LazyLock::new(|| {
     .expect("valid metric")
 });
 
+/// Calls that may wait on a refetch at once.
+pub const MAX_WAITING: usize = 64;
+
 /// The keys in use and the fetches that refresh them.
 pub struct Jwks {
     keys: RwLock<Arc<KeySet>>,
@@ -55,6 +60,10 @@ pub struct Jwks {
     finished: watch::Sender<u64>,
     /// Asks the task to fetch now.
     wake: Notify,
+    /// Calls that may wait on a fetch at once; past it a call with an
+    /// unknown key is refused without waiting, so that made-up `kid`s hold
+    /// no more than this many calls, whoever sends them.
+    waiting: Arc<Semaphore>,
     refetch_interval: Duration,
     described: String,
 }
@@ -62,6 +71,11 @@ pub struct Jwks {
 #[derive(Default)]
 struct Fetches {
     running: bool,
+    /// A call asked for the fetch the task has not started yet: a wake
+    /// left over from one already done starts none.
+    asked: bool,
+    /// The task has ended (the server is stopping): nothing will fetch.
+    stopped: bool,
     /// When a token with an unknown key last started a fetch: the interval
     /// bounds those, the fetches anyone can cause. Scheduled fetches are
     /// bounded by the same interval on their own.
@@ -87,6 +101,7 @@ impl Jwks {
             fetches: Mutex::new(Fetches::default()),
             finished: watch::Sender::new(0),
             wake: Notify::new(),
+            waiting: Arc::new(Semaphore::new(MAX_WAITING)),
             refetch_interval: config.refetch_interval,
             described: config.source.describe(),
         });
@@ -127,9 +142,14 @@ impl Jwks {
 
     /// For a token naming a key the set lacks: a future that resolves once
     /// a fetch has finished (one started now, or the one running), or `None`
-    /// when the refetch interval has not passed since the last fetch began.
+    /// when the refetch interval has not passed since the last fetch began,
+    /// when [`MAX_WAITING`] calls already wait, or when the server stops.
     pub fn refetch(&self) -> Option<impl Future<Output = ()> + Send + 'static> {
         let mut fetches = self.fetches();
+        if fetches.stopped {
+            return None;
+        }
+        let permit = Arc::clone(&self.waiting).try_acquire_owned().ok()?;
         let seen = *self.finished.borrow();
         if !fetches.running {
             let now = Instant::now();
@@ -140,11 +160,13 @@ impl Jwks {
                 return None;
             }
             fetches.running = true;
+            fetches.asked = true;
             fetches.last_asked = Some(now);
             self.wake.notify_one();
         }
         let mut finished = self.finished.subscribe();
         Some(async move {
+            let _permit = permit;
             let wait = finished.wait_for(|count| *count > seen);
             let _ = tokio::time::timeout(FETCH_TIMEOUT + Duration::from_secs(1), wait).await;
         })
@@ -166,10 +188,25 @@ impl Jwks {
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(due) => {}
-                () = self.wake.notified() => {}
-                _ = stopping.wait_for(|stopping| *stopping) => return,
+                () = self.wake.notified() => {
+                    // A wake from a call whose fetch was already made.
+                    if !self.fetches().asked {
+                        continue;
+                    }
+                }
+                _ = stopping.wait_for(|stopping| *stopping) => {
+                    let mut fetches = self.fetches();
+                    fetches.stopped = true;
+                    fetches.running = false;
+                    self.finished.send_modify(|count| *count += 1);
+                    return;
+                }
             }
-            self.fetches().running = true;
+            {
+                let mut fetches = self.fetches();
+                fetches.running = true;
+                fetches.asked = false;
+            }
             let keep = self.apply(reader.read().await);
             due = Instant::now() + self.next_in(keep, is_file);
             let mut fetches = self.fetches();
@@ -183,9 +220,9 @@ impl Jwks {
     /// answer says, and never sooner than the refetch interval.
     fn next_in(&self, keep: Duration, is_file: bool) -> Duration {
         if is_file {
-            keep
+            keep.max(FILE_POLL)
         } else {
-            keep.max(self.refetch_interval)
+            keep.max(self.refetch_interval).max(MIN_REFETCH_INTERVAL)
         }
     }
 
@@ -230,5 +267,45 @@ impl Jwks {
         KEYS.set(i64::try_from(set.len()).unwrap_or(i64::MAX));
         *keys = Arc::new(set);
         self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwks(interval: Duration) -> Jwks {
+        Jwks {
+            keys: RwLock::new(Arc::new(KeySet::default())),
+            generation: AtomicU64::new(0),
+            fetches: Mutex::new(Fetches::default()),
+            finished: watch::Sender::new(0),
+            wake: Notify::new(),
+            waiting: Arc::new(Semaphore::new(MAX_WAITING)),
+            refetch_interval: interval,
+            described: "test".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn made_up_kids_start_one_fetch_per_interval_and_hold_a_bounded_number_of_calls() {
+        let jwks = jwks(Duration::from_secs(3600));
+        let waits: Vec<_> = (0..MAX_WAITING + 10)
+            .filter_map(|_| jwks.refetch())
+            .collect();
+        assert_eq!(waits.len(), MAX_WAITING, "the rest are refused at once");
+        assert!(jwks.fetches().asked, "one fetch asked for");
+        // The fetch ends: every waiter goes on, and within the interval no
+        // call may ask for another.
+        jwks.fetches().running = false;
+        jwks.finished.send_modify(|count| *count += 1);
+        for wait in waits {
+            wait.await;
+        }
+        assert!(jwks.refetch().is_none(), "within the interval");
+        // Once stopped, nothing waits.
+        let jwks = self::jwks(Duration::ZERO);
+        jwks.fetches().stopped = true;
+        assert!(jwks.refetch().is_none());
     }
 }

@@ -30,6 +30,11 @@ pub const FILE_POLL: Duration = Duration::from_secs(1);
 /// provider.
 pub const DEFAULT_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 
+/// The least `--jwks-refetch-interval`: below it a provider answering
+/// `no-cache`, or a stream of made-up `kid`s, would have usersvc fetch in
+/// a loop.
+pub const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Where the keys are and how often they may be fetched.
 #[derive(Clone, Debug)]
 pub struct Config {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use http::header::AUTHORIZATION;
 use tonic::Status;
 
-use super::gate::{Gate, GateLayer, Refusal};
+use super::gate::{Gate, GateLayer, Refusal, SecondLook};
 use crate::auth::{Access, AuthError, Caller, Cidr, Policy, Verifier};
 use crate::error::Error;
 use crate::pb::{Method, SERVICE_NAME};
@@ -100,7 +100,10 @@ impl Gate for Authorizer {
             Some(method) => self.authorize(method, request).map_err(|refusal| {
                 // A key the set lacks may have just been published: the call
                 // waits for the one refetch allowed, and is checked again.
-                let refetch = self.shared.0.refetch(&refusal);
+                let refetch = match request.extensions().get::<SecondLook>() {
+                    None => self.shared.0.refetch(&refusal),
+                    Some(SecondLook) => None,
+                };
                 let status = Status::from(Error::Auth(refusal));
                 match refetch {
                     Some(until) => Refusal::After {

@@ -18,6 +18,11 @@ pub trait Gate: Clone {
     fn admit<B>(&self, request: &mut http::Request<B>) -> Result<(), Refusal>;
 }
 
+/// Marks a request its gate is asked about again, after a wait: a gate
+/// asks for no second wait on it.
+#[derive(Clone, Copy, Debug)]
+pub struct SecondLook;
+
 /// Why a call does not proceed now.
 pub enum Refusal {
     /// Answer this status.
@@ -99,6 +104,7 @@ where
                 GateFuture::Waiting {
                     waiting: Box::pin(async move {
                         until.await;
+                        request.extensions_mut().insert(SecondLook);
                         match gate.admit(&mut request) {
                             Ok(()) => inner.call(request).await,
                             Err(Refusal::Now(status)) => Ok(status.into_http()),
