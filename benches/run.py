@@ -102,6 +102,30 @@ def peer(command, cwd):
     return peer, f"http://127.0.0.1:{port}"
 
 
+def trace_sink():
+    """An OTLP/HTTP receiver that takes every batch and keeps nothing: the
+    collector of the traces A/B, in this process (not on the server's CPU)."""
+    import http.server
+    import threading
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
 def token():
     out = subprocess.run([BIN, "token", "--sub", "bench", "--role", "admin", "--ttl", "1h"],
                          env=dict(os.environ, USERSVC_JWT_SECRET=SECRET), check=True, capture_output=True, text=True)
@@ -205,6 +229,20 @@ def main():
             server, url = usersvc("memory", tmp, env={"RUST_LOG": level})
             logged[level].append(bench(url, "get", *get_args)["calls_per_second"])
             server.stop()
+
+    # Traces' cost: the same server with traces off (no endpoint: what every
+    # run above measured) and on, every call sampled and exported to a sink,
+    # in interleaved rounds. What "off" costs against a build without traces
+    # is an A/B of two releases, in the log below.
+    traced = {"off": [], "on": []}
+    sink, sink_url = trace_sink()
+    for _ in range(1 if QUICK else 3):
+        for mode in traced:
+            env = {} if mode == "off" else {"OTEL_EXPORTER_OTLP_ENDPOINT": sink_url}
+            server, url = usersvc("memory", tmp, env=env)
+            traced[mode].append(bench(url, "get", *get_args)["calls_per_second"])
+            server.stop()
+    sink.shutdown()
 
     # Memory on a server of its own, so that no earlier load inflates it.
     server, url = usersvc("memory", tmp)
@@ -312,6 +350,7 @@ def main():
     result("BulkCreateUsers users/s, against stock tonic-build", mem["bulk"]["items_per_second"], "users/s", "stock tonic", stock_bulk["items_per_second"], 1.25)
     median = lambda xs: sorted(xs)[len(xs) // 2]
     result("GetUser req/s with the access log (info), against without (warn)", median(logged["info"]), "req/s", "warn", median(logged["warn"]), 0.95)
+    result("GetUser req/s with traces on (every call sampled and exported), against off", median(traced["on"]), "req/s", "off", median(traced["off"]))
     result("BulkCreateUsers users/s", mem["bulk"]["items_per_second"], "users/s", "grpcio", peer_bulk["items_per_second"])
     result("BulkCreateUsers into memory", mem["bulk"]["items_per_second"], "users/s", bound=(">=", 350_000))
     if "sqlite" in measured:

@@ -218,7 +218,15 @@ pub fn main() -> ExitCode {
     // A script that runs inside a trace passes it on as `TRACEPARENT` (and
     // `TRACESTATE`), as OpenTelemetry's environment carriers do: the calls
     // this command makes then carry it to the server.
-    let _trace = trace_from_environment().map(opentelemetry::Context::attach);
+    // Not for `serve`, `bench` or `soak`: there it would become every
+    // call's parent.
+    let client_command = !matches!(
+        cli.command,
+        Command::Serve(_) | Command::Bench(_) | Command::Soak(_)
+    );
+    let _trace = trace_from_environment()
+        .filter(|_| client_command)
+        .map(opentelemetry::Context::attach);
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(message)) => {

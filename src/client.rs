@@ -235,12 +235,13 @@ impl Client {
             request.set_timeout(timeout);
         }
         // The caller's trace goes on with the call, W3C's way.
-        let trace = opentelemetry::Context::current();
-        if let Some(traceparent) = traceparent(&trace)
-            .and_then(|value| tonic::metadata::MetadataValue::try_from(value).ok())
-        {
-            request.metadata_mut().insert("traceparent", traceparent);
-            let state = trace.span().span_context().trace_state().header();
+        let trace = opentelemetry::Context::map_current(|cx| {
+            traceparent(cx).map(|parent| (parent, cx.span().span_context().trace_state().header()))
+        });
+        if let Some((parent, state)) = trace {
+            if let Ok(parent) = tonic::metadata::MetadataValue::try_from(parent) {
+                request.metadata_mut().insert("traceparent", parent);
+            }
             if let Ok(state) = tonic::metadata::MetadataValue::try_from(state)
                 && !state.is_empty()
             {

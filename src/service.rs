@@ -163,7 +163,12 @@ async fn to_completion<T: Send + 'static>(
     change: impl Future<Output = Result<T, Error>> + Send + 'static,
 ) -> Result<T, Error> {
     use opentelemetry::context::FutureExt as _;
-    match tokio::spawn(change.with_current_context()).await {
+    use opentelemetry::trace::TraceContextExt as _;
+    let task = match opentelemetry::Context::map_current(|cx| cx.has_active_span()) {
+        true => tokio::spawn(change.with_current_context()),
+        false => tokio::spawn(change),
+    };
+    match task.await {
         Ok(result) => result,
         Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
         // Only the runtime's shutdown cancels a task.

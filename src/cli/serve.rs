@@ -514,13 +514,16 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     let _log = crate::server::logging::init(args.log_json);
     let app = build(args).await?;
     let traces = app.traces();
-    app.run_until_stopped(crate::server::shutdown::signal())
+    let served = app
+        .run_until_stopped(crate::server::shutdown::signal())
         .await
-        .map_err(|e| Failure::Other(e.to_string()))?;
-    // The last calls' spans go out before the process does.
+        .map_err(|e| Failure::Other(e.to_string()));
+    // The last calls' spans go out before the process does, off the
+    // runtime's threads: the export is run on them.
     if let Some(traces) = traces {
         let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
     }
+    served?;
     tracing::info!("usersvc stopped");
     Ok(())
 }

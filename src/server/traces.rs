@@ -142,13 +142,11 @@ impl Traces {
             Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
                 .with_endpoint(export.endpoint.clone())
-                .with_timeout(EXPORT_TIMEOUT)
                 .build(),
             Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                 .with_endpoint(export.endpoint.clone())
-                .with_timeout(EXPORT_TIMEOUT)
                 .with_http_client(collector::Client::new(&export.endpoint)?)
                 .build(),
         }
@@ -180,6 +178,7 @@ impl Traces {
                 inner: batches,
                 pending,
                 queue,
+                shut: std::sync::atomic::AtomicBool::new(false),
             })
             .with_resource(resource.build())
             .build();
@@ -203,7 +202,9 @@ impl Traces {
     }
 }
 
-/// How long one export may take before its spans count as dropped.
+/// The longest an http/protobuf post may take, whatever
+/// `OTEL_EXPORTER_OTLP_TIMEOUT` says (its default is 10 s too): the SDK's
+/// thread waits on it.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Spans held for export, at most (`OTEL_BSP_MAX_QUEUE_SIZE`'s default).
@@ -212,7 +213,7 @@ const QUEUE: usize = 2048;
 /// The parent a call's headers name, W3C `traceparent` and `tracestate`:
 /// an empty context when they name none or do not parse.
 pub fn parent(headers: &HeaderMap) -> Context {
-    TraceContextPropagator::new().extract(&Headers(headers))
+    TraceContextPropagator::new().extract_with_context(&Context::new(), &Headers(headers))
 }
 
 /// The trace id of `cx`'s span, for the access log, when it has one.
@@ -246,8 +247,9 @@ struct Counted<E> {
 impl<E: SpanExporter> SpanExporter for Counted<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let count = batch.len();
+        // Out of the queue however the export ends, a panic included.
+        let _left = Left(&self.pending, count);
         let result = self.inner.export(batch).await;
-        self.pending.fetch_sub(count, Ordering::AcqRel);
         if result.is_err() {
             DROPPED_SPANS.inc_by(count as u64);
         }
@@ -267,13 +269,23 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
     }
 }
 
-/// Drops (and counts) a span when the queue is full, rather than leaving
-/// the SDK to drop it uncounted.
+/// Takes `.1` spans off the pending count when dropped.
+struct Left<'a>(&'a AtomicUsize, usize);
+
+impl Drop for Left<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::AcqRel);
+    }
+}
+
+/// Drops (and counts) a span when the queue is full, or once the processor
+/// is shut down, rather than leaving the SDK to drop it uncounted.
 #[derive(Debug)]
 struct Bounded<P> {
     inner: P,
     pending: Arc<AtomicUsize>,
     queue: usize,
+    shut: std::sync::atomic::AtomicBool,
 }
 
 impl<P: SpanProcessor> SpanProcessor for Bounded<P> {
@@ -282,6 +294,10 @@ impl<P: SpanProcessor> SpanProcessor for Bounded<P> {
     }
 
     fn on_end(&self, span: SpanData) {
+        if self.shut.load(Ordering::Acquire) {
+            DROPPED_SPANS.inc();
+            return;
+        }
         let taken = self
             .pending
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |pending| {
@@ -298,6 +314,7 @@ impl<P: SpanProcessor> SpanProcessor for Bounded<P> {
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.shut.store(true, Ordering::Release);
         self.inner.shutdown_with_timeout(timeout)
     }
 

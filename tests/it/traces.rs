@@ -297,6 +297,55 @@ async fn every_call_is_a_server_span_with_the_store_below_it_exported_over_grpc(
         "tracestate goes on with the trace"
     );
 
+    // A call that names no trace starts one: the create above, made by a
+    // client with no span, is a root with its store call below it.
+    let create = received
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(_, s)| s.name == "techoral.users.v1.UserService/CreateUser")
+        .map(|(_, s)| s.clone())
+        .expect("a span for CreateUser");
+    assert!(create.parent_span_id.is_empty(), "a root span");
+    let (_, write) = received.span(&create.trace_id, "create users").await;
+    assert_eq!(
+        write.parent_span_id, create.span_id,
+        "the write's own task is traced"
+    );
+
+    // A user not found: the caller's error, so the status stays unset, with
+    // the code in the attributes, gRPC's or Connect's.
+    let missing = "0190b7c8-0000-7000-8000-000000000000";
+    let lost_trace = "5555aaaa5555aaaa5555aaaa5555aaaa";
+    headers.insert(
+        "traceparent",
+        format!("00-{lost_trace}-{GRPC_PARENT}-01").parse().unwrap(),
+    );
+    let caller = usersvc::server::traces::parent(&headers);
+    let not_found = {
+        let _in_trace = caller.attach();
+        support::client_as(&server.url, Role::Viewer)
+            .get_user(missing)
+            .await
+            .unwrap_err()
+    };
+    assert_eq!(not_found.code(), tonic::Code::NotFound);
+    let (_, lost) = received.span(&unhex(lost_trace), name).await;
+    assert_eq!(attribute(&lost, "rpc.grpc.status_code"), "5");
+    assert_eq!(lost.status.unwrap_or_default().code, 0);
+    let connect_lost = "6666bbbb6666bbbb6666bbbb6666bbbb";
+    connect_post(
+        &format!("{}/techoral.users.v1.UserService/GetUser", server.url),
+        &[
+            format!("traceparent: 00-{connect_lost}-{CONNECT_PARENT}-01"),
+            format!("authorization: Bearer {}", support::token(Role::Viewer)),
+        ],
+        &format!(r#"{{"userId":"{missing}"}}"#),
+    );
+    let (_, lost) = received.span(&unhex(connect_lost), name).await;
+    assert_eq!(attribute(&lost, "rpc.connect_rpc.error_code"), "not_found");
+
     // The access line names the trace.
     server.terminate();
     let (_, log) = server.wait_with_log();
@@ -352,11 +401,22 @@ async fn spans_go_over_http_protobuf_and_a_collector_that_is_down_costs_calls_no
     );
     app.stop().await;
 
-    // Nothing listens here: every export fails, every call still succeeds,
-    // and the spans are counted as dropped.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let nowhere = closed.local_addr().unwrap();
-    drop(closed);
+    tokio::task::spawn_blocking(move || traces.shutdown())
+        .await
+        .unwrap();
+
+    // A collector that takes connections and never answers: the calls do
+    // not wait on it (each has 5 s, half an export's timeout), and once
+    // the exports have failed the spans are counted as dropped.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let nowhere = silent.local_addr().unwrap();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let holding = Arc::clone(&held);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = silent.accept().await {
+            holding.lock().unwrap().push(stream);
+        }
+    });
     let traces = Traces::start(&Export {
         endpoint: format!("http://{nowhere}/v1/traces"),
         protocol: Protocol::HttpProtobuf,
@@ -373,7 +433,10 @@ async fn spans_go_over_http_protobuf_and_a_collector_that_is_down_costs_calls_no
         &metrics::scrape(metrics_addr).await,
         "usersvc_trace_spans_dropped_total",
     );
-    let admin = app.admin();
+    let mut config = usersvc::client::ClientConfig::new(app.url());
+    config.token = Some(support::token(Role::Admin));
+    config.timeout = Some(Duration::from_secs(5));
+    let admin = usersvc::client::Client::new(config).unwrap();
     for i in 0..20 {
         admin
             .create_user(
@@ -387,15 +450,25 @@ async fn spans_go_over_http_protobuf_and_a_collector_that_is_down_costs_calls_no
             .await
             .unwrap();
     }
+    // The exports fail when their post times out (10 s): wait for the
+    // count, for up to three of those.
     let flushing = traces.clone();
     tokio::task::spawn_blocking(move || flushing.flush())
         .await
         .unwrap();
-    let after = metrics::value(
-        &metrics::scrape(metrics_addr).await,
-        "usersvc_trace_spans_dropped_total",
-    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(35);
+    let mut after = before;
+    while after - before < 40.0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        after = metrics::value(
+            &metrics::scrape(metrics_addr).await,
+            "usersvc_trace_spans_dropped_total",
+        );
+    }
     // Each create is a server span and a store span.
     assert!(after - before >= 40.0, "dropped {before} → {after}");
     app.stop().await;
+    tokio::task::spawn_blocking(move || traces.shutdown())
+        .await
+        .unwrap();
 }

@@ -172,8 +172,13 @@ fn server_span(
     peer: Option<SocketAddr>,
 ) -> TraceContext {
     let parent = traces::parent(headers);
-    let name = path.trim_start_matches('/');
-    let (service, method) = name.split_once('/').unwrap_or((name, ""));
+    // A path this server does not serve is not a name: anyone can send
+    // one, and every one would be a span name of its own.
+    let name = match crate::server::metrics::grpc_type(path) {
+        Some(_) => path.trim_start_matches('/'),
+        None => "_OTHER",
+    };
+    let (service, method) = name.split_once('/').unwrap_or(("_OTHER", "_OTHER"));
     let system = match protocol {
         Protocol::Connect => "connect_rpc",
         Protocol::Grpc | Protocol::GrpcWeb => "grpc",
