@@ -72,13 +72,18 @@ async fn list(url: &str, token: &str) -> Result<usize, tonic::Status> {
     Ok(count)
 }
 
+/// The provider's issuer and the audience of its tokens for usersvc.
+fn expected() -> Expect {
+    Expect {
+        issuer: Some(ISSUER.into()),
+        audience: Some(AUDIENCE.into()),
+    }
+}
+
 /// The configured issuer and audience, and a JWKS file beside the secret
 /// when `with_secret`.
 fn jwks_settings(settings: &mut usersvc::server::Settings, file: &Path, with_secret: bool) {
-    settings.expect = Expect {
-        issuer: Some(ISSUER.into()),
-        audience: Some(AUDIENCE.into()),
-    };
+    settings.expect = expected();
     settings.jwks = Some(Config {
         source: Source::File(file.to_owned()),
         refetch_interval: Duration::from_secs(30),
@@ -100,10 +105,7 @@ async fn a_jwks_file_is_read_again_when_it_changes_and_hs256_is_refused_beside_i
 
     // A token usersvc itself minted, with the right issuer and audience:
     // without --jwt-secret-file, HS256 is not taken.
-    let expect = Expect {
-        issuer: Some(ISSUER.into()),
-        audience: Some(AUDIENCE.into()),
-    };
+    let expect = expected();
     let own = auth::mint(
         &secret(),
         "local",
@@ -168,10 +170,7 @@ async fn hs256_is_taken_beside_a_jwks_with_the_secret_file_and_a_bad_file_stops_
     publish(&file, &[&jwk]);
     let app = spawn_app_with(|s| jwks_settings(s, &file, true)).await;
     let url = app.url();
-    let expect = Expect {
-        issuer: Some(ISSUER.into()),
-        audience: Some(AUDIENCE.into()),
-    };
+    let expect = expected();
     let own = auth::mint(
         &secret(),
         "local",

@@ -258,7 +258,20 @@ async fn every_call_is_a_server_span_with_the_store_below_it_exported_over_grpc(
     );
     assert!(answer.contains("traced@example.com"), "{answer}");
 
+    // The CLI, in a traced script, passes on the trace it is given.
+    let cli_trace = "7777cccc7777cccc7777cccc7777cccc";
+    let cli_parent = "abcdef0123456789";
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_usersvc"))
+        .args(["get", &created.id, "--addr", &server.url])
+        .env("USERSVC_TOKEN", support::token(Role::Viewer))
+        .env("TRACEPARENT", format!("00-{cli_trace}-{cli_parent}-01"))
+        .output()
+        .unwrap();
+    assert!(cli.status.success(), "{cli:?}");
+
     let name = "techoral.users.v1.UserService/GetUser";
+    let (_, from_cli) = received.span(&unhex(cli_trace), name).await;
+    assert_eq!(hex(&from_cli.parent_span_id), cli_parent);
     for (trace, parent, system) in [
         (GRPC_TRACE, GRPC_PARENT, "grpc"),
         (CONNECT_TRACE, CONNECT_PARENT, "connect_rpc"),

@@ -113,6 +113,20 @@ def start(tmp_path, provider, *extra):
     ], env=env)
 
 
+def signed_with_the_public_key(provider, kid):
+    """An admin token with `alg: HS256` whose HMAC secret is the provider's
+    public key in PEM, as an attacker who fetched the JWKS can make. PyJWT
+    refuses to make one, so it is put together here."""
+    public_pem = provider.keys[kid]["private"].public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    b64 = lambda data: base64.urlsafe_b64encode(data).rstrip(b"=")
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode())
+    payload = b64(json.dumps({"iss": ISSUER, "aud": AUDIENCE, "sub": "mallory", "role": "admin",
+                              "exp": int(time.time()) + 300}).encode())
+    signature = b64(hmac.new(public_pem, header + b"." + payload, hashlib.sha256).digest())
+    return (header + b"." + payload + b"." + signature).decode()
+
+
 def grpc_list(server, token):
     """ListUsers over gRPC: the users' emails, or the RpcError."""
     with grpc.insecure_channel(server.addr) as channel:
@@ -271,16 +285,8 @@ def test_wrong_issuer_audience_expiry_none_and_the_public_key_as_a_secret(tmp_pa
         assert 'algorithm "none" is not accepted' in message, message
 
         # The classic confusion: HS256 "signed" with the public key, which
-        # anyone can fetch, as the HMAC secret. PyJWT refuses to make such
-        # a token, so it is put together here.
-        public_pem = provider.keys["k1"]["private"].public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        b64 = lambda data: base64.urlsafe_b64encode(data).rstrip(b"=")
-        header = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "k1"}).encode())
-        payload = b64(json.dumps({"iss": ISSUER, "aud": AUDIENCE, "sub": "mallory", "role": "admin",
-                                  "exp": int(time.time()) + 300}).encode())
-        signature = b64(hmac.new(public_pem, header + b"." + payload, hashlib.sha256).digest())
-        confused = (header + b"." + payload + b"." + signature).decode()
+        # anyone can fetch, as the HMAC secret.
+        confused = signed_with_the_public_key(provider, "k1")
         code, message, connect_code, _ = refused(server, confused)
         assert (code, connect_code) == (grpc.StatusCode.UNAUTHENTICATED, "unauthenticated")
         assert "algorithm HS256 is not accepted" in message, message
@@ -380,19 +386,12 @@ def test_with_hs256_on_too_a_token_signed_with_the_public_key_is_a_bad_signature
     secret_file.chmod(0o600)
     server = start(tmp_path, provider, "--jwt-secret-file", str(secret_file))
     try:
-        now = int(time.time())
-        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "mallory", "role": "admin", "exp": now + 300}
-        public_pem = provider.keys["k1"]["private"].public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        b64 = lambda data: base64.urlsafe_b64encode(data).rstrip(b"=")
-        header = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "k1"}).encode())
-        payload = b64(json.dumps(claims).encode())
-        signature = b64(hmac.new(public_pem, header + b"." + payload, hashlib.sha256).digest())
-        confused = (header + b"." + payload + b"." + signature).decode()
+        confused = signed_with_the_public_key(provider, "k1")
         code, message, connect_code, _ = refused(server, confused)
         assert (code, connect_code) == (grpc.StatusCode.UNAUTHENTICATED, "unauthenticated")
         assert "bad signature" in message, message
         # A token signed with the secret itself is taken, as is the provider's.
+        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "local", "role": "admin", "exp": int(time.time()) + 300}
         own = jwt.encode(claims, SECRET, algorithm="HS256")
         assert grpc_create(server, own, "own@example.com").email == "own@example.com"
         assert grpc_list(server, provider.token("k1")) == ["own@example.com"]

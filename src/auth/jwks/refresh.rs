@@ -95,16 +95,10 @@ impl Jwks {
         stopping: watch::Receiver<bool>,
     ) -> Result<Arc<Jwks>, String> {
         let reader = Reader::new(config.source.clone())?;
-        let jwks = Arc::new(Jwks {
-            keys: RwLock::new(Arc::new(KeySet::default())),
-            generation: AtomicU64::new(0),
-            fetches: Mutex::new(Fetches::default()),
-            finished: watch::Sender::new(0),
-            wake: Notify::new(),
-            waiting: Arc::new(Semaphore::new(MAX_WAITING)),
-            refetch_interval: config.refetch_interval,
-            described: config.source.describe(),
-        });
+        let jwks = Arc::new(Jwks::empty(
+            config.source.describe(),
+            config.refetch_interval,
+        ));
         let first = reader.read().await;
         let keep = match (&config.source, first) {
             (Source::File(_), Err(why)) => return Err(format!("--jwks-file: {why}")),
@@ -118,6 +112,20 @@ impl Jwks {
         };
         tokio::spawn(Arc::clone(&jwks).refresh(reader, keep, stopping));
         Ok(jwks)
+    }
+
+    /// No keys yet, and no fetch made.
+    fn empty(described: String, refetch_interval: Duration) -> Jwks {
+        Jwks {
+            keys: RwLock::new(Arc::new(KeySet::default())),
+            generation: AtomicU64::new(0),
+            fetches: Mutex::new(Fetches::default()),
+            finished: watch::Sender::new(0),
+            wake: Notify::new(),
+            waiting: Arc::new(Semaphore::new(MAX_WAITING)),
+            refetch_interval,
+            described,
+        }
     }
 
     /// The keys in use.
@@ -275,16 +283,7 @@ mod tests {
     use super::*;
 
     fn jwks(interval: Duration) -> Jwks {
-        Jwks {
-            keys: RwLock::new(Arc::new(KeySet::default())),
-            generation: AtomicU64::new(0),
-            fetches: Mutex::new(Fetches::default()),
-            finished: watch::Sender::new(0),
-            wake: Notify::new(),
-            waiting: Arc::new(Semaphore::new(MAX_WAITING)),
-            refetch_interval: interval,
-            described: "test".into(),
-        }
+        Jwks::empty("test".into(), interval)
     }
 
     #[tokio::test]
