@@ -399,6 +399,7 @@ pub async fn build(args: ServeArgs) -> Result<Application, Failure> {
         .await
         .map_err(|e| Failure::Other(format!("cannot open the store: {e}")))?;
     let mut settings = settings(&args, Settings::new(store, secret))?;
+    settings.jwks = jwks;
     if let Some(export) = Export::from_env(args.otlp_endpoint.as_deref()).map_err(Failure::Usage)? {
         let traces = Traces::start(&export).map_err(Failure::Usage)?;
         tracing::info!(endpoint = %export.endpoint, protocol = ?export.protocol, "exporting traces");
@@ -445,7 +446,6 @@ fn settings(args: &ServeArgs, defaults: Settings) -> Result<Settings, Failure> {
     };
     Ok(Settings {
         expect: args.secret.expect(),
-        jwks: args.identity.jwks(&args.secret)?,
         roles: args.identity.roles()?,
         public_methods,
         shutdown_grace: args.shutdown_grace.into(),

@@ -24,9 +24,9 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use http::HeaderMap;
+use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
-use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -321,11 +321,6 @@ impl<P: SpanProcessor> SpanProcessor for Bounded<P> {
     fn set_resource(&mut self, resource: &Resource) {
         self.inner.set_resource(resource);
     }
-}
-
-/// An attribute, as the semantic conventions name it.
-pub fn attribute(key: &'static str, value: impl Into<opentelemetry::Value>) -> KeyValue {
-    KeyValue::new(key, value)
 }
 
 #[cfg(test)]
