@@ -60,10 +60,12 @@ pub struct Event {
     pub seq: u64,
     pub kind: EventKind,
     pub user_id: String,
-    /// The encoded `User`, encoded once for every watcher.
+    /// The encoded `User`: a part of `wire`.
     pub payload: Bytes,
     /// Unix milliseconds.
     pub timestamp: i64,
+    /// The whole `UserEvent`, encoded once for every watcher.
+    pub wire: Bytes,
 }
 
 impl From<&Event> for pb::UserEvent {
@@ -81,12 +83,54 @@ impl From<&Event> for pb::UserEvent {
 impl Event {
     /// The change numbered `seq`, with `user` encoded as it now is.
     pub fn of(seq: u64, kind: EventKind, user: &User, timestamp: i64) -> Event {
+        let payload = pb::User::from(user.clone()).encode_to_vec();
+        Event::new(seq, kind, user.id.as_str().to_owned(), &payload, timestamp)
+    }
+
+    /// The change numbered `seq` to `user_id`, whose user is encoded as
+    /// `payload`. The `UserEvent` is encoded here, as prost would encode
+    /// it (fields in order, defaults left out), with the payload kept as a
+    /// part of it rather than a second copy.
+    pub fn new(
+        seq: u64,
+        kind: EventKind,
+        user_id: String,
+        payload: &[u8],
+        timestamp: i64,
+    ) -> Event {
+        use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+        fn bytes_field(tag: u32, value: &[u8], wire: &mut Vec<u8>) {
+            if !value.is_empty() {
+                encode_key(tag, WireType::LengthDelimited, wire);
+                encode_varint(value.len() as u64, wire);
+                wire.extend_from_slice(value);
+            }
+        }
+        fn int_field(tag: u32, value: i64, wire: &mut Vec<u8>) {
+            if value != 0 {
+                encode_key(tag, WireType::Varint, wire);
+                encode_varint(value as u64, wire);
+            }
+        }
+        let sequence = i64::try_from(seq).unwrap_or(i64::MAX);
+        let kind_name = kind.as_str().as_bytes();
+        let mut wire =
+            Vec::with_capacity(kind_name.len() + user_id.len() + payload.len() + 3 * 5 + 2 * 11);
+        bytes_field(1, kind_name, &mut wire);
+        bytes_field(2, user_id.as_bytes(), &mut wire);
+        let payload_at = wire.len()
+            + usize::from(!payload.is_empty()) * (1 + encoded_len_varint(payload.len() as u64));
+        bytes_field(3, payload, &mut wire);
+        int_field(4, timestamp, &mut wire);
+        int_field(5, sequence, &mut wire);
+        let wire = Bytes::from(wire);
         Event {
             seq,
             kind,
-            user_id: user.id.as_str().to_owned(),
-            payload: Bytes::from(pb::User::from(user.clone()).encode_to_vec()),
+            user_id,
+            payload: wire.slice(payload_at..payload_at + payload.len()),
             timestamp,
+            wire,
         }
     }
 }
@@ -419,6 +463,23 @@ mod tests {
         })
         .unwrap()
         .into_user(UserId::generate(), 0)
+    }
+
+    /// What a watcher sends as it is must be what prost would have
+    /// encoded from the message, defaults left out included.
+    #[test]
+    fn an_event_is_encoded_as_prost_encodes_its_message() {
+        let cases = [
+            Event::of(7, EventKind::Updated, &user("ann"), 1_700_000_000_123),
+            Event::of(u64::MAX, EventKind::Deleted, &user("bob"), -5),
+            Event::new(300, EventKind::Created, String::new(), &[], 0),
+            Event::new(1, EventKind::Created, "x".repeat(200), &[9; 300], 1),
+        ];
+        for event in cases {
+            let message = pb::UserEvent::from(&event);
+            assert_eq!(event.wire, message.encode_to_vec(), "{event:?}");
+            assert_eq!(pb::UserEvent::decode(event.wire.clone()).unwrap(), message);
+        }
     }
 
     #[test]

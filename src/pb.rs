@@ -7,7 +7,10 @@
 //! Nothing but wire types lives here; validation is in `crate::domain`.
 
 pub mod client;
+mod encoded;
 pub mod server;
+
+pub use encoded::{Outgoing, OutgoingCodec};
 
 /// The service's full name, written once for the consts below.
 macro_rules! service_name {

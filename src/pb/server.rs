@@ -16,6 +16,7 @@ use tonic::server::{Grpc, NamedService};
 use tonic::{Request, Response, Status, Streaming};
 use tonic_prost::ProstCodec;
 
+use super::encoded::{Outgoing, OutgoingCodec};
 use super::{
     CreateUserRequest, DeleteUserRequest, DeleteUserResponse, EventStreamRequest, GetUserRequest,
     GetUserResponse, ListUsersRequest, ListUsersResponse, Method, SearchUsersRequest,
@@ -46,8 +47,9 @@ pub trait UserService: Send + Sync + 'static {
         request: Request<Streaming<CreateUserRequest>>,
     ) -> Result<Response<ListUsersResponse>, Status>;
 
-    /// The stream WatchUserEvents answers with.
-    type WatchUserEventsStream: Stream<Item = Result<UserEvent, Status>> + Send + 'static;
+    /// The stream WatchUserEvents answers with. Its events may come encoded
+    /// already (see `pb::encoded`): one change goes to every watcher.
+    type WatchUserEventsStream: Stream<Item = Result<Outgoing<UserEvent>, Status>> + Send + 'static;
     async fn watch_user_events(
         &self,
         request: Request<Streaming<EventStreamRequest>>,
@@ -62,8 +64,10 @@ pub trait UserService: Send + Sync + 'static {
         request: Request<DeleteUserRequest>,
     ) -> Result<Response<DeleteUserResponse>, Status>;
 
-    /// The stream SubscribeUserEvents answers with.
-    type SubscribeUserEventsStream: Stream<Item = Result<UserEvent, Status>> + Send + 'static;
+    /// The stream SubscribeUserEvents answers with, as WatchUserEvents'.
+    type SubscribeUserEventsStream: Stream<Item = Result<Outgoing<UserEvent>, Status>>
+        + Send
+        + 'static;
     async fn subscribe_user_events(
         &self,
         request: Request<SubscribeUserEventsRequest>,
@@ -134,7 +138,12 @@ impl<T> UserServiceServer<T> {
         Req: prost::Message + Default + Send + 'static,
         Res: prost::Message + Send + 'static,
     {
-        Grpc::new(ProstCodec::default())
+        self.grpc_with(ProstCodec::default())
+    }
+
+    /// The same, over another codec: events' [`OutgoingCodec`].
+    fn grpc_with<C: tonic::codec::Codec>(&self, codec: C) -> Grpc<C> {
+        Grpc::new(codec)
             .apply_compression_config(
                 self.accept_compression_encodings,
                 self.send_compression_encodings,
@@ -167,8 +176,11 @@ impl<T> NamedService for UserServiceServer<T> {
 /// Each arm gives the handler as `|service, request| service.method(request)`,
 /// a plain fn that borrows nothing, so that the call owns its `Arc` clone.
 macro_rules! route {
-    ($self:ident, $req:ident, $kind:ident, $handler:expr) => {{
-        let mut grpc = $self.grpc();
+    ($self:ident, $req:ident, $kind:ident, $handler:expr) => {
+        route!($self, $req, $kind, $handler, $self.grpc())
+    };
+    ($self:ident, $req:ident, $kind:ident, $handler:expr, $grpc:expr) => {{
+        let mut grpc = $grpc;
         let inner = Arc::clone(&$self.inner);
         let method = tower::service_fn(move |request| {
             let inner = Arc::clone(&inner);
@@ -201,12 +213,14 @@ where
                 route!(self, req, client_streaming, T::bulk_create_users)
             }
             Some(Method::WatchUserEvents) => {
-                route!(self, req, streaming, T::watch_user_events)
+                let grpc = self.grpc_with(OutgoingCodec::default());
+                route!(self, req, streaming, T::watch_user_events, grpc)
             }
             Some(Method::UpdateUser) => route!(self, req, unary, T::update_user),
             Some(Method::DeleteUser) => route!(self, req, unary, T::delete_user),
             Some(Method::SubscribeUserEvents) => {
-                route!(self, req, server_streaming, T::subscribe_user_events)
+                let grpc = self.grpc_with(OutgoingCodec::default());
+                route!(self, req, server_streaming, T::subscribe_user_events, grpc)
             }
             Some(Method::SearchUsers) => route!(self, req, unary, T::search_users),
             None => {

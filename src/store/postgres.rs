@@ -18,7 +18,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use tokio::task::JoinHandle;
@@ -330,12 +329,14 @@ fn event(row: &sqlx::postgres::PgRow) -> Result<Option<Event>, sqlx::Error> {
     let seq: i64 = row.try_get(0)?;
     let kind: String = row.try_get(1)?;
     let payload: Vec<u8> = row.try_get(3)?;
-    Ok(EventKind::from_name(&kind).map(|kind| Event {
-        seq: u64::try_from(seq).unwrap_or(0),
-        kind,
-        user_id: row.try_get(2).unwrap_or_default(),
-        payload: Bytes::from(payload),
-        timestamp: row.try_get(4).unwrap_or_default(),
+    Ok(EventKind::from_name(&kind).map(|kind| {
+        Event::new(
+            u64::try_from(seq).unwrap_or(0),
+            kind,
+            row.try_get(2).unwrap_or_default(),
+            &payload,
+            row.try_get(4).unwrap_or_default(),
+        )
     }))
 }
 

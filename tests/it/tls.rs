@@ -190,7 +190,7 @@ impl UserService for WhoAmI {
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         Err(Status::unimplemented("test"))
     }
-    type WatchUserEventsStream = Never<pb::UserEvent>;
+    type WatchUserEventsStream = Never<pb::Outgoing<pb::UserEvent>>;
     async fn watch_user_events(
         &self,
         _: Request<Streaming<pb::EventStreamRequest>>,
@@ -203,7 +203,7 @@ impl UserService for WhoAmI {
     ) -> Result<Response<pb::User>, Status> {
         Err(Status::unimplemented("test"))
     }
-    type SubscribeUserEventsStream = Never<pb::UserEvent>;
+    type SubscribeUserEventsStream = Never<pb::Outgoing<pb::UserEvent>>;
     async fn subscribe_user_events(
         &self,
         _: Request<pb::SubscribeUserEventsRequest>,

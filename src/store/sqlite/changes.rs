@@ -28,13 +28,13 @@ pub fn record(connection: &Connection, kind: EventKind, user: &User) -> Result<E
         })
         .map_err(failure)?;
     let seq = u64::try_from(connection.last_insert_rowid()).unwrap_or(0);
-    Ok(Event {
+    Ok(Event::new(
         seq,
         kind,
-        user_id: user.id.as_str().to_owned(),
-        payload: payload.into(),
-        timestamp: at_ms,
-    })
+        user.id.as_str().to_owned(),
+        &payload,
+        at_ms,
+    ))
 }
 
 /// What is kept, as one reader's snapshot sees it.
@@ -100,13 +100,13 @@ pub fn after(
     Ok(events
         .into_iter()
         .filter_map(|(seq, kind, user_id, payload, at_ms)| {
-            Some(Event {
-                seq: u64::try_from(seq).ok()?,
-                kind: EventKind::from_name(&kind)?,
+            Some(Event::new(
+                u64::try_from(seq).ok()?,
+                EventKind::from_name(&kind)?,
                 user_id,
-                payload: payload.into(),
-                timestamp: at_ms,
-            })
+                &payload,
+                at_ms,
+            ))
         })
         .collect())
 }

@@ -241,6 +241,12 @@ pub fn server_methods(source: &str) -> Vec<RustMethod> {
                         .unwrap()
                         .trim()
                         .to_owned();
+                    // An event stream's messages may be sent encoded
+                    // already (`pb::Outgoing`): on the wire they are the same.
+                    let item = item
+                        .strip_prefix("Outgoing <")
+                        .and_then(|inner| inner.strip_suffix('>'))
+                        .map_or(item.clone(), |inner| inner.trim().to_owned());
                     stream_items.push((assoc.ident.to_string(), item));
                 }
             }
