@@ -50,6 +50,9 @@ use tower::Service;
 use super::TransportSettings;
 use crate::BoxError;
 
+mod held_writes;
+use held_writes::HeldWrites;
+
 /// Connections refused at accept, by the cap they were over.
 pub static REFUSED_CONNECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     IntCounterVec::new(
@@ -557,7 +560,7 @@ impl<S> Connection<S> {
             activity: Arc::clone(&activity),
         };
         let io = Greeted {
-            inner: io,
+            inner: HeldWrites::new(io),
             greeting: Some(Greeting::new()),
             activity: Arc::clone(&activity),
         };
