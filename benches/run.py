@@ -139,6 +139,39 @@ def bench(url, scenario, *extra):
     return json.loads(out.stdout)
 
 
+WATCH_ARGS = ["--connections", "10", "--watchers", "1000", "--write-rate", "1000"]
+
+
+def cpu_seconds(pid):
+    """User and system CPU time of process `pid` so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_watch(url, server_pid):
+    """The watch scenario, with the share of its CPU that the server and
+    the load tool each used over the middle of the measured time: which
+    of the two is the limit."""
+    warmup, duration = float(WARMUP.rstrip("s")), float(DURATION.rstrip("s"))
+    cmd = ["taskset", "-c", "1", BIN, "bench", "watch", "--addr", url, "--duration", DURATION, "--warmup", WARMUP,
+           "--output", "json", *WATCH_ARGS]
+    tool = subprocess.Popen(cmd, env=dict(os.environ, USERSVC_TOKEN=TOKEN), stdout=subprocess.PIPE, text=True)
+    # Setup (1,000 streams opened) takes about a second; sample inside the run.
+    time.sleep(1.5 + warmup + duration / 4)
+    before = (cpu_seconds(server_pid), cpu_seconds(tool.pid), time.monotonic())
+    time.sleep(duration / 2)
+    after = (cpu_seconds(server_pid), cpu_seconds(tool.pid), time.monotonic())
+    out, _ = tool.communicate()
+    if tool.returncode != 0:
+        raise RuntimeError(f"bench watch failed with {tool.returncode}")
+    report = json.loads(out)
+    elapsed = after[2] - before[2]
+    report["server_cpu"] = (after[0] - before[0]) / elapsed
+    report["tool_cpu"] = (after[1] - before[1]) / elapsed
+    return report
+
+
 def postgres_url():
     db = f"usersvc_bench_{int(time.time())}"
     if subprocess.run(["psql", PG_ADMIN, "-qc", f"CREATE DATABASE {db}"], capture_output=True).returncode != 0:
@@ -219,6 +252,11 @@ def main():
     stock_get = bench(stock_url, "get", *get_args)
     stock_list = bench(stock_url, "list", "--connections", "1", "--concurrency", "1", "--users", "10000")
     stock_bulk = bench(stock_url, "bulk", "--connections", "1", "--concurrency", "1", "--batch", "1000")
+    stock.stop()
+    # Its watch on a fresh process: a broadcast channel that CreateUser
+    # sends to, the fan-out a team would write first.
+    stock, stock_url = stock_peer()
+    stock_watch = bench_watch(stock_url, stock.proc.pid)
     stock.stop()
 
     # The access log's cost: the same server at info (one line a call) and
@@ -326,9 +364,17 @@ def main():
             if h1_json and h2load_rps:
                 result("GetUser as HTTP/1.1 JSON POSTs (h2load --h1, 64 connections)", h1_json, "req/s",
                        "gRPC by h2load", h2load_rps)
-            watch = bench(url, "watch", "--connections", "10", "--watchers", "1000", "--write-rate", "1000")
+            watch = bench_watch(url, server.proc.pid)
             result("WatchUserEvents p99 delivery, 1000 watchers at 1000 writes/s", watch["latency_us"]["p99"] / 1000, "ms", bound=("<", 10))
+            result("WatchUserEvents p99 delivery, against stock tonic's broadcast fan-out", watch["latency_us"]["p99"] / 1000,
+                   "ms", "stock tonic", stock_watch["latency_us"]["p99"] / 1000, higher_is_better=False)
+            result("WatchUserEvents p50 delivery, against stock tonic's broadcast fan-out", watch["latency_us"]["p50"] / 1000,
+                   "ms", "stock tonic", stock_watch["latency_us"]["p50"] / 1000, higher_is_better=False)
             result("WatchUserEvents deliveries (of 1,000,000/s offered)", watch["items_per_second"], "per s")
+            result("WatchUserEvents: the server's CPU (of its one)", 100 * watch["server_cpu"], "%",
+                   "stock tonic", 100 * stock_watch["server_cpu"], higher_is_better=False)
+            result("WatchUserEvents: the load tool's CPU (of its one)", 100 * watch["tool_cpu"], "%",
+                   "with stock tonic", 100 * stock_watch["tool_cpu"], higher_is_better=False)
             # What an idle watcher costs the calls around it: CreateUser with
             # 10,000 watch streams following users no write touches, against
             # none, on the same server.

@@ -2,15 +2,21 @@
 //! would write it in an afternoon, with the semantics of usersvc's memory
 //! store where the benchmarks look: GetUser from a HashMap, ListUsers from
 //! a Vec, CreateUser and BulkCreateUsers with UUIDv7 ids and unique
-//! lower-cased emails, a bulk creation all or nothing. No auth, logging,
-//! metrics or limits: what usersvc's layers cost is measured against it.
+//! lower-cased emails, a bulk creation all or nothing, and WatchUserEvents
+//! for `*` from a `tokio::sync::broadcast` channel that CreateUser
+//! publishes to. No auth, logging, metrics or limits: what usersvc's layers
+//! cost is measured against it.
 //!
 //! Usage: stock-tonic (prints `PORT <n>` once it listens on 127.0.0.1).
 
 use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
 use std::sync::RwLock;
 
-use tokio_stream::StreamExt;
+use prost::Message;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 pub mod pb {
@@ -19,9 +25,19 @@ pub mod pb {
 
 use pb::user_service_server::{UserService, UserServiceServer};
 
-#[derive(Default)]
 struct Directory {
     users: RwLock<Users>,
+    /// Every creation, for every watcher.
+    events: broadcast::Sender<pb::UserEvent>,
+}
+
+impl Default for Directory {
+    fn default() -> Self {
+        Self {
+            users: RwLock::default(),
+            events: broadcast::channel(65536).0,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -29,6 +45,12 @@ struct Users {
     by_id: HashMap<String, pb::User>,
     in_order: Vec<pb::User>,
     emails: HashSet<String>,
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn now() -> i64 {
@@ -87,6 +109,16 @@ impl UserService for Directory {
             return Err(Status::already_exists("email taken"));
         }
         users.insert(user.clone());
+        drop(users);
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(pb::UserEvent {
+                event_type: "user_created".into(),
+                user_id: user.id.clone(),
+                payload: user.encode_to_vec(),
+                timestamp: now_millis(),
+                sequence: 0,
+            });
+        }
         Ok(Response::new(user))
     }
 
@@ -138,12 +170,38 @@ impl UserService for Directory {
         }))
     }
 
-    type WatchUserEventsStream = tokio_stream::Empty<Result<pb::UserEvent, Status>>;
+    /// Everyone's creations after the first request, which must name `*`;
+    /// a watcher that falls behind skips what it lost.
+    type WatchUserEventsStream =
+        Pin<Box<dyn Stream<Item = Result<pb::UserEvent, Status>> + Send + 'static>>;
     async fn watch_user_events(
         &self,
-        _request: Request<Streaming<pb::EventStreamRequest>>,
+        request: Request<Streaming<pb::EventStreamRequest>>,
     ) -> Result<Response<Self::WatchUserEventsStream>, Status> {
-        Err(Status::unimplemented("not in the peer"))
+        let mut requests = request.into_inner();
+        let first = requests
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("no subscription"))?;
+        if first.user_id != "*" {
+            return Err(Status::unimplemented("the peer watches only *"));
+        }
+        let events = BroadcastStream::new(self.events.subscribe()).filter_map(Result::ok);
+        let subscribed = pb::UserEvent {
+            event_type: "subscribed".into(),
+            user_id: "*".into(),
+            timestamp: now_millis(),
+            ..Default::default()
+        };
+        // The request stream is kept open while the events flow.
+        let stream = tokio_stream::once(subscribed)
+            .chain(events)
+            .map(Ok)
+            .map(move |event| {
+                let _ = &requests;
+                event
+            });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn update_user(
