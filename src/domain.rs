@@ -271,6 +271,8 @@ pub struct User {
     /// same transaction, so it is the same on every replica.
     pub revision: i64,
     pub labels: Labels,
+    /// The etag as last hashed, for the revision it was hashed at.
+    pub etag_memo: EtagMemo,
 }
 
 impl User {
@@ -278,26 +280,75 @@ impl User {
     /// the id and the revision, so that it says nothing and no two users'
     /// versions look alike.
     pub fn etag(&self) -> String {
-        etag(&self.id, self.revision)
+        match self.etag_memo.hex(self.revision) {
+            Some(hex) => hex.to_owned(),
+            None => etag(&self.id, self.revision),
+        }
+    }
+
+    /// Hashes the etag of the current revision once, for every later read:
+    /// the memory store keeps its users, and the hash (a chain of 45
+    /// multiplications) was an eighth of a listing's time.
+    pub fn memoize_etag(&mut self) {
+        let hex = etag(&self.id, self.revision);
+        let mut memo = [0; 16];
+        memo.copy_from_slice(hex.as_bytes());
+        self.etag_memo = EtagMemo {
+            revision: self.revision,
+            hex: memo,
+        };
     }
 }
+
+/// A user's etag and the revision it is of; revision 0 (no user has it)
+/// when there is none. Read only while the revision is the same, so a
+/// memo that is stale or missing costs a hash, never a wrong etag.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EtagMemo {
+    revision: i64,
+    hex: [u8; 16],
+}
+
+impl EtagMemo {
+    fn hex(&self, revision: i64) -> Option<&str> {
+        (self.revision == revision && revision != 0)
+            .then(|| std::str::from_utf8(&self.hex).ok())
+            .flatten()
+    }
+}
+
+/// Derived data: users are equal whatever each has memoized.
+impl PartialEq for EtagMemo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for EtagMemo {}
 
 /// [`User::etag`] of the user `id` at `revision`: FNV-1a, 64 bits, which is
 /// the same in every process and release.
 pub fn etag(id: &UserId, revision: i64) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in id.0.bytes().chain([0]).chain(revision.to_le_bytes()) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    // One loop a slice: the iterator chain this replaced kept the compiler
+    // from a plain loop, and made the etag an eighth of a listing's time.
+    fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+        for &byte in bytes {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        hash
     }
+    let hash = fnv1a(0xcbf2_9ce4_8422_2325, id.0.as_bytes());
+    let hash = fnv1a(hash, &[0]);
+    let hash = fnv1a(hash, &revision.to_le_bytes());
     // Hex by hand, without the formatting machinery: every user a listing
     // or a page sends is converted.
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(16);
-    for shift in (0..16).rev() {
-        text.push(char::from(HEX[((hash >> (shift * 4)) & 0xf) as usize]));
+    let mut text = [0u8; 16];
+    for (at, digit) in text.iter_mut().enumerate() {
+        *digit = HEX[((hash >> ((15 - at) * 4)) & 0xf) as usize];
     }
-    text
+    String::from(std::str::from_utf8(&text).expect("hex digits are ASCII"))
 }
 
 impl From<User> for pb::User {
@@ -381,6 +432,7 @@ impl NewUser {
             updated_at: created_at,
             revision: 1,
             labels: self.labels,
+            etag_memo: EtagMemo::default(),
         }
     }
 }
@@ -642,6 +694,22 @@ mod tests {
             format!("{:016x}", u64::from_str_radix(&etag(&id, 1), 16).unwrap())
         );
         assert_eq!(etag(&id, 1).len(), 16);
+        // Clients keep etags across releases: the function never changes.
+        assert_eq!(etag(&id, 7), "6b48a9887f221e8f");
+
+        // A memo is read only at its own revision.
+        let mut user = NewUser::parse(pb::CreateUserRequest {
+            name: "Ann".into(),
+            email: "ann@example.com".into(),
+            ..Default::default()
+        })
+        .unwrap()
+        .into_user(id.clone(), 0);
+        user.revision = 7;
+        user.memoize_etag();
+        assert_eq!(user.etag(), "6b48a9887f221e8f");
+        user.revision = 1;
+        assert_eq!(user.etag(), etag(&id, 1), "a stale memo is not read");
         assert_ne!(etag(&id, 1), etag(&id, 2));
         let other = UserId::from_stored("0190c0de-0000-7000-8000-000000000001".into());
         assert_ne!(etag(&id, 1), etag(&other, 1));

@@ -99,7 +99,9 @@ impl Indexes {
     /// Adds `user`, whose `Email::unique_key` is `email_key`; returns it
     /// and its change's number.
     fn insert(&mut self, user: NewUser, email_key: String) -> (User, u64) {
-        let user = user.into_user(UserId::generate(), clock::unix_seconds());
+        let mut user = user.into_user(UserId::generate(), clock::unix_seconds());
+        // Kept for every listing and read: hashed once here.
+        user.memoize_etag();
         let position = self.next_position;
         self.next_position += 1;
         self.emails.insert(email_key, user.id.clone());
@@ -208,6 +210,7 @@ impl UserStore for MemoryStore {
         patch
             .apply(&mut changed, clock::unix_seconds())
             .map_err(StoreError::Invalid)?;
+        changed.memoize_etag();
         if let Some(new_email) = new_email.as_ref().filter(|&e| *e != old_email) {
             if indexes.emails.contains_key(new_email) {
                 return Err(StoreError::EmailTaken(changed.email.as_str().to_owned()));

@@ -50,6 +50,7 @@ where
             revision: self.try_get(8).map_err(read)?,
             labels: serde_json::from_str(&self.try_get::<String, _>(9).map_err(read)?)
                 .map_err(|e| StoreError::Internal(e.into()))?,
+            etag_memo: crate::domain::EtagMemo::default(),
         };
         Ok((self.try_get(0).map_err(read)?, user))
     }

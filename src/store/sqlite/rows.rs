@@ -120,6 +120,7 @@ pub fn user(row: &Row<'_>) -> rusqlite::Result<(i64, User)> {
             serde_json::from_str(&text)
                 .map_err(|e| rusqlite::Error::FromSqlConversionFailure(9, Type::Text, e.into()))?
         },
+        etag_memo: crate::domain::EtagMemo::default(),
     };
     Ok((row.get(0)?, user))
 }
