@@ -375,9 +375,10 @@ impl Greeting {
     }
 }
 
-/// A connection's stream, with its greeting watched as it is read.
+/// A connection's stream, with its greeting watched as it is read, and
+/// its writes held once the greeting says HTTP/2.
 struct Greeted<IO> {
-    inner: IO,
+    inner: HeldWrites<IO>,
     greeting: Option<Greeting>,
     activity: Arc<Activity>,
 }
@@ -394,6 +395,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Greeted<IO> {
         if let Some(greeting) = &mut this.greeting
             && greeting.feed(&buf.filled()[before..])
         {
+            if greeting.h2 {
+                this.inner.hold();
+            }
             this.greeting = None;
             this.activity.greeted.store(true, Ordering::Release);
         }

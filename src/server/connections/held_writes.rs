@@ -16,6 +16,9 @@
 //! is put off once, never twice in a row, so nothing waits longer than one
 //! turn of the runtime's queue; past [`HOLD`] bytes the buffer is written
 //! without waiting for a flush. Shutting down writes what is held first.
+//!
+//! Only HTTP/2 connections hold: an HTTP/1.1 connection has one response
+//! in flight, with nothing to join it, so holding would only delay it.
 
 use std::io;
 use std::pin::Pin;
@@ -34,6 +37,8 @@ pub struct HeldWrites<IO> {
     written: usize,
     /// A flush was put off: the next one writes.
     owed: bool,
+    /// Writes are held; until then they pass straight through.
+    holding: bool,
 }
 
 impl<IO> HeldWrites<IO> {
@@ -43,7 +48,13 @@ impl<IO> HeldWrites<IO> {
             held: Vec::new(),
             written: 0,
             owed: false,
+            holding: false,
         }
+    }
+
+    /// Holds writes from now on: the connection speaks HTTP/2.
+    pub fn hold(&mut self) {
+        self.holding = true;
     }
 }
 
@@ -57,12 +68,10 @@ impl<IO: AsyncWrite + Unpin> HeldWrites<IO> {
             }
             self.written += n;
         }
-        self.held.clear();
+        // Freed rather than kept: ten thousand quiet connections holding
+        // an empty buffer each would be memory held for nothing.
+        self.held = Vec::new();
         self.written = 0;
-        // A buffer grown by a burst is not kept by an idle connection.
-        if self.held.capacity() > HOLD {
-            self.held.shrink_to(HOLD);
-        }
         Poll::Ready(Ok(()))
     }
 
@@ -105,7 +114,11 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for HeldWrites<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().poll_hold(cx, &[io::IoSlice::new(buf)])
+        let this = self.get_mut();
+        if !this.holding && this.held.is_empty() {
+            return Pin::new(&mut this.inner).poll_write(cx, buf);
+        }
+        this.poll_hold(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -113,11 +126,15 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for HeldWrites<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().poll_hold(cx, bufs)
+        let this = self.get_mut();
+        if !this.holding && this.held.is_empty() {
+            return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        }
+        this.poll_hold(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        true
+        self.holding || self.inner.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -157,6 +174,7 @@ mod tests {
     async fn held_writes_arrive_in_order_by_the_second_flush() {
         let (ours, mut theirs) = tokio::io::duplex(1 << 20);
         let mut held = HeldWrites::new(ours);
+        held.hold();
         held.write_all(b"one ").await.unwrap();
         held.flush().await.unwrap();
         let mut got = [0; 4];
@@ -179,11 +197,23 @@ mod tests {
         assert_eq!(rest, b"three");
     }
 
+    /// Until it holds, a write goes straight out.
+    #[tokio::test]
+    async fn writes_pass_through_until_held() {
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let mut held = HeldWrites::new(ours);
+        held.write_all(b"head").await.unwrap();
+        let mut got = [0; 4];
+        theirs.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"head");
+    }
+
     /// Past `HOLD` bytes, writes go out without a flush.
     #[tokio::test]
     async fn a_full_buffer_is_written_without_a_flush() {
         let (ours, mut theirs) = tokio::io::duplex(4 * HOLD);
         let mut held = HeldWrites::new(ours);
+        held.hold();
         let data: Vec<u8> = (0..HOLD + 10).map(|n| n as u8).collect();
         held.write_all(&data).await.unwrap();
         let mut got = vec![0; HOLD];
