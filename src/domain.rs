@@ -368,6 +368,56 @@ impl From<User> for pb::User {
     }
 }
 
+impl User {
+    /// This user encoded as its `pb::User` would encode, written from the
+    /// stored fields rather than from a converted copy of them: a listing
+    /// sends a million users a second, and the copy's allocations were
+    /// most of its time. Fields in tag order, defaults left out, as prost
+    /// writes them; a test compares the two.
+    pub fn encode_wire(&self) -> Vec<u8> {
+        use prost::encoding::{WireType, encode_key, encode_varint, int64, string};
+        fn text(tag: u32, value: &str, wire: &mut Vec<u8>) {
+            encode_key(tag, WireType::LengthDelimited, wire);
+            encode_varint(value.len() as u64, wire);
+            wire.extend_from_slice(value.as_bytes());
+        }
+        let mut wire = Vec::with_capacity(256);
+        for (tag, value) in [(1, &self.id.0), (2, &self.name.0), (3, &self.email.0)] {
+            if !value.is_empty() {
+                text(tag, value, &mut wire);
+            }
+        }
+        let role = pb::UserRole::from(self.role) as i32;
+        if role != 0 {
+            encode_key(4, WireType::Varint, &mut wire);
+            encode_varint(i64::from(role) as u64, &mut wire);
+        }
+        if self.created_at != 0 {
+            int64::encode(5, &self.created_at, &mut wire);
+        }
+        if let Some(bio) = &self.bio {
+            text(6, &bio.0, &mut wire);
+        }
+        if self.updated_at != 0 {
+            int64::encode(7, &self.updated_at, &mut wire);
+        }
+        match self.etag_memo.hex(self.revision) {
+            Some(etag) => text(8, etag, &mut wire),
+            None => text(8, &self.etag(), &mut wire),
+        }
+        prost::encoding::btree_map::encode(
+            string::encode,
+            string::encoded_len,
+            string::encode,
+            string::encoded_len,
+            9,
+            &self.labels,
+            &mut wire,
+        );
+        wire
+    }
+}
+
 /// A valid request to create a user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewUser {
@@ -685,6 +735,46 @@ fn resume_after(value: i64) -> Result<u64, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A listing sends what `encode_wire` writes: it must be the bytes
+    /// prost writes for the converted message, whatever the fields hold.
+    #[test]
+    fn a_user_encodes_straight_as_its_message_would() {
+        use prost::Message;
+        let base = NewUser::parse(pb::CreateUserRequest {
+            name: "Ann Lee".into(),
+            email: "ann@example.com".into(),
+            role: pb::UserRole::Editor as i32,
+            ..Default::default()
+        })
+        .unwrap()
+        .into_user(UserId::generate(), 1_700_000_000);
+        let mut cases = vec![base.clone()];
+        let mut labelled = base.clone();
+        labelled.labels = [("team", "blue"), ("a", ""), ("site", "s3")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        labelled.bio = Some(Bio::from_stored("Writes ünïcode".into()));
+        labelled.memoize_etag();
+        cases.push(labelled.clone());
+        let mut changed = labelled.clone();
+        changed.revision = 300;
+        changed.updated_at = 1_800_000_000;
+        changed.bio = Some(Bio::from_stored(String::new()));
+        changed.role = Role::Viewer;
+        cases.push(changed);
+        let mut zeros = base;
+        zeros.created_at = 0;
+        zeros.updated_at = 0;
+        zeros.role = Role::Admin;
+        zeros.memoize_etag();
+        cases.push(zeros);
+        for user in cases {
+            let message = pb::User::from(user.clone());
+            assert_eq!(user.encode_wire(), message.encode_to_vec(), "{user:?}");
+        }
+    }
 
     #[test]
     fn an_etag_is_sixteen_hex_digits_of_the_id_and_revision() {

@@ -425,7 +425,7 @@ impl pb::server::UserService for Directory {
             .saturating_sub(8192.min(self.limits.max_message_bytes / 2));
         for user in page.users {
             // A page holds at most page_size users, and fits in one message.
-            let encoded: pb::User = user.clone().into();
+            let encoded: pb::User = crate::domain::User::clone(&user).into();
             bytes += repeated_field_len(prost::Message::encoded_len(&encoded));
             if !users.is_empty() && (users.len() == query.page_size || bytes > room) {
                 more = true;

@@ -12,6 +12,7 @@
 //! replicas committed.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -157,7 +158,7 @@ impl PageQuery {
     /// The cursor after a page of `users`, the last of which is at
     /// `last_position` in creation order; `None` for an empty page. Made
     /// once a page, not once a user: a listing reads every user.
-    pub fn cursor_after(&self, last_position: Option<i64>, users: &[User]) -> Option<Cursor> {
+    pub fn cursor_after(&self, last_position: Option<i64>, users: &[Arc<User>]) -> Option<Cursor> {
         if self.order.is_creation() {
             last_position.map(Cursor::position)
         } else {
@@ -169,7 +170,9 @@ impl PageQuery {
 /// Users in order, and the cursor after the last of them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Page {
-    pub users: Vec<User>,
+    /// Shared, not copied: the memory store hands out the users it keeps,
+    /// and a listing encodes each straight from it.
+    pub users: Vec<Arc<User>>,
     pub next: Option<Cursor>,
 }
 

@@ -35,8 +35,9 @@ pub trait UserService: Send + Sync + 'static {
         request: Request<CreateUserRequest>,
     ) -> Result<Response<User>, Status>;
 
-    /// The stream ListUsers answers with.
-    type ListUsersStream: Stream<Item = Result<User, Status>> + Send + 'static;
+    /// The stream ListUsers answers with. Its users may come encoded
+    /// already (see `pb::encoded`), straight from the stored ones.
+    type ListUsersStream: Stream<Item = Result<Outgoing<User>, Status>> + Send + 'static;
     async fn list_users(
         &self,
         request: Request<ListUsersRequest>,
@@ -208,7 +209,10 @@ where
         match Method::from_path(req.uri().path()) {
             Some(Method::GetUser) => route!(self, req, unary, T::get_user),
             Some(Method::CreateUser) => route!(self, req, unary, T::create_user),
-            Some(Method::ListUsers) => route!(self, req, server_streaming, T::list_users),
+            Some(Method::ListUsers) => {
+                let grpc = self.grpc_with(OutgoingCodec::default());
+                route!(self, req, server_streaming, T::list_users, grpc)
+            }
             Some(Method::BulkCreateUsers) => {
                 route!(self, req, client_streaming, T::bulk_create_users)
             }

@@ -265,7 +265,7 @@ impl UserStore for MemoryStore {
                 .take(query.limit)
                 .map(|(&position, user)| {
                     last = Some(position);
-                    User::clone(user)
+                    Arc::clone(user)
                 })
                 .collect();
             return Ok(Page {
@@ -276,11 +276,11 @@ impl UserStore for MemoryStore {
         // Any other order reads every match: this store is for tests and
         // development, where a directory is small.
         let order = &query.order;
-        let mut found: Vec<(Vec<SortValue>, &User)> = indexes
+        let mut found: Vec<(Vec<SortValue>, &Arc<User>)> = indexes
             .users
             .values()
             .filter(|user| matches(user))
-            .map(|user| (order.key_of(user), &**user))
+            .map(|user| (order.key_of(user), user))
             .filter(|(key, _)| {
                 query.after.as_ref().is_none_or(|Cursor(after)| {
                     order.compare(key, after) == std::cmp::Ordering::Greater
@@ -296,7 +296,7 @@ impl UserStore for MemoryStore {
         let page: Vec<_> = found.into_iter().skip(skip).collect();
         Ok(Page {
             next: page.last().map(|(key, _)| Cursor(key.clone())),
-            users: page.into_iter().map(|(_, user)| user.clone()).collect(),
+            users: page.into_iter().map(|(_, user)| Arc::clone(user)).collect(),
         })
     }
 

@@ -611,7 +611,7 @@ impl UserStore for PostgresStore {
         for row in &rows {
             let (position, user) = row.user()?;
             last = Some(position);
-            page.users.push(user);
+            page.users.push(std::sync::Arc::new(user));
         }
         page.next = query.cursor_after(last, &page.users);
         Ok(page)

@@ -536,7 +536,7 @@ fn page(readers: &Readers, query: &PageQuery) -> Result<Page, StoreError> {
         while let Some(row) = found.next()? {
             let (position, user) = rows::user(row)?;
             last = Some(position);
-            page.users.push(user);
+            page.users.push(Arc::new(user));
         }
         page.next = query.cursor_after(last, &page.users);
         Ok(page)

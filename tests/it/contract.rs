@@ -747,11 +747,11 @@ fn an_extra_route_is_caught() {
 #[test]
 fn a_wrong_streaming_flag_is_caught_on_both_sides() {
     let server = source("src/pb/server.rs").replacen(
-        "route!(self, req, server_streaming, T::list_users)",
-        "route!(self, req, unary, T::list_users)",
+        "route!(self, req, server_streaming, T::list_users,",
+        "route!(self, req, unary, T::list_users,",
         1,
     );
-    assert!(server.contains("route!(self, req, unary, T::list_users)"));
+    assert!(server.contains("route!(self, req, unary, T::list_users,"));
     let problems = compare::methods(&service(), "server", &rust_side::server_methods(&server));
     assert_caught(
         problems,

@@ -91,6 +91,9 @@ async fn all(store: &dyn UserStore) -> Vec<usersvc::domain::User> {
         .await
         .unwrap()
         .users
+        .iter()
+        .map(|user| usersvc::domain::User::clone(user))
+        .collect()
 }
 
 #[tokio::test]
@@ -789,7 +792,7 @@ async fn every_order_pages_each_user_once_while_others_come_and_go() {
                     page.users
                         .iter()
                         .filter(|u| u.email.as_str().starts_with("page"))
-                        .cloned(),
+                        .map(|u| usersvc::domain::User::clone(u)),
                 );
                 if page.users.len() < 7 {
                     break;

@@ -190,6 +190,9 @@ pub async fn stored_users(url: &str) -> Vec<usersvc::domain::User> {
         .await
         .unwrap()
         .users
+        .iter()
+        .map(|user| usersvc::domain::User::clone(user))
+        .collect()
 }
 
 /// Every user, through `client`'s ListUsers.

@@ -177,7 +177,7 @@ impl UserService for WhoAmI {
     ) -> Result<Response<pb::User>, Status> {
         Err(Status::unimplemented("test"))
     }
-    type ListUsersStream = Never<pb::User>;
+    type ListUsersStream = Never<pb::Outgoing<pb::User>>;
     async fn list_users(
         &self,
         _: Request<pb::ListUsersRequest>,
