@@ -519,24 +519,15 @@ mod tests {
         let store = Arc::new(crate::store::MemoryStore::with_events(bus.clone()));
         let (_stop, stopping) = watch::channel(false);
         let mut events = stream(subscribed_to_all(), store, unbounded(), stopping);
-        let ack = events
-            .next()
-            .await
-            .unwrap()
-            .unwrap()
-            .into_message()
-            .unwrap();
-        assert_eq!(ack.event_type, SUBSCRIBED);
+        let mut next_event = async || -> pb::UserEvent {
+            let item = events.next().await.unwrap().unwrap();
+            item.into_message().unwrap()
+        };
+        assert_eq!(next_event().await.event_type, SUBSCRIBED);
 
         let base = bus.last_seq();
         bus.publish(base + 1, EventKind::Created, &user(0));
-        let first = events
-            .next()
-            .await
-            .unwrap()
-            .unwrap()
-            .into_message()
-            .unwrap();
+        let first = next_event().await;
         assert_eq!(pb::User::decode(first.payload).unwrap().name, "u0");
 
         for n in 1..=10 {
